@@ -1,0 +1,31 @@
+# Two entry points do all set-up on a fresh Debian machine (as root), idempotently:
+#   make demo   - the main job: the lab demo on its embedded default
+#   make test   - the whole suite: lint, types, import contracts, unit and real-peer tests
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup lint unit bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/bootstrap.sh
+	bash scripts/bootstrap.sh
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/netkit dns demo
+
+lint: setup
+	$(VENV)/bin/ruff check netkit dnscache bgp tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: setup lint
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) benchmarks/dns_qps.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

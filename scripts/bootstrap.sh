@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian machine, as root: Debian packages for the real peers,
+# a .venv with the project and its pinned dev dependencies. A second run does nothing slow.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEB_PACKAGES=(
+  iproute2 procps
+  # DNS peers: authoritative servers, forwarders/caches, load generator
+  nsd knot unbound dnsmasq dnsperf bind9-dnsutils
+  # Prometheus (promtool, and a real scraper for the SLO tests)
+  prometheus
+  # BGP speakers
+  bird2 frr gobgpd exabgp
+  # a full kernel for what this host lacks (802.1Q, dummy, netem)
+  user-mode-linux kmod
+)
+
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "bootstrap: missing Debian packages (${missing[*]}); run as root" >&2; exit 1
+  fi
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # no package may leave its daemon running: tests start their own instances
+  for svc in nsd knot unbound dnsmasq prometheus frr bird; do
+    systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  done
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+hash=$(sha256sum pyproject.toml | cut -c1-16)
+if [ "$(cat .venv/.deps 2>/dev/null)" != "$hash" ]; then
+  echo "bootstrap: installing Python packages"
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  echo "$hash" > .venv/.deps
+fi
