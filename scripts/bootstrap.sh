@@ -41,6 +41,6 @@ fi
 hash=$(sha256sum pyproject.toml | cut -c1-16)
 if [ "$(cat .venv/.deps 2>/dev/null)" != "$hash" ]; then
   echo "bootstrap: installing Python packages"
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  .venv/bin/pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev]'
   echo "$hash" > .venv/.deps
 fi

@@ -1,0 +1,1 @@
+"""BGP route reflectors: topology planning, renderers, live migration (coming with later issues)."""

@@ -1,0 +1,240 @@
+"""The asyncio driver around the pure pieces: cache lookups, single-flight refreshes, serve-stale,
+prefetch and active health probes (effects).
+
+Decisions live in ``Resolution`` (which upstream, hedging, TCP fallback), ``UpstreamPool`` (health)
+and ``response`` (what to cache for how long); this module only moves bytes and time between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import struct
+import time
+from collections.abc import Callable
+
+from dnscache.cache import Cache, CacheEntry
+from dnscache.config import ServeConfig
+from dnscache.resolution import Resolution, Send
+from dnscache.response import Variant, build_entry
+from dnscache.scrub import scrub
+from dnscache.stats import Stats
+from dnscache.transport import Exchange, exchange_tcp, exchange_udp
+from dnscache.upstreams import Outcome, RetryBudget, UpstreamPool
+from dnscache.wire import (
+    T_NS,
+    T_SOA,
+    Name,
+    WireError,
+    build_query,
+    is_subdomain,
+    name_to_text,
+    name_to_wire,
+    read_name,
+)
+from netkit.addr import HostPort
+
+log = logging.getLogger("netkit.dns")
+
+VARIANT_FROM_BYTE = {b: Variant(bool(b & 1), bool(b & 2), bool(b & 4)) for b in range(8)}
+
+
+def randomise_case(qname_wire: bytes, rng: random.Random) -> bytes:
+    """DNS 0x20: flip the case of letters at random; the reply must echo it exactly."""
+    out = bytearray(qname_wire)
+    bits = rng.getrandbits(len(out))
+    for i, c in enumerate(out):
+        if 0x61 <= c <= 0x7A and (bits >> i) & 1:
+            out[i] = c - 0x20
+    return bytes(out)
+
+
+class Resolver:
+    def __init__(
+        self,
+        cfg: ServeConfig,
+        stats: Stats,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.stats = stats
+        self.clock = clock
+        self.rng = rng or random.SystemRandom()
+        self.cache = Cache(cfg.cache_size, cfg.cache_bytes)
+        self.policy = cfg.cache_policy
+        self.budget = RetryBudget()
+        self._inflight: dict[bytes, asyncio.Task[CacheEntry | None]] = {}
+        self._background: set[asyncio.Task[object]] = set()
+        self.pools: list[tuple[Name, UpstreamPool]] = []
+        self.configure(cfg)
+
+    # -- configuration -----------------------------------------------------------------------
+    def configure(self, cfg: ServeConfig) -> None:
+        """(Re)build upstream pools, keeping the health of servers that stay; resize the cache."""
+        old = {(zone, s.address): s for zone, pool in self.pools for s in pool.states}
+        pools: list[tuple[Name, UpstreamPool]] = [((), UpstreamPool(list(cfg.upstream), cfg.health_policy))]
+        pools += [(z.zone, UpstreamPool(list(z.upstreams), cfg.health_policy)) for z in cfg.zone]
+        pools.sort(key=lambda zp: len(zp[0]), reverse=True)  # longest suffix first
+        for zone, pool in pools:
+            for i, s in enumerate(pool.states):
+                prev = old.get((zone, s.address))
+                if prev is not None:
+                    pool.states[i] = prev
+            pool._by_address = {s.address: s for s in pool.states}
+        self.pools = pools
+        self.cfg = cfg
+        self.policy = cfg.cache_policy
+        self.cache.resize(cfg.cache_size, cfg.cache_bytes, self.clock())
+
+    def route(self, qname: Name) -> tuple[Name, UpstreamPool]:
+        for zone, pool in self.pools:
+            if is_subdomain(qname, zone):
+                return zone, pool
+        raise AssertionError("the default pool matches every name")
+
+    # -- lookups -----------------------------------------------------------------------------
+    async def lookup(self, key: bytes) -> tuple[CacheEntry | None, bool]:
+        """The entry to answer from and whether it is stale; (None, False) means SERVFAIL."""
+        now = self.clock()
+        entry = self.cache.get(key)
+        if entry is not None and now < entry.expires_at:
+            self.stats.cache_hits += 1
+            entry.hits += 1
+            if now >= entry.prefetch_at:
+                self.maybe_prefetch(key, entry)
+            return entry, False
+        stale = entry if entry is not None and now < entry.stale_until else None
+        if stale is not None and now < stale.recheck_at:
+            return stale, True  # a refresh failed recently: do not hammer the upstreams (RFC 8767)
+        self.stats.cache_misses += 1
+        task = self.refresh(key)
+        if stale is None:
+            fresh = await asyncio.shield(task)
+            return fresh, False
+        done, _ = await asyncio.wait({task}, timeout=self.cfg.stale_answer_timeout)
+        if done and task.result() is not None:
+            return task.result(), False
+        return stale, True
+
+    def refresh(self, key: bytes) -> asyncio.Task[CacheEntry | None]:
+        """Resolve ``key`` upstream, at most once at a time (single-flight)."""
+        task = self._inflight.get(key)
+        if task is not None:
+            self.stats.coalesced += 1
+            return task
+        task = asyncio.get_running_loop().create_task(self._resolve(key))
+        self._inflight[key] = task
+        task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        return task
+
+    def maybe_prefetch(self, key: bytes, entry: CacheEntry) -> None:
+        """Called from the hit path once an entry is in the last part of its TTL."""
+        if self.cfg.prefetch and entry.hits >= self.cfg.prefetch_min_hits and key not in self._inflight:
+            self.stats.prefetches += 1
+            self.refresh(key)
+
+    async def _resolve(self, key: bytes) -> CacheEntry | None:
+        question, variant = key[:-1], VARIANT_FROM_BYTE[key[-1]]
+        qname_wire, (qtype, qclass) = question[:-4], struct.unpack("!HH", question[-4:])
+        qname, _ = read_name(qname_wire, 0)
+        zone, pool = self.route(qname)
+        now = self.clock()
+        res = Resolution(pool, self.cfg.attempt_policy, self.budget, self.rng, now)
+        pending: dict[asyncio.Task[Exchange], tuple[Send, bytes]] = {}
+        answer: Exchange | None = None
+        sends = res.start()
+        try:
+            while True:
+                for send in sends:
+                    wire_name = randomise_case(qname_wire, self.rng) if self.cfg.dns0x20 else qname_wire
+                    query = build_query(
+                        self.rng.getrandbits(16), wire_name, qtype, qclass, cd=variant.cd, do=variant.do
+                    )
+                    exchange = exchange_tcp if send.tcp else exchange_udp
+                    coro = exchange(
+                        send.upstream,
+                        query,
+                        wire_name,
+                        qtype,
+                        qclass,
+                        send.timeout,
+                        self.stats,
+                        self.cfg.dns0x20,
+                    )
+                    pending[asyncio.ensure_future(coro)] = (send, wire_name)
+                if res.done:
+                    break
+                wait = max(0.0, res.next_wakeup() - self.clock())
+                done, _ = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                now = self.clock()
+                sends = []
+                for t in done:
+                    send, _ = pending.pop(t)
+                    ex = t.result()
+                    sends += res.on_reply(send.upstream, send.tcp, ex.outcome, ex.truncated, now)
+                    if (
+                        ex.outcome is Outcome.SUCCESS
+                        and not (ex.truncated and not send.tcp)
+                        and res.answered_by
+                    ):
+                        answer = ex
+                sends += res.on_timer(now)
+        finally:
+            for t in pending:
+                t.cancel()
+        now = self.clock()
+        if answer is None or answer.reply is None or answer.message is None:
+            entry = self.cache.get(key)
+            if entry is not None:
+                entry.recheck_at = now + self.cfg.failure_recheck
+            log.debug(
+                "resolution failed", extra={"qname": name_to_text(qname), "failures": len(res.failures)}
+            )
+            return None
+        try:
+            scrubbed = scrub(answer.reply, answer.message, zone)
+            entry, cacheable = build_entry(scrubbed.wire, scrubbed.message, variant, self.policy, now)
+        except WireError:
+            return None
+        self.stats.scrubbed_records += scrubbed.dropped
+        if cacheable:
+            self.cache.put(key, entry, now)
+        return entry
+
+    # -- active health probes ----------------------------------------------------------------
+    async def probe_forever(self) -> None:
+        """Probe down upstreams with backoff (the zone's SOA, or ``. NS`` for the default set)."""
+        while True:
+            now = self.clock()
+            for zone, pool in self.pools:
+                for upstream in pool.due_probes(now):
+                    self._spawn(self._probe(zone, pool, upstream))
+            times = [t for _, p in self.pools if (t := p.next_probe_time()) is not None]
+            delay = min(times) - self.clock() if times else 0.25
+            await asyncio.sleep(min(max(delay, 0.02), 0.25))
+
+    async def _probe(self, zone: Name, pool: UpstreamPool, upstream: HostPort) -> None:
+        qname_wire = name_to_wire(zone)
+        qtype = T_SOA if zone else T_NS
+        query = build_query(self.rng.getrandbits(16), qname_wire, qtype, 1)
+        start = self.clock()
+        ex = await exchange_udp(upstream, query, qname_wire, qtype, 1, self.cfg.attempt_timeout, self.stats)
+        pool.probe_done(upstream, ex.outcome, self.clock() - start, self.clock())
+        if ex.outcome is Outcome.SUCCESS:
+            log.info("upstream recovered", extra={"upstream": str(upstream)})
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        for task in [*self._background, *self._inflight.values()]:
+            task.cancel()
+        for task in [*self._background, *self._inflight.values()]:
+            with contextlib.suppress(BaseException):
+                await task

@@ -1,0 +1,168 @@
+"""From an upstream reply to a cache entry, and from an entry to what fits a client (pure).
+
+Caching rules: positive answers live for the smallest TTL in the message, clamped to
+[min_ttl, max_ttl]; negative answers (NXDOMAIN, NODATA) per RFC 2308: min(SOA TTL, SOA MINIMUM),
+capped by neg_max_ttl, and the SOA is served with that TTL; a negative answer without a SOA is not
+cached. EDNS is hop by hop: the upstream's OPT is dropped and ours is appended for clients that
+sent one.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import dns.exception
+import dns.message
+
+from dnscache.cache import CacheEntry
+from dnscache.wire import (
+    AD,
+    ANSWER,
+    AUTHORITY,
+    CD,
+    NOERROR,
+    NXDOMAIN,
+    QR,
+    RA,
+    T_ANY,
+    T_CNAME,
+    T_SOA,
+    TC,
+    Message,
+    WireError,
+    header,
+    opt_record,
+    parse_message,
+)
+
+_U16 = struct.Struct("!H")
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    min_ttl: int = 0
+    max_ttl: int = 86400
+    neg_max_ttl: int = 3600
+    stale_window: float = 86400.0  # how long past expiry an entry may still be served stale
+    stale_ttl: int = 30  # TTL of stale answers (RFC 8767)
+    prefetch_fraction: float = 0.1  # refresh when less than this share of the TTL is left
+    edns_udp_size: int = 1232  # what we advertise to clients (DNS flag day 2020)
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    edns: bool
+    do: bool
+    cd: bool
+
+
+def normalise(buf: bytes, msg: Message) -> tuple[bytes, Message]:
+    """Make sure the upstream's OPT (if any) is the last record, so it can be cut off."""
+    if msg.edns is None or msg.opt_start == len(buf) - 11 - len(msg.edns.options):
+        return buf, msg
+    try:
+        m = dns.message.from_wire(buf, one_rr_per_rrset=True)
+    except dns.exception.DNSException as exc:
+        raise WireError(f"reply could not be rebuilt: {exc}") from None
+    wire = m.to_wire(max_size=65535)
+    return wire, parse_message(wire)
+
+
+def cache_lifetime(buf: bytes, msg: Message, policy: CachePolicy) -> tuple[int, list[int]]:
+    """Seconds the reply may be cached, and the TTL to serve for each record (same order)."""
+    ttls = [min(max(r.ttl, policy.min_ttl), policy.max_ttl) for r in msg.records]
+    rcode = msg.rcode
+    if rcode not in (NOERROR, NXDOMAIN):
+        return 0, ttls
+    has_data = any(
+        r.section == ANSWER
+        and (r.rtype == msg.qtype or msg.qtype == T_ANY or (msg.qtype == T_CNAME and r.rtype == T_CNAME))
+        for r in msg.records
+    )
+    if rcode == NOERROR and has_data:
+        return (min(ttls) if ttls else 0), ttls
+    # negative: NXDOMAIN or NODATA (possibly at the end of a CNAME chain)
+    soa = next((i for i, r in enumerate(msg.records) if r.section == AUTHORITY and r.rtype == T_SOA), None)
+    if soa is None:
+        return 0, ttls
+    rec = msg.records[soa]
+    (minimum,) = struct.unpack_from("!I", buf, rec.end - 4)
+    negative = min(rec.ttl, minimum, policy.neg_max_ttl)
+    ttls[soa] = negative
+    chain = [t for r, t in zip(msg.records, ttls, strict=True) if r.section == ANSWER]
+    return min([negative, *chain]), ttls
+
+
+def build_entry(
+    buf: bytes, msg: Message, variant: Variant, policy: CachePolicy, now: float
+) -> tuple[CacheEntry, bool]:
+    """Turn a validated, scrubbed upstream reply into an entry; the flag says whether to cache it."""
+    buf, msg = normalise(buf, msg)
+    lifetime, ttls = cache_lifetime(buf, msg, policy)
+    body_end = msg.opt_start if msg.edns is not None else len(buf)
+    counts = [0, 0, 0]
+    for r in msg.records:
+        counts[r.section - 1] += 1
+    flags = QR | RA | (msg.flags & 0xF)
+    if variant.do and msg.flags & AD:
+        flags |= AD
+    if variant.cd:
+        flags |= CD
+    opt = opt_record(policy.edns_udp_size, variant.do) if variant.edns else b""
+    wire = bytearray(header(0, flags, 1, counts[0], counts[1], counts[2] + (1 if opt else 0)))
+    question = buf[12 : msg.question_end]
+    wire += question[:-4].lower() + question[-4:]
+    wire += buf[msg.question_end : body_end]
+    wire += opt
+    for r, ttl in zip(msg.records, ttls, strict=True):
+        struct.pack_into("!I", wire, r.ttl_off, ttl)
+    entry = CacheEntry(
+        wire,
+        msg.question_end,
+        tuple(r.ttl_off for r in msg.records),
+        tuple(ttls),
+        tuple(r.end for r in msg.records),
+        (counts[0], counts[1], counts[2]),
+        msg.rcode,
+        now,
+        float(lifetime),
+        policy.stale_window,
+        policy.prefetch_fraction,
+    )
+    return entry, lifetime > 0
+
+
+def finish(wire: bytearray, entry: CacheEntry, query: bytes, limit: int) -> bytes:
+    """Personalise a rendered entry for one query (ID, RD, question case) and fit it in ``limit``."""
+    out = bytearray(wire) if len(wire) <= limit else fit(wire, entry, limit)
+    out[0:2] = query[0:2]
+    out[2] = (out[2] & 0xFE) | (query[2] & 0x01)
+    out[12 : entry.qend] = query[12 : entry.qend]
+    return bytes(out)
+
+
+def fit(wire: bytearray, entry: CacheEntry, limit: int) -> bytearray:
+    """Cut a reply at a record boundary so it fits ``limit`` octets (RFC 2181 9).
+
+    Compression pointers only point backwards, so any prefix of whole records stays valid. TC is
+    set when an answer or authority record had to go; dropping additional records alone is not
+    truncation.
+    """
+    body_end = entry.record_ends[-1] if entry.record_ends else entry.qend
+    opt = wire[body_end:]
+    room = limit - len(opt)
+    kept = 0
+    while kept < len(entry.record_ends) and entry.record_ends[kept] <= room:
+        kept += 1
+    end = entry.record_ends[kept - 1] if kept else entry.qend
+    an = min(entry.an, kept)
+    ns = min(entry.ns, kept - an)
+    ar = kept - an - ns
+    out = bytearray(wire[:end]) + opt
+    _U16.pack_into(out, 6, an)
+    _U16.pack_into(out, 8, ns)
+    _U16.pack_into(out, 10, ar + (1 if opt else 0))
+    if kept < entry.an + entry.ns:
+        out[2] |= TC >> 8
+    return out

@@ -1,0 +1,344 @@
+"""The listening side: UDP and TCP on every listen address, the cache-hit fast path, the slow path
+for everything else (effects).
+
+The fast path runs inside ``datagram_received`` without parsing the message: it walks the
+question's labels, reads the OPT record in place if there is one, looks up the raw question bytes
+(case-folded) plus a variant byte, and sends the cached bytes with the client's ID, RD bit and
+question case patched in. Anything unusual (no entry, expired, too big for the client, odd
+header) drops to the slow path, which parses fully and answers every case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+from dnscache.cache import cache_key, variant_byte
+from dnscache.config import ServeConfig
+from dnscache.resolver import Resolver
+from dnscache.response import finish
+from dnscache.stats import RCODE_SLOTS, Stats
+from dnscache.wire import (
+    BADVERS,
+    FORMERR,
+    NOTIMP,
+    OPCODE_MASK,
+    QR,
+    REFUSED,
+    SERVFAIL,
+    T_AXFR,
+    T_IXFR,
+    WireError,
+    error_reply,
+    parse_message,
+    question_end,
+)
+from netkit.addr import HostPort
+
+log = logging.getLogger("netkit.dns")
+
+_QD1 = b"\x00\x01\x00\x00\x00\x00"
+_VARIANTS = [bytes((v,)) for v in range(8)]
+_U16 = struct.Struct("!H")
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+MAX_SLOW_TASKS = 20000
+TCP_MESSAGE_TIMEOUT = 2.0  # a started message must complete within this (slowloris)
+TCP_MAX_PIPELINE = 64
+TCP_MAX_WRITE_BUFFER = 1 << 20
+
+
+def make_socket(addr: HostPort, kind: socket.SocketKind, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if addr.family_is_v6 else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET:
+            # bind before the node-local address exists (it may be added to its link later)
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_DGRAM:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind((addr.host, addr.port))
+        sock.setblocking(False)
+        if kind == socket.SOCK_STREAM:
+            sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+        raise OSError(exc.errno, f"cannot listen on {addr} ({proto}): {exc.strerror}") from None
+    return sock
+
+
+class DnsServer:
+    def __init__(
+        self,
+        cfg: ServeConfig,
+        stats: Stats | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        reuse_port: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.stats = stats or Stats()
+        self.clock = clock
+        self.resolver = Resolver(cfg, self.stats, clock=clock, rng=rng)
+        self.reuse_port = reuse_port
+        self.ready = False
+        self._transports: list[asyncio.DatagramTransport] = []
+        self._tcp_servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slow = 0
+        self._tcp_conns = 0
+        self._housekeeping: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self, sockets: list[tuple[socket.socket, socket.socket]] | None = None) -> None:
+        """Listen on every configured address, or on the given (udp, tcp) sockets (handover)."""
+        loop = asyncio.get_running_loop()
+        pairs = sockets or [
+            (
+                make_socket(a, socket.SOCK_DGRAM, self.reuse_port),
+                make_socket(a, socket.SOCK_STREAM, self.reuse_port),
+            )
+            for a in self.cfg.listen
+        ]
+        for udp, tcp in pairs:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=udp)
+            self._transports.append(transport)
+            self._tcp_servers.append(await asyncio.start_server(self._serve_tcp, sock=tcp))
+        self._housekeeping = [
+            loop.create_task(self.resolver.probe_forever()),
+            loop.create_task(self._sweep_forever()),
+        ]
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        for t in self._transports:
+            t.close()
+        for s in self._tcp_servers:
+            s.close()
+        for task in [*self._housekeeping, *self._tasks]:
+            task.cancel()
+        for task in [*self._housekeeping, *self._tasks]:
+            with contextlib.suppress(BaseException):
+                await task
+        await self.resolver.close()
+
+    def snapshot(self) -> dict[str, object]:
+        """Counters and gauges for the metrics collector (and for the supervisor of workers)."""
+        snap = self.stats.snapshot()
+        cache = self.resolver.cache
+        snap.update(cache_entries=len(cache), cache_bytes=cache.bytes, cache_evictions=cache.stats.evictions)
+        snap["upstreams"] = [
+            {
+                "upstream": str(s.address),
+                "healthy": 0 if s.down else 1,
+                "srtt": s.srtt,
+                "results": {o.value: c for o, c in s.results.items()},
+            }
+            for _, pool in self.resolver.pools
+            for s in pool.states
+        ]
+        return snap
+
+    def reload(self, cfg: ServeConfig) -> None:
+        """Apply new upstreams, zones and cache limits; listeners and cache contents stay."""
+        self.resolver.configure(cfg)
+        self.cfg = cfg
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.resolver.cache.sweep(self.clock())
+
+    # -- the slow path -----------------------------------------------------------------------
+    def spawn_slow(self, data: bytes, reply: Callable[[bytes], None], tcp: bool) -> None:
+        if self._slow >= MAX_SLOW_TASKS:
+            self.stats.dropped += 1
+            return
+        self._slow += 1
+        task = asyncio.get_running_loop().create_task(self._slow_path(data, reply, tcp))
+        self._tasks.add(task)
+        task.add_done_callback(self._slow_done)
+
+    def _slow_done(self, task: asyncio.Task[None]) -> None:
+        self._slow -= 1
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("query handling failed", exc_info=task.exception())
+
+    async def _slow_path(self, data: bytes, reply: Callable[[bytes], None], tcp: bool) -> None:
+        start = self.clock()
+        out = await self.answer(data, tcp)
+        if out is None:
+            self.stats.dropped += 1
+            return
+        self.stats.count_rcode(out[3] & 0xF)
+        reply(out)
+        self.stats.observe(self.clock() - start)
+
+    async def answer(self, data: bytes, tcp: bool) -> bytes | None:
+        """Answer one query message; None means drop it (not a query, or hopelessly garbled)."""
+        if len(data) < 12 or data[2] & (QR >> 8):
+            return None  # never answer a response: that is how reflection loops start
+        flags = _U16.unpack_from(data, 2)[0]
+        qend = question_end(data)
+        if flags & OPCODE_MASK:
+            return error_reply(data, NOTIMP, qend if qend > 0 and data[4:6] == b"\x00\x01" else None, None)
+        try:
+            msg = parse_message(data)
+        except WireError:
+            return error_reply(data, FORMERR, None, None)
+        qend = msg.question_end
+        if data[6:10] != b"\x00\x00\x00\x00":
+            return error_reply(data, FORMERR, qend, msg.edns)
+        if msg.edns is not None and msg.edns.version != 0:
+            return error_reply(data, BADVERS, qend, msg.edns)
+        if msg.qtype in (T_AXFR, T_IXFR):
+            return error_reply(data, REFUSED, qend, msg.edns)
+        if tcp:
+            limit = 65535
+        elif msg.edns is not None:
+            limit = min(max(msg.edns.udp_size, 512), self.cfg.cache_policy.edns_udp_size)
+        else:
+            limit = 512
+        variant = variant_byte(msg.edns is not None, bool(msg.edns and msg.edns.do), bool(flags & 0x0010))
+        key = cache_key(data[12:qend], variant)
+        entry, stale = await self.resolver.lookup(key)
+        if entry is None:
+            return error_reply(data, SERVFAIL, qend, msg.edns)
+        if stale:
+            self.stats.served_stale += 1
+            wire = entry.render_stale(self.cfg.stale_ttl)
+        else:
+            wire = entry.render_fresh(self.clock())
+        return finish(wire, entry, data, limit)
+
+    # -- TCP ---------------------------------------------------------------------------------
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._tcp_conns >= self.cfg.max_tcp_connections:
+            writer.close()
+            return
+        self._tcp_conns += 1
+        self.stats.tcp_connections += 1
+        inflight: set[asyncio.Task[None]] = set()
+
+        def send(out: bytes) -> None:
+            if writer.is_closing():
+                return
+            if writer.transport.get_write_buffer_size() > TCP_MAX_WRITE_BUFFER:
+                writer.close()  # the client does not read its answers
+                return
+            writer.write(_U16.pack(len(out)) + out)
+
+        try:
+            while True:
+                async with asyncio.timeout(self.cfg.tcp_idle_timeout):
+                    head = await reader.readexactly(2)
+                (length,) = _U16.unpack(head)
+                if length < 12:
+                    break
+                async with asyncio.timeout(TCP_MESSAGE_TIMEOUT):
+                    data = await reader.readexactly(length)
+                self.stats.requests_tcp += 1
+                while len(inflight) >= TCP_MAX_PIPELINE:
+                    await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                task = asyncio.get_running_loop().create_task(self._slow_path(data, send, True))
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+            if inflight:
+                await asyncio.wait(inflight, timeout=self.cfg.deadline)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            if inflight:  # answer what was asked before the client went quiet, within the deadline
+                await asyncio.wait(inflight, timeout=self.cfg.deadline)
+            for task in inflight:
+                task.cancel()
+            self._tcp_conns -= 1
+            writer.close()
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
+        self.stats = server.stats
+        self.entries = server.resolver.cache.entries
+        self.clock = server.clock
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP errors for clients that went away
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        stats = self.stats
+        stats.requests_udp += 1
+        n = len(data)
+        if n >= 17 and not data[2] & 0xF8 and data[4:10] == _QD1:
+            i = 12
+            while i < n:
+                length = data[i]
+                if length == 0 or length > 63:
+                    break
+                i += length + 1
+            qend = i + 5
+            if i < n and data[i] == 0 and qend <= n:
+                variant = -1
+                limit = 512
+                if data[10] == 0 and data[11] == 0:
+                    if qend == n:
+                        variant = 0
+                elif (
+                    data[10] == 0
+                    and data[11] == 1
+                    and n >= qend + 11
+                    and data[qend] == 0
+                    and data[qend + 1] == 0
+                    and data[qend + 2] == 41
+                    and data[qend + 6] == 0
+                    and qend + 11 + ((data[qend + 9] << 8) | data[qend + 10]) == n
+                ):
+                    size = (data[qend + 3] << 8) | data[qend + 4]
+                    limit = size if size > 512 else 512
+                    variant = 3 if data[qend + 7] & 0x80 else 1
+                if variant >= 0:
+                    if data[3] & 0x10:
+                        variant |= 4
+                    key = data[12 : qend - 4].lower() + data[qend - 4 : qend] + _VARIANTS[variant]
+                    entry = self.entries.get(key)
+                    if entry is not None:
+                        now = self.clock()
+                        if now < entry.expires_at:
+                            wire = entry.render_fresh(now)
+                            if len(wire) <= limit:
+                                out = bytearray(wire)
+                                out[0:2] = data[0:2]
+                                out[2] = (out[2] & 0xFE) | (data[2] & 0x01)
+                                out[12 : qend - 4] = data[12 : qend - 4]
+                                self.transport.sendto(out, addr)  # type: ignore[union-attr]
+                                entry.hits += 1
+                                stats.cache_hits += 1
+                                stats.duration_counts[0] += 1
+                                stats.rcodes[
+                                    entry.rcode if entry.rcode < RCODE_SLOTS else RCODE_SLOTS - 1
+                                ] += 1
+                                if now >= entry.prefetch_at:
+                                    self.server.resolver.maybe_prefetch(key, entry)
+                                return
+        transport = self.transport
+        self.server.spawn_slow(data, lambda out: transport.sendto(out, addr), False)  # type: ignore[union-attr]

@@ -1,0 +1,179 @@
+"""Upstream health and selection (pure): smoothed RTT, passive failure counting, active-probe
+schedule with backoff, ranked selection with exploration, adaptive hedge delay, retry budget.
+
+Modelled on Unbound's infra cache (SRTT/RTTVAR per server, RTO = SRTT + 4*RTTVAR, a band of
+near-best servers chosen among at random) and CoreDNS forward's health checks (a server is down
+after ``max_fails`` consecutive failures and is probed until it answers again).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from netkit.addr import HostPort
+
+
+class Outcome(StrEnum):
+    """What one upstream exchange came to; the values are the metric label ``result``."""
+
+    SUCCESS = "success"
+    TIMEOUT = "timeout"
+    SERVFAIL = "servfail"
+    REFUSED = "refused"
+    MALFORMED = "malformed"
+    NETWORK_ERROR = "network_error"
+
+    @property
+    def failed(self) -> bool:
+        return self is not Outcome.SUCCESS
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    max_fails: int = 2  # consecutive failures before an upstream is marked down
+    initial_rtt: float = 0.05  # estimate for a server never measured (explored early)
+    min_hedge_delay: float = 0.02
+    max_hedge_delay: float = 0.4
+    probe_backoff_min: float = 0.25
+    probe_backoff_max: float = 5.0
+    explore_probability: float = 0.05
+    near_best_band: float = 0.005  # servers within this of the best SRTT share the load
+    timeout_rtt_penalty: float = 1.0  # seconds folded into the SRTT per timeout
+
+
+@dataclass(slots=True)
+class UpstreamState:
+    address: HostPort
+    srtt: float
+    rttvar: float
+    consecutive_failures: int = 0
+    down: bool = False
+    next_probe_at: float = 0.0
+    probe_backoff: float = 0.0
+    probing: bool = False
+    last_outcome: Outcome | None = None
+    results: dict[Outcome, int] = field(default_factory=dict)
+
+    @property
+    def rto(self) -> float:
+        return self.srtt + 4 * self.rttvar
+
+
+class UpstreamPool:
+    """The health view of one set of upstreams (the default set or one stub zone's)."""
+
+    def __init__(self, addresses: list[HostPort], policy: HealthPolicy | None = None) -> None:
+        if not addresses:
+            raise ValueError("an upstream pool needs at least one address")
+        self.policy = policy or HealthPolicy()
+        p = self.policy
+        self.states: list[UpstreamState] = [
+            UpstreamState(a, p.initial_rtt, p.initial_rtt / 2) for a in addresses
+        ]
+        self._by_address = {s.address: s for s in self.states}
+
+    def state(self, address: HostPort) -> UpstreamState:
+        return self._by_address[address]
+
+    @property
+    def healthy(self) -> list[UpstreamState]:
+        return [s for s in self.states if not s.down]
+
+    def ranked(self, rng: random.Random) -> list[HostPort]:
+        """Order in which to try the upstreams for one query.
+
+        Healthy servers by SRTT, servers within ``near_best_band`` of the best shuffled among
+        themselves, and with ``explore_probability`` a random other healthy server first so that
+        estimates of the slower ones stay current. Down servers come last: when everything is down
+        they are still worth a try (their probes may simply not have run yet).
+        """
+        up = sorted((s for s in self.states if not s.down), key=lambda s: s.srtt)
+        down = sorted((s for s in self.states if s.down), key=lambda s: s.next_probe_at)
+        if len(up) > 1:
+            best = up[0].srtt
+            band = [s for s in up if s.srtt <= best + self.policy.near_best_band]
+            if len(band) > 1:
+                rng.shuffle(band)
+                up = band + [s for s in up if s not in band]
+            if rng.random() < self.policy.explore_probability:
+                pick = rng.randrange(1, len(up))
+                up.insert(0, up.pop(pick))
+        return [s.address for s in up + down]
+
+    def hedge_delay(self, address: HostPort) -> float:
+        """How long to wait for ``address`` before also asking the next server."""
+        p = self.policy
+        return min(max(self.state(address).rto, p.min_hedge_delay), p.max_hedge_delay)
+
+    def record(self, address: HostPort, outcome: Outcome, rtt: float, now: float) -> None:
+        """Fold one exchange (a query or a probe) into the server's health."""
+        s = self.state(address)
+        s.results[outcome] = s.results.get(outcome, 0) + 1
+        s.last_outcome = outcome
+        if outcome is Outcome.SUCCESS:
+            err = rtt - s.srtt
+            s.srtt += err / 8
+            s.rttvar += (abs(err) - s.rttvar) / 4
+            s.consecutive_failures = 0
+            if s.down:
+                s.down = False
+                s.probe_backoff = 0.0
+            return
+        if outcome is Outcome.TIMEOUT:
+            s.srtt = min(s.srtt + self.policy.timeout_rtt_penalty / 8, 10.0)
+        s.consecutive_failures += 1
+        if s.down:
+            s.probe_backoff = min(
+                max(s.probe_backoff * 2, self.policy.probe_backoff_min), self.policy.probe_backoff_max
+            )
+            s.next_probe_at = now + s.probe_backoff
+        elif s.consecutive_failures >= self.policy.max_fails:
+            s.down = True
+            s.probe_backoff = self.policy.probe_backoff_min
+            s.next_probe_at = now + s.probe_backoff
+
+    def due_probes(self, now: float) -> list[HostPort]:
+        """Down servers whose next active probe is due and not already running."""
+        due = [s for s in self.states if s.down and not s.probing and s.next_probe_at <= now]
+        for s in due:
+            s.probing = True
+        return [s.address for s in due]
+
+    def probe_done(self, address: HostPort, outcome: Outcome, rtt: float, now: float) -> None:
+        self.state(address).probing = False
+        self.record(address, outcome, rtt, now)
+
+    def next_probe_time(self) -> float | None:
+        times = [s.next_probe_at for s in self.states if s.down and not s.probing]
+        return min(times) if times else None
+
+
+class RetryBudget:
+    """Retries and hedges may add at most ``ratio`` of the request rate (plus a small floor), so a
+    failing upstream set cannot turn into a retry storm (Finagle's RetryBudget)."""
+
+    def __init__(self, ratio: float = 0.5, floor_per_second: float = 20.0, cap: float = 200.0) -> None:
+        self.ratio = ratio
+        self.floor = floor_per_second
+        self.cap = cap
+        self.tokens = cap
+        self._last = 0.0
+
+    def deposit(self, now: float) -> None:
+        """Called once per client request that reaches the upstream path."""
+        self._refill(now)
+        self.tokens = min(self.cap, self.tokens + self.ratio)
+
+    def try_spend(self, now: float) -> bool:
+        self._refill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def _refill(self, now: float) -> None:
+        if now > self._last:
+            self.tokens = min(self.cap, self.tokens + (now - self._last) * self.floor)
+            self._last = now

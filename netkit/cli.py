@@ -1,0 +1,37 @@
+"""``netkit``: one command, a subcommand per plane."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from netkit import __version__
+
+DESCRIPTION = """\
+netkit: network and DNS reliability for Kubernetes data centres.
+
+  netkit dns serve   node-local caching DNS responder (see: netkit dns serve --help)
+  netkit dns demo    real upstreams + the cache on loopback: answers, failover, serve-stale
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dnscache import cli as dns_cli
+
+    parser = argparse.ArgumentParser(
+        prog="netkit", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"netkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    dns_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
