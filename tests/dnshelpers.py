@@ -1,0 +1,174 @@
+"""Shared test helpers: run ``DnsServer`` on its own event loop thread, query it, and a scripted
+upstream for the behaviours no real server produces (spoofed, garbled, out-of-bailiwick replies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+
+from dnscache.config import ServeConfig, load
+from dnscache.runner import event_loop_policy
+from dnscache.server import DnsServer
+from netkit.lab.runid import free_port
+
+
+class ServerThread:
+    """A real ``DnsServer`` on 127.0.0.1:free port, its loop in a thread; stop() in a finalizer."""
+
+    def __init__(self, **options: Any) -> None:
+        self.port = options.pop("port", None) or free_port()
+        options.setdefault("listen", [f"127.0.0.1:{self.port}"])
+        self.cfg: ServeConfig = load(options, "test")
+        self.loop = asyncio.new_event_loop()
+        self.server = DnsServer(self.cfg)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        self.call(self.server.start())
+        return self
+
+    def call(self, coro: Any, timeout: float = 10) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the server's loop thread (for touching its state safely)."""
+
+        async def wrap() -> Any:
+            return fn()
+
+        return self.call(wrap())
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call(self.server.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+    @property
+    def stats(self) -> Any:
+        return self.server.stats
+
+    def query(self, name: str, rdtype: str = "A", *, tcp: bool = False, timeout: float = 3.0, **kw: Any) -> dns.message.Message:
+        q = dns.message.make_query(name, rdtype, **kw)
+        if tcp:
+            return dns.query.tcp(q, "127.0.0.1", port=self.port, timeout=timeout)
+        return dns.query.udp(q, "127.0.0.1", port=self.port, timeout=timeout, ignore_trailing=True)
+
+    def query_wire(self, wire: bytes, timeout: float = 2.0) -> bytes | None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout)
+            s.sendto(wire, ("127.0.0.1", self.port))
+            try:
+                return s.recv(65535)
+            except TimeoutError:
+                return None
+
+
+@contextlib.contextmanager
+def running_server(**options: Any) -> Iterator[ServerThread]:
+    event_loop_policy()
+    srv = ServerThread(**options)
+    try:
+        yield srv.start()
+    finally:
+        srv.stop()
+
+
+def answers(msg: dns.message.Message) -> list[str]:
+    return sorted(rd.to_text() for rrset in msg.answer for rd in rrset)
+
+
+def min_ttl(msg: dns.message.Message) -> int:
+    return min(rrset.ttl for rrset in [*msg.answer, *msg.authority])
+
+
+Handler = Callable[[dns.message.Message, bytes], list[bytes] | None]
+
+
+class ScriptedUpstream:
+    """A UDP DNS server on loopback whose replies a test scripts: the handler gets each parsed
+    query and returns the datagrams to send back (in order), or None to stay silent. It logs the
+    source port and ID of every query it receives. ``send_from_other_port`` replies through a
+    second socket, as an off-path spoofer would."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.port = free_port()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.settimeout(0.1)
+        self.other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.other.bind(("127.0.0.1", 0))
+        self.seen: list[tuple[int, int, str]] = []  # (source port, id, qname as sent)
+        self.spoof_first_from_other_port = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ScriptedUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+        self.other.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                q = dns.message.from_wire(data)
+            except Exception:
+                continue
+            self.seen.append((addr[1], q.id, q.question[0].name.to_text()))
+            for i, out in enumerate(self.handler(q, data) or []):
+                sender = self.other if (i == 0 and self.spoof_first_from_other_port) else self.sock
+                sender.sendto(out, addr)
+
+
+def reply_to(q: dns.message.Message, *rrs: str, rcode: int = dns.rcode.NOERROR, authority: tuple[str, ...] = (),
+             additional: tuple[str, ...] = ()) -> bytes:
+    """A reply to ``q`` with records given in zone-file syntax."""
+    import dns.rrset
+
+    r = dns.message.make_response(q)
+    r.flags |= dns.flags.RA
+    r.set_rcode(rcode)
+    for section, texts in ((r.answer, rrs), (r.authority, authority), (r.additional, additional)):
+        for text in texts:
+            name, ttl, cls, rtype, *rdata = text.split()
+            section.append(dns.rrset.from_text(name, int(ttl), cls, rtype, " ".join(rdata)))
+    return r.to_wire()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
