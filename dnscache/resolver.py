@@ -201,6 +201,7 @@ class Resolver:
         except WireError:
             return None
         self.stats.scrubbed_records += scrubbed.dropped
+        pool.probe_question = question
         if cacheable:
             self.cache.put(key, entry, now)
         return entry
@@ -218,11 +219,18 @@ class Resolver:
             await asyncio.sleep(min(max(delay, 0.02), 0.25))
 
     async def _probe(self, zone: Name, pool: UpstreamPool, upstream: HostPort) -> None:
-        qname_wire = name_to_wire(zone)
-        qtype = T_SOA if zone else T_NS
-        query = build_query(self.rng.getrandbits(16), qname_wire, qtype, 1)
+        """Ask a down server a question its pool answered well lately (so an authoritative-only
+        or stub upstream is judged on what it serves); before any: the zone's SOA, or ``. NS``
+        for the default set. Only NOERROR/NXDOMAIN brings it back."""
+        question = pool.probe_question or name_to_wire(zone) + struct.pack(
+            "!HH", T_SOA if zone else T_NS, 1
+        )
+        qname_wire, (qtype, qclass) = question[:-4], struct.unpack("!HH", question[-4:])
+        query = build_query(self.rng.getrandbits(16), qname_wire, qtype, qclass)
         start = self.clock()
-        ex = await exchange_udp(upstream, query, qname_wire, qtype, 1, self.cfg.attempt_timeout, self.stats)
+        ex = await exchange_udp(
+            upstream, query, qname_wire, qtype, qclass, self.cfg.attempt_timeout, self.stats
+        )
         pool.probe_done(upstream, ex.outcome, self.clock() - start, self.clock())
         if ex.outcome is Outcome.SUCCESS:
             log.info("upstream recovered", extra={"upstream": str(upstream)})

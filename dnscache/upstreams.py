@@ -40,7 +40,7 @@ class HealthPolicy:
     probe_backoff_max: float = 5.0
     explore_probability: float = 0.05
     near_best_band: float = 0.005  # servers within this of the best SRTT share the load
-    timeout_rtt_penalty: float = 1.0  # seconds folded into the SRTT per timeout
+    failure_rtt_penalty: float = 1.0  # seconds folded into the SRTT per failure
 
 
 @dataclass(slots=True)
@@ -73,6 +73,8 @@ class UpstreamPool:
             UpstreamState(a, p.initial_rtt, p.initial_rtt / 2) for a in addresses
         ]
         self._by_address = {s.address: s for s in self.states}
+        # the latest question some server of this pool answered well: what probes ask
+        self.probe_question: bytes | None = None
 
     def state(self, address: HostPort) -> UpstreamState:
         return self._by_address[address]
@@ -121,8 +123,8 @@ class UpstreamPool:
                 s.down = False
                 s.probe_backoff = 0.0
             return
-        if outcome is Outcome.TIMEOUT:
-            s.srtt = min(s.srtt + self.policy.timeout_rtt_penalty / 8, 10.0)
+        # every failure makes the server look slower, so failing servers sink in the ranking
+        s.srtt = min(s.srtt + self.policy.failure_rtt_penalty / 8, 10.0)
         s.consecutive_failures += 1
         if s.down:
             s.probe_backoff = min(
