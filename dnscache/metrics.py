@@ -79,6 +79,11 @@ class DnsCollector(Collector):
             ("netkit_dns_prefetches", "prefetches", "Refreshes started before a popular entry expired."),
             ("netkit_dns_coalesced", "coalesced", "Misses that joined an upstream query already in flight."),
             (
+                "netkit_dns_hedges",
+                "hedges",
+                "Hedged queries sent to a second upstream while the first was slow.",
+            ),
+            (
                 "netkit_dns_dropped",
                 "dropped",
                 "Queries dropped without an answer (garbage, responses, overload).",

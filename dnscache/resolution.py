@@ -65,9 +65,12 @@ class Resolution:
     ) -> list[Send]:
         """An exchange finished. ``truncated`` means a valid reply with TC set."""
         sent_at = self.inflight.pop((upstream, tcp), None)
-        if sent_at is None or self.done:
+        if sent_at is None:
             return []
+        # late replies (a hedge's loser) still teach health: a black hole must sink in the ranking
         self.pool.record(upstream, outcome, now - sent_at, now)
+        if self.done:
+            return []
         if outcome is Outcome.SUCCESS:
             if truncated and not tcp:
                 self.inflight[(upstream, True)] = now

@@ -144,12 +144,13 @@ class Resolver:
         zone, pool = self.route(qname)
         now = self.clock()
         res = Resolution(pool, self.cfg.attempt_policy, self.budget, self.rng, now)
-        pending: dict[asyncio.Task[Exchange], tuple[Send, bytes]] = {}
+        pending: dict[asyncio.Task[Exchange], Send] = {}
         answer: Exchange | None = None
         sends = res.start()
         try:
             while True:
                 for send in sends:
+                    self.stats.hedges += send.hedge
                     wire_name = randomise_case(qname_wire, self.rng) if self.cfg.dns0x20 else qname_wire
                     query = build_query(
                         self.rng.getrandbits(16), wire_name, qtype, qclass, cd=variant.cd, do=variant.do
@@ -165,7 +166,7 @@ class Resolver:
                         self.stats,
                         self.cfg.dns0x20,
                     )
-                    pending[asyncio.ensure_future(coro)] = (send, wire_name)
+                    pending[asyncio.ensure_future(coro)] = send
                 if res.done:
                     break
                 wait = max(0.0, res.next_wakeup() - self.clock())
@@ -173,7 +174,7 @@ class Resolver:
                 now = self.clock()
                 sends = []
                 for t in done:
-                    send, _ = pending.pop(t)
+                    send = pending.pop(t)
                     ex = t.result()
                     sends += res.on_reply(send.upstream, send.tcp, ex.outcome, ex.truncated, now)
                     if (
@@ -184,8 +185,12 @@ class Resolver:
                         answer = ex
                 sends += res.on_timer(now)
         finally:
-            for t in pending:
-                t.cancel()
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                for t in pending:
+                    t.cancel()
+            elif pending:  # let the losers finish within their timeout, for the health they teach
+                self._spawn(self._settle(res, pending))
         now = self.clock()
         if answer is None or answer.reply is None or answer.message is None:
             entry = self.cache.get(key)
@@ -206,6 +211,19 @@ class Resolver:
             self.cache.put(key, entry, now)
         return entry
 
+    async def _settle(self, res: Resolution, pending: dict[asyncio.Task[Exchange], Send]) -> None:
+        try:
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                now = self.clock()
+                for t in done:
+                    send = pending.pop(t)
+                    ex = t.result()
+                    res.on_reply(send.upstream, send.tcp, ex.outcome, ex.truncated, now)
+        finally:
+            for t in pending:
+                t.cancel()
+
     # -- active health probes ----------------------------------------------------------------
     async def probe_forever(self) -> None:
         """Probe down upstreams with backoff (the zone's SOA, or ``. NS`` for the default set)."""
@@ -222,9 +240,7 @@ class Resolver:
         """Ask a down server a question its pool answered well lately (so an authoritative-only
         or stub upstream is judged on what it serves); before any: the zone's SOA, or ``. NS``
         for the default set. Only NOERROR/NXDOMAIN brings it back."""
-        question = pool.probe_question or name_to_wire(zone) + struct.pack(
-            "!HH", T_SOA if zone else T_NS, 1
-        )
+        question = pool.probe_question or name_to_wire(zone) + struct.pack("!HH", T_SOA if zone else T_NS, 1)
         qname_wire, (qtype, qclass) = question[:-4], struct.unpack("!HH", question[-4:])
         query = build_query(self.rng.getrandbits(16), qname_wire, qtype, qclass)
         start = self.clock()

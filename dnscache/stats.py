@@ -41,6 +41,7 @@ class Stats:
     served_stale: int = 0
     prefetches: int = 0
     coalesced: int = 0
+    hedges: int = 0  # second queries sent because the first upstream was slow
     dropped: int = 0  # queries not answered at all (garbage, responses, overload)
     scrubbed_records: int = 0
     spoofed_replies: int = 0  # upstream replies that did not match the query
@@ -70,6 +71,7 @@ class Stats:
             "served_stale": self.served_stale,
             "prefetches": self.prefetches,
             "coalesced": self.coalesced,
+            "hedges": self.hedges,
             "dropped": self.dropped,
             "scrubbed_records": self.scrubbed_records,
             "spoofed_replies": self.spoofed_replies,

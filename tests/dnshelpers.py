@@ -58,11 +58,24 @@ class ServerThread:
         self._thread.join(5)
         self.loop.close()
 
+    def prefer(self, address: str, others_rtt: float = 0.2) -> None:
+        """Make every other upstream look slow, so ``address`` is the first choice."""
+
+        def slow_down() -> None:
+            for _, pool in self.server.resolver.pools:
+                for state in pool.states:
+                    if str(state.address) != address:
+                        state.srtt = others_rtt
+
+        self.run(slow_down)
+
     @property
     def stats(self) -> Any:
         return self.server.stats
 
-    def query(self, name: str, rdtype: str = "A", *, tcp: bool = False, timeout: float = 3.0, **kw: Any) -> dns.message.Message:
+    def query(
+        self, name: str, rdtype: str = "A", *, tcp: bool = False, timeout: float = 3.0, **kw: Any
+    ) -> dns.message.Message:
         q = dns.message.make_query(name, rdtype, **kw)
         if tcp:
             return dns.query.tcp(q, "127.0.0.1", port=self.port, timeout=timeout)
@@ -150,8 +163,13 @@ class ScriptedUpstream:
                 sender.sendto(out, addr)
 
 
-def reply_to(q: dns.message.Message, *rrs: str, rcode: int = dns.rcode.NOERROR, authority: tuple[str, ...] = (),
-             additional: tuple[str, ...] = ()) -> bytes:
+def reply_to(
+    q: dns.message.Message,
+    *rrs: str,
+    rcode: int = dns.rcode.NOERROR,
+    authority: tuple[str, ...] = (),
+    additional: tuple[str, ...] = (),
+) -> bytes:
     """A reply to ``q`` with records given in zone-file syntax."""
     import dns.rrset
 

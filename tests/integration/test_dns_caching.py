@@ -137,8 +137,9 @@ def test_serve_stale_when_every_upstream_is_down(nsd: NsdServer) -> None:
 
 
 def test_stale_window_is_bounded(nsd: NsdServer) -> None:
-    with running_server(upstream=[hp(nsd)], stale_window=0.5, stale_answer_timeout=0.2, deadline=0.6,
-                        attempt_timeout=0.5) as srv:
+    with running_server(
+        upstream=[hp(nsd)], stale_window=0.5, stale_answer_timeout=0.2, deadline=0.6, attempt_timeout=0.5
+    ) as srv:
         srv.query("short2.example.test")
         nsd.pause()
         try:

@@ -16,8 +16,14 @@ PLAIN = Variant(edns=False, do=False, cd=False)
 EDNS = Variant(edns=True, do=False, cd=False)
 
 
-def reply(qname: str, qtype: str, *answers: str, authority: tuple[str, ...] = (), rcode: int = 0,
-          additional: tuple[str, ...] = ()) -> bytes:
+def reply(
+    qname: str,
+    qtype: str,
+    *answers: str,
+    authority: tuple[str, ...] = (),
+    rcode: int = 0,
+    additional: tuple[str, ...] = (),
+) -> bytes:
     q = dns.message.make_query(qname, qtype, use_edns=0)
     r = dns.message.make_response(q)
     r.set_rcode(rcode)
@@ -36,7 +42,12 @@ def entry_of(buf: bytes, policy: CachePolicy | None = None, variant: Variant = P
 
 
 def test_positive_lifetime_is_smallest_ttl() -> None:
-    buf = reply("a.example.test", "A", "a.example.test. 300 IN CNAME b.example.test.", "b.example.test. 60 IN A 198.18.0.1")
+    buf = reply(
+        "a.example.test",
+        "A",
+        "a.example.test. 300 IN CNAME b.example.test.",
+        "b.example.test. 60 IN A 198.18.0.1",
+    )
     entry, cacheable = entry_of(buf)
     assert cacheable and entry.expires_at == 1060.0
 
@@ -53,7 +64,12 @@ def test_ttl_clamps_apply_to_lifetime_and_served_ttls() -> None:
 
 @pytest.mark.parametrize(("soa_ttl", "minimum", "expected"), [(3600, 60, 60), (30, 600, 30)])
 def test_nxdomain_lifetime_is_min_of_soa_ttl_and_minimum(soa_ttl: int, minimum: int, expected: int) -> None:
-    buf = reply("nx.example.test", "A", authority=(SOA.format(ttl=soa_ttl, minimum=minimum),), rcode=dns.rcode.NXDOMAIN)
+    buf = reply(
+        "nx.example.test",
+        "A",
+        authority=(SOA.format(ttl=soa_ttl, minimum=minimum),),
+        rcode=dns.rcode.NXDOMAIN,
+    )
     entry, cacheable = entry_of(buf)
     assert cacheable and entry.expires_at == 1000.0 + expected
     served = dns.message.from_wire(bytes(entry.wire))

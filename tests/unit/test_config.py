@@ -71,7 +71,9 @@ def test_bad_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_resolv_conf_is_the_embedded_default(tmp_path: Path) -> None:
     rc = tmp_path / "resolv.conf"
-    rc.write_text("search svc.cluster.local\nnameserver 127.0.0.1\nnameserver fe80::1%eth0\n# c\nnameserver ::1\n")
+    rc.write_text(
+        "search svc.cluster.local\nnameserver 127.0.0.1\nnameserver fe80::1%eth0\n# c\nnameserver ::1\n"
+    )
     cfg = build_config(None, {"listen": ["127.0.0.1:5353"], "resolv_conf": str(rc)})
     assert cfg.upstream == (HostPort("127.0.0.1", 53), HostPort("::1", 53))
     rc.write_text("search example\n")
@@ -80,7 +82,9 @@ def test_resolv_conf_is_the_embedded_default(tmp_path: Path) -> None:
 
 
 def test_resolv_conf_parser_skips_junk() -> None:
-    assert parse_resolv_conf("nameserver\nnameserver nonsense\nnameserver 10.0.0.1 ; x\n") == [HostPort("10.0.0.1", 53)]
+    assert parse_resolv_conf("nameserver\nnameserver nonsense\nnameserver 10.0.0.1 ; x\n") == [
+        HostPort("10.0.0.1", 53)
+    ]
 
 
 def test_merge_keeps_file_values() -> None:

@@ -144,7 +144,7 @@ def test_retry_budget_stops_a_retry_storm() -> None:
     budget.tokens = 0
     p = pool(A, B)
     retries = 0
-    for i in range(100):
+    for _i in range(100):
         res = Resolution(p, AttemptPolicy(hedge=False), budget, rng(), now=0.0)
         s = res.start()[0]
         retries += len(res.on_reply(s.upstream, False, Outcome.SERVFAIL, False, 0.0))
@@ -153,7 +153,10 @@ def test_retry_budget_stops_a_retry_storm() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(list(Outcome)), st.booleans(), st.floats(0, 3)), max_size=12), st.integers(0, 2**32))
+@given(
+    st.lists(st.tuples(st.sampled_from(list(Outcome)), st.booleans(), st.floats(0, 3)), max_size=12),
+    st.integers(0, 2**32),
+)
 def test_resolution_always_terminates_and_never_exceeds_attempts(events, seed) -> None:
     policy = AttemptPolicy(max_attempts=3)
     res = Resolution(pool(A, B, C), policy, RetryBudget(), random.Random(seed), now=0.0)

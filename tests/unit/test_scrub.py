@@ -22,10 +22,14 @@ def test_clean_reply_is_returned_untouched() -> None:
 
 def test_out_of_zone_records_are_dropped_everywhere() -> None:
     buf = reply(
-        "a.cluster.local", "A",
+        "a.cluster.local",
+        "A",
         "a.cluster.local. 5 IN A 198.18.0.1",
         "victim.example.com. 86400 IN A 198.18.6.6",
-        authority=("example.com. 86400 IN NS evil.attacker.test.", "cluster.local. 5 IN NS ns.cluster.local."),
+        authority=(
+            "example.com. 86400 IN NS evil.attacker.test.",
+            "cluster.local. 5 IN NS ns.cluster.local.",
+        ),
         additional=("evil.attacker.test. 86400 IN A 198.18.6.6", "ns.cluster.local. 5 IN A 198.18.0.53"),
     )
     m, dropped = scrubbed(buf, "cluster.local")
@@ -36,7 +40,8 @@ def test_out_of_zone_records_are_dropped_everywhere() -> None:
 
 def test_answers_off_the_cname_chain_are_dropped() -> None:
     buf = reply(
-        "www.example.test", "A",
+        "www.example.test",
+        "A",
         "www.example.test. 60 IN CNAME web.example.test.",
         "web.example.test. 60 IN A 198.18.0.1",
         "other.example.test. 60 IN A 198.18.6.6",
@@ -47,7 +52,8 @@ def test_answers_off_the_cname_chain_are_dropped() -> None:
 
 def test_chain_leaving_the_stub_zone_stops_there() -> None:
     buf = reply(
-        "svc.cluster.local", "A",
+        "svc.cluster.local",
+        "A",
         "svc.cluster.local. 5 IN CNAME target.example.com.",
         "target.example.com. 5 IN A 198.18.6.6",
     )
@@ -57,7 +63,8 @@ def test_chain_leaving_the_stub_zone_stops_there() -> None:
 
 def test_root_zone_upstreams_may_answer_anything_on_the_chain() -> None:
     buf = reply(
-        "svc.cluster.local", "A",
+        "svc.cluster.local",
+        "A",
         "svc.cluster.local. 5 IN CNAME target.example.com.",
         "target.example.com. 5 IN A 198.18.6.6",
     )
