@@ -227,9 +227,22 @@ class Resolver:
     # -- active health probes ----------------------------------------------------------------
     async def probe_forever(self) -> None:
         """Probe down upstreams with backoff (the zone's SOA, or ``. NS`` for the default set)."""
+        was_down: dict[HostPort, bool] = {}
         while True:
             now = self.clock()
             for zone, pool in self.pools:
+                for state in pool.states:
+                    if was_down.get(state.address, False) != state.down:
+                        was_down[state.address] = state.down
+                        log.log(
+                            logging.WARNING if state.down else logging.INFO,
+                            "upstream marked down" if state.down else "upstream in service",
+                            extra={
+                                "upstream": str(state.address),
+                                "zone": name_to_text(zone),
+                                "last_result": state.last_outcome.value if state.last_outcome else None,
+                            },
+                        )
                 for upstream in pool.due_probes(now):
                     self._spawn(self._probe(zone, pool, upstream))
             times = [t for _, p in self.pools if (t := p.next_probe_time()) is not None]
@@ -248,8 +261,6 @@ class Resolver:
             upstream, query, qname_wire, qtype, qclass, self.cfg.attempt_timeout, self.stats
         )
         pool.probe_done(upstream, ex.outcome, self.clock() - start, self.clock())
-        if ex.outcome is Outcome.SUCCESS:
-            log.info("upstream recovered", extra={"upstream": str(upstream)})
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
