@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import struct
@@ -21,7 +22,7 @@ from dnscache.resolution import Resolution, Send
 from dnscache.response import Variant, build_entry
 from dnscache.scrub import scrub
 from dnscache.stats import Stats
-from dnscache.transport import Exchange, exchange_tcp, exchange_udp
+from dnscache.transport import Exchange, UdpExchange, exchange_tcp, exchange_udp
 from dnscache.upstreams import Outcome, RetryBudget, UpstreamPool
 from dnscache.wire import (
     T_NS,
@@ -51,6 +52,122 @@ def randomise_case(qname_wire: bytes, rng: random.Random) -> bytes:
     return bytes(out)
 
 
+class Flight:
+    """One upstream resolution of one cache key, driven by callbacks: exchanges report through
+    ``_on_result``, the hedge and deadline through a loop timer; waiters await ``future``. Losing
+    exchanges (a hedge's slower half) run on to their timeout so their outcome still teaches the
+    upstream's health."""
+
+    def __init__(self, resolver: Resolver, key: bytes) -> None:
+        self.resolver = resolver
+        self.key = key
+        self.question, self.variant = key[:-1], VARIANT_FROM_BYTE[key[-1]]
+        self.qname_wire = self.question[:-4]
+        self.qtype, self.qclass = struct.unpack("!HH", self.question[-4:])
+        self.qname, _ = read_name(self.qname_wire, 0)
+        self.zone, self.pool = resolver.route(self.qname)
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[CacheEntry | None] = self.loop.create_future()
+        self.res = Resolution(
+            self.pool, resolver.attempt_policy, resolver.budget, resolver.rng, resolver.clock()
+        )
+        self.answer: Exchange | None = None
+        self.exchanges: dict[tuple[HostPort, bool], UdpExchange | asyncio.Task[Exchange]] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._send(self.res.start())
+        self._arm()
+
+    def _send(self, sends: list[Send]) -> None:
+        r = self.resolver
+        for send in sends:
+            r.stats.hedges += send.hedge
+            wire_name = randomise_case(self.qname_wire, r.rng) if r.cfg.dns0x20 else self.qname_wire
+            query = build_query(
+                r.rng.getrandbits(16),
+                wire_name,
+                self.qtype,
+                self.qclass,
+                cd=self.variant.cd,
+                do=self.variant.do,
+            )
+            slot = (send.upstream, send.tcp)
+            r.flights.add(self)
+            if send.tcp:
+                task = self.loop.create_task(
+                    exchange_tcp(
+                        send.upstream,
+                        query,
+                        wire_name,
+                        self.qtype,
+                        self.qclass,
+                        send.timeout,
+                        r.stats,
+                        r.cfg.dns0x20,
+                    )
+                )
+                task.add_done_callback(functools.partial(self._on_task_done, send))
+                self.exchanges[slot] = task
+            else:
+                on_done = functools.partial(self._on_result, send)
+                self.exchanges[slot] = UdpExchange(
+                    self.loop, send.upstream, query, wire_name, self.qtype, self.qclass, send.timeout,
+                    r.stats, on_done, r.cfg.dns0x20,
+                )  # fmt: skip
+
+    def _on_task_done(self, send: Send, task: asyncio.Task[Exchange]) -> None:
+        if not task.cancelled():
+            self._on_result(send, task.result())
+
+    def _on_result(self, send: Send, ex: Exchange) -> None:
+        self.exchanges.pop((send.upstream, send.tcp), None)
+        if not self.exchanges:
+            self.resolver.flights.discard(self)
+        was_done = self.res.done
+        sends = self.res.on_reply(send.upstream, send.tcp, ex.outcome, ex.truncated, self.resolver.clock())
+        if was_done:
+            return  # a late reply: it only fed the health records
+        if ex.outcome is Outcome.SUCCESS and self.res.answered_by is not None:
+            self.answer = ex
+        self._send(sends)
+        self._after()
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if not self.res.done:
+            self._send(self.res.on_timer(self.resolver.clock()))
+        self._after()
+
+    def _after(self) -> None:
+        if self.res.done:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            if not self.future.done():
+                self.future.set_result(self.resolver.finish(self, self.answer))
+        else:
+            self._arm()
+
+    def _arm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        delay = max(0.0, self.res.next_wakeup() - self.resolver.clock())
+        self.timer = self.loop.call_later(delay, self._on_timer)
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        for ex in list(self.exchanges.values()):
+            if isinstance(ex, UdpExchange):
+                ex.close()
+            else:
+                ex.cancel()
+        self.exchanges.clear()
+        if not self.future.done():
+            self.future.cancel()
+
+
 class Resolver:
     def __init__(
         self,
@@ -67,7 +184,8 @@ class Resolver:
         self.cache = Cache(cfg.cache_size, cfg.cache_bytes)
         self.policy = cfg.cache_policy
         self.budget = RetryBudget()
-        self._inflight: dict[bytes, asyncio.Task[CacheEntry | None]] = {}
+        self._inflight: dict[bytes, asyncio.Future[CacheEntry | None]] = {}
+        self.flights: set[Flight] = set()  # with exchanges still out
         self._background: set[asyncio.Task[object]] = set()
         self.pools: list[tuple[Name, UpstreamPool]] = []
         self.configure(cfg)
@@ -88,6 +206,7 @@ class Resolver:
         self.pools = pools
         self.cfg = cfg
         self.policy = cfg.cache_policy
+        self.attempt_policy = cfg.attempt_policy
         self.cache.resize(cfg.cache_size, cfg.cache_bytes, self.clock())
 
     def route(self, qname: Name) -> tuple[Name, UpstreamPool]:
@@ -120,16 +239,17 @@ class Resolver:
             return task.result(), False
         return stale, True
 
-    def refresh(self, key: bytes) -> asyncio.Task[CacheEntry | None]:
+    def refresh(self, key: bytes) -> asyncio.Future[CacheEntry | None]:
         """Resolve ``key`` upstream, at most once at a time (single-flight)."""
-        task = self._inflight.get(key)
-        if task is not None:
+        future = self._inflight.get(key)
+        if future is not None:
             self.stats.coalesced += 1
-            return task
-        task = asyncio.get_running_loop().create_task(self._resolve(key))
-        self._inflight[key] = task
-        task.add_done_callback(lambda _t: self._inflight.pop(key, None))
-        return task
+            return future
+        flight = Flight(self, key)
+        self._inflight[key] = flight.future
+        flight.future.add_done_callback(lambda _f: self._inflight.pop(key, None))
+        flight.start()
+        return flight.future
 
     def maybe_prefetch(self, key: bytes, entry: CacheEntry) -> None:
         """Called from the hit path once an entry is in the last part of its TTL."""
@@ -137,92 +257,28 @@ class Resolver:
             self.stats.prefetches += 1
             self.refresh(key)
 
-    async def _resolve(self, key: bytes) -> CacheEntry | None:
-        question, variant = key[:-1], VARIANT_FROM_BYTE[key[-1]]
-        qname_wire, (qtype, qclass) = question[:-4], struct.unpack("!HH", question[-4:])
-        qname, _ = read_name(qname_wire, 0)
-        zone, pool = self.route(qname)
-        now = self.clock()
-        res = Resolution(pool, self.cfg.attempt_policy, self.budget, self.rng, now)
-        pending: dict[asyncio.Task[Exchange], Send] = {}
-        answer: Exchange | None = None
-        sends = res.start()
-        try:
-            while True:
-                for send in sends:
-                    self.stats.hedges += send.hedge
-                    wire_name = randomise_case(qname_wire, self.rng) if self.cfg.dns0x20 else qname_wire
-                    query = build_query(
-                        self.rng.getrandbits(16), wire_name, qtype, qclass, cd=variant.cd, do=variant.do
-                    )
-                    exchange = exchange_tcp if send.tcp else exchange_udp
-                    coro = exchange(
-                        send.upstream,
-                        query,
-                        wire_name,
-                        qtype,
-                        qclass,
-                        send.timeout,
-                        self.stats,
-                        self.cfg.dns0x20,
-                    )
-                    pending[asyncio.ensure_future(coro)] = send
-                if res.done:
-                    break
-                wait = max(0.0, res.next_wakeup() - self.clock())
-                done, _ = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-                now = self.clock()
-                sends = []
-                for t in done:
-                    send = pending.pop(t)
-                    ex = t.result()
-                    sends += res.on_reply(send.upstream, send.tcp, ex.outcome, ex.truncated, now)
-                    if (
-                        ex.outcome is Outcome.SUCCESS
-                        and not (ex.truncated and not send.tcp)
-                        and res.answered_by
-                    ):
-                        answer = ex
-                sends += res.on_timer(now)
-        finally:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                for t in pending:
-                    t.cancel()
-            elif pending:  # let the losers finish within their timeout, for the health they teach
-                self._spawn(self._settle(res, pending))
+    def finish(self, flight: Flight, answer: Exchange | None) -> CacheEntry | None:
+        """Turn a flight's winning reply into a cache entry (or note the failure for serve-stale)."""
         now = self.clock()
         if answer is None or answer.reply is None or answer.message is None:
-            entry = self.cache.get(key)
+            entry = self.cache.get(flight.key)
             if entry is not None:
                 entry.recheck_at = now + self.cfg.failure_recheck
             log.debug(
-                "resolution failed", extra={"qname": name_to_text(qname), "failures": len(res.failures)}
+                "resolution failed",
+                extra={"qname": name_to_text(flight.qname), "failures": len(flight.res.failures)},
             )
             return None
         try:
-            scrubbed = scrub(answer.reply, answer.message, zone)
-            entry, cacheable = build_entry(scrubbed.wire, scrubbed.message, variant, self.policy, now)
+            scrubbed = scrub(answer.reply, answer.message, flight.zone)
+            entry, cacheable = build_entry(scrubbed.wire, scrubbed.message, flight.variant, self.policy, now)
         except WireError:
             return None
         self.stats.scrubbed_records += scrubbed.dropped
-        pool.probe_question = question
+        flight.pool.probe_question = flight.question
         if cacheable:
-            self.cache.put(key, entry, now)
+            self.cache.put(flight.key, entry, now)
         return entry
-
-    async def _settle(self, res: Resolution, pending: dict[asyncio.Task[Exchange], Send]) -> None:
-        try:
-            while pending:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                now = self.clock()
-                for t in done:
-                    send = pending.pop(t)
-                    ex = t.result()
-                    res.on_reply(send.upstream, send.tcp, ex.outcome, ex.truncated, now)
-        finally:
-            for t in pending:
-                t.cancel()
 
     # -- active health probes ----------------------------------------------------------------
     async def probe_forever(self) -> None:
@@ -268,8 +324,12 @@ class Resolver:
         task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
-        for task in [*self._background, *self._inflight.values()]:
+        for flight in list(self.flights):
+            flight.close()
+        for future in list(self._inflight.values()):
+            future.cancel()
+        for task in list(self._background):
             task.cancel()
-        for task in [*self._background, *self._inflight.values()]:
+        for task in list(self._background):
             with contextlib.suppress(BaseException):
                 await task

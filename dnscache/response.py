@@ -21,6 +21,7 @@ from dnscache.wire import (
     ANSWER,
     AUTHORITY,
     CD,
+    EDNS_UDP_SIZE,
     NOERROR,
     NXDOMAIN,
     QR,
@@ -47,7 +48,6 @@ class CachePolicy:
     stale_window: float = 86400.0  # how long past expiry an entry may still be served stale
     stale_ttl: int = 30  # TTL of stale answers (RFC 8767)
     prefetch_fraction: float = 0.1  # refresh when less than this share of the TTL is left
-    edns_udp_size: int = 1232  # what we advertise to clients (DNS flag day 2020)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +109,7 @@ def build_entry(
         flags |= AD
     if variant.cd:
         flags |= CD
-    opt = opt_record(policy.edns_udp_size, variant.do) if variant.edns else b""
+    opt = opt_record(EDNS_UDP_SIZE, variant.do) if variant.edns else b""
     wire = bytearray(header(0, flags, 1, counts[0], counts[1], counts[2] + (1 if opt else 0)))
     question = buf[12 : msg.question_end]
     wire += question[:-4].lower() + question[-4:]

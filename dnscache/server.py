@@ -23,10 +23,13 @@ from dnscache.cache import cache_key, variant_byte
 from dnscache.config import ServeConfig
 from dnscache.resolver import Resolver
 from dnscache.response import finish
-from dnscache.stats import RCODE_SLOTS, Stats
+from dnscache.stats import Stats
 from dnscache.wire import (
     BADVERS,
+    CD,
+    EDNS_UDP_SIZE,
     FORMERR,
+    MAX_NAME_LEN,
     NOTIMP,
     OPCODE_MASK,
     QR,
@@ -34,6 +37,7 @@ from dnscache.wire import (
     SERVFAIL,
     T_AXFR,
     T_IXFR,
+    Edns,
     WireError,
     error_reply,
     parse_message,
@@ -77,6 +81,47 @@ def make_socket(addr: HostPort, kind: socket.SocketKind, reuse_port: bool) -> so
         proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
         raise OSError(exc.errno, f"cannot listen on {addr} ({proto}): {exc.strerror}") from None
     return sock
+
+
+Question = tuple[bytes, int, int]  # cache key, question end, UDP size limit
+
+
+def read_question(data: bytes) -> Question | None:
+    """The cache key, question end and UDP size limit of an ordinary query, without parsing it.
+
+    Ordinary means: QR clear, opcode QUERY, one question with an uncompressed name, no answer or
+    authority records, and either nothing after the question or exactly one OPT record of EDNS
+    version 0. Anything else (None) takes the slow path, which parses and answers every case.
+    """
+    n = len(data)
+    if n < 17 or data[2] & 0xF8 or data[4:10] != _QD1:
+        return None
+    i = 12
+    while i < n:
+        length = data[i]
+        if length == 0 or length > 63:
+            break
+        i += length + 1
+    qend = i + 5
+    if i >= n or data[i] != 0 or qend > n or i > MAX_NAME_LEN + 11:
+        return None
+    if data[10] == 0 and data[11] == 0:
+        if qend != n:
+            return None
+        variant, limit = 0, 512
+    elif (
+        data[10] == 0 and data[11] == 1 and n >= qend + 11 and data[qend] == 0 and data[qend + 1] == 0
+        and data[qend + 2] == 41 and data[qend + 6] == 0
+        and qend + 11 + ((data[qend + 9] << 8) | data[qend + 10]) == n
+    ):  # fmt: skip
+        size = (data[qend + 3] << 8) | data[qend + 4]
+        limit = EDNS_UDP_SIZE if size > EDNS_UDP_SIZE else size if size > 512 else 512
+        variant = 3 if data[qend + 7] & 0x80 else 1
+    else:
+        return None
+    if data[3] & 0x10:
+        variant |= 4
+    return data[12 : qend - 4].lower() + data[qend - 4 : qend] + _VARIANTS[variant], qend, limit
 
 
 class DnsServer:
@@ -164,12 +209,14 @@ class DnsServer:
             self.resolver.cache.sweep(self.clock())
 
     # -- the slow path -----------------------------------------------------------------------
-    def spawn_slow(self, data: bytes, reply: Callable[[bytes], None], tcp: bool) -> None:
+    def spawn_slow(
+        self, data: bytes, reply: Callable[[bytes], None], tcp: bool, question: Question | None = None
+    ) -> None:
         if self._slow >= MAX_SLOW_TASKS:
             self.stats.dropped += 1
             return
         self._slow += 1
-        task = asyncio.get_running_loop().create_task(self._slow_path(data, reply, tcp))
+        task = asyncio.get_running_loop().create_task(self._slow_path(data, reply, tcp, question))
         self._tasks.add(task)
         task.add_done_callback(self._slow_done)
 
@@ -179,9 +226,11 @@ class DnsServer:
         if not task.cancelled() and task.exception() is not None:
             log.error("query handling failed", exc_info=task.exception())
 
-    async def _slow_path(self, data: bytes, reply: Callable[[bytes], None], tcp: bool) -> None:
+    async def _slow_path(
+        self, data: bytes, reply: Callable[[bytes], None], tcp: bool, question: Question | None = None
+    ) -> None:
         start = self.clock()
-        out = await self.answer(data, tcp)
+        out = await self.answer(data, tcp, question)
         if out is None:
             self.stats.dropped += 1
             return
@@ -189,42 +238,52 @@ class DnsServer:
         reply(out)
         self.stats.observe(self.clock() - start)
 
-    async def answer(self, data: bytes, tcp: bool) -> bytes | None:
-        """Answer one query message; None means drop it (not a query, or hopelessly garbled)."""
-        if len(data) < 12 or data[2] & (QR >> 8):
-            return None  # never answer a response: that is how reflection loops start
-        flags = _U16.unpack_from(data, 2)[0]
-        qend = question_end(data)
-        if flags & OPCODE_MASK:
-            return error_reply(data, NOTIMP, qend if qend > 0 and data[4:6] == b"\x00\x01" else None, None)
-        try:
-            msg = parse_message(data)
-        except WireError:
-            return error_reply(data, FORMERR, None, None)
-        qend = msg.question_end
-        if data[6:10] != b"\x00\x00\x00\x00":
-            return error_reply(data, FORMERR, qend, msg.edns)
-        if msg.edns is not None and msg.edns.version != 0:
-            return error_reply(data, BADVERS, qend, msg.edns)
-        if msg.qtype in (T_AXFR, T_IXFR):
-            return error_reply(data, REFUSED, qend, msg.edns)
-        if tcp:
-            limit = 65535
-        elif msg.edns is not None:
-            limit = min(max(msg.edns.udp_size, 512), self.cfg.cache_policy.edns_udp_size)
+    async def answer(self, data: bytes, tcp: bool, question: Question | None = None) -> bytes | None:
+        """Answer one query message; None means drop it (not a query, or hopelessly garbled).
+
+        ``question`` is what ``read_question`` found when the UDP fast path already looked; an
+        ordinary query is then not parsed again.
+        """
+        q = question or read_question(data)
+        if q is not None:
+            key, qend, limit = q
+            variant = key[-1]
+            edns = Edns(EDNS_UDP_SIZE, 0, 0, bool(variant & 2)) if variant & 1 else None
+            if data[qend - 4] == 0 and data[qend - 3] in (T_AXFR, T_IXFR):
+                return error_reply(data, REFUSED, qend, edns)
         else:
-            limit = 512
-        variant = variant_byte(msg.edns is not None, bool(msg.edns and msg.edns.do), bool(flags & 0x0010))
-        key = cache_key(data[12:qend], variant)
+            if len(data) < 12 or data[2] & (QR >> 8):
+                return None  # never answer a response: that is how reflection loops start
+            flags = _U16.unpack_from(data, 2)[0]
+            qend = question_end(data)
+            if flags & OPCODE_MASK:
+                return error_reply(
+                    data, NOTIMP, qend if qend > 0 and data[4:6] == b"\x00\x01" else None, None
+                )
+            try:
+                msg = parse_message(data)
+            except WireError:
+                return error_reply(data, FORMERR, None, None)
+            qend, edns = msg.question_end, msg.edns
+            if data[6:10] != b"\x00\x00\x00\x00":
+                return error_reply(data, FORMERR, qend, edns)
+            if edns is not None and edns.version != 0:
+                return error_reply(data, BADVERS, qend, edns)
+            if msg.qtype in (T_AXFR, T_IXFR):
+                return error_reply(data, REFUSED, qend, edns)
+            limit = min(max(edns.udp_size, 512), EDNS_UDP_SIZE) if edns is not None else 512
+            key = cache_key(
+                data[12:qend], variant_byte(edns is not None, bool(edns and edns.do), bool(flags & CD))
+            )
         entry, stale = await self.resolver.lookup(key)
         if entry is None:
-            return error_reply(data, SERVFAIL, qend, msg.edns)
+            return error_reply(data, SERVFAIL, qend, edns)
         if stale:
             self.stats.served_stale += 1
             wire = entry.render_stale(self.cfg.stale_ttl)
         else:
             wire = entry.render_fresh(self.clock())
-        return finish(wire, entry, data, limit)
+        return finish(wire, entry, data, 65535 if tcp else limit)
 
     # -- TCP ---------------------------------------------------------------------------------
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -288,57 +347,27 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         stats = self.stats
         stats.requests_udp += 1
-        n = len(data)
-        if n >= 17 and not data[2] & 0xF8 and data[4:10] == _QD1:
-            i = 12
-            while i < n:
-                length = data[i]
-                if length == 0 or length > 63:
-                    break
-                i += length + 1
-            qend = i + 5
-            if i < n and data[i] == 0 and qend <= n:
-                variant = -1
-                limit = 512
-                if data[10] == 0 and data[11] == 0:
-                    if qend == n:
-                        variant = 0
-                elif (
-                    data[10] == 0
-                    and data[11] == 1
-                    and n >= qend + 11
-                    and data[qend] == 0
-                    and data[qend + 1] == 0
-                    and data[qend + 2] == 41
-                    and data[qend + 6] == 0
-                    and qend + 11 + ((data[qend + 9] << 8) | data[qend + 10]) == n
-                ):
-                    size = (data[qend + 3] << 8) | data[qend + 4]
-                    limit = size if size > 512 else 512
-                    variant = 3 if data[qend + 7] & 0x80 else 1
-                if variant >= 0:
-                    if data[3] & 0x10:
-                        variant |= 4
-                    key = data[12 : qend - 4].lower() + data[qend - 4 : qend] + _VARIANTS[variant]
-                    entry = self.entries.get(key)
-                    if entry is not None:
-                        now = self.clock()
-                        if now < entry.expires_at:
-                            wire = entry.render_fresh(now)
-                            if len(wire) <= limit:
-                                out = bytearray(wire)
-                                out[0:2] = data[0:2]
-                                out[2] = (out[2] & 0xFE) | (data[2] & 0x01)
-                                out[12 : qend - 4] = data[12 : qend - 4]
-                                self.transport.sendto(out, addr)  # type: ignore[union-attr]
-                                entry.hits += 1
-                                stats.cache_hits += 1
-                                stats.duration_counts[0] += 1
-                                stats.rcodes[
-                                    entry.rcode if entry.rcode < RCODE_SLOTS else RCODE_SLOTS - 1
-                                ] += 1
-                                if now >= entry.prefetch_at:
-                                    self.server.resolver.maybe_prefetch(key, entry)
-                                return
+        q = read_question(data)
+        if q is not None:
+            key, qend, limit = q
+            entry = self.entries.get(key)
+            if entry is not None:
+                now = self.clock()
+                if now < entry.expires_at:
+                    wire = entry.wire
+                    if int(now - entry.stored_at) != entry.rendered_age:
+                        entry.render_fresh(now)
+                    if len(wire) <= limit:
+                        out = bytearray(wire)
+                        out[0:2] = data[0:2]
+                        out[2] = (out[2] & 0xFE) | (data[2] & 0x01)
+                        out[12 : qend - 4] = data[12 : qend - 4]
+                        self.transport.sendto(out, addr)  # type: ignore[union-attr]
+                        entry.hits += 1
+                        stats.fast_hits += 1
+                        stats.rcodes[entry.rcode] += 1  # cached answers are NOERROR or NXDOMAIN
+                        if now >= entry.prefetch_at:
+                            self.server.resolver.maybe_prefetch(key, entry)
+                        return
         transport = self.transport
-        self.server.spawn_slow(data, lambda out: transport.sendto(out, addr), False)  # type: ignore[union-attr]
+        self.server.spawn_slow(data, lambda out: transport.sendto(out, addr), False, q)  # type: ignore[union-attr]

@@ -36,7 +36,8 @@ RCODE_SLOTS = 24
 class Stats:
     requests_udp: int = 0
     requests_tcp: int = 0
-    cache_hits: int = 0
+    cache_hits: int = 0  # hits answered on the slow path (TCP, truncation)
+    fast_hits: int = 0  # hits answered in datagram_received: also the histogram's first bucket
     cache_misses: int = 0
     served_stale: int = 0
     prefetches: int = 0
@@ -66,7 +67,7 @@ class Stats:
         return {
             "requests_udp": self.requests_udp,
             "requests_tcp": self.requests_tcp,
-            "cache_hits": self.cache_hits,
+            "cache_hits": self.cache_hits + self.fast_hits,
             "cache_misses": self.cache_misses,
             "served_stale": self.served_stale,
             "prefetches": self.prefetches,
@@ -77,6 +78,6 @@ class Stats:
             "spoofed_replies": self.spoofed_replies,
             "tcp_connections": self.tcp_connections,
             "rcodes": list(self.rcodes),
-            "duration_counts": list(self.duration_counts),
+            "duration_counts": [self.duration_counts[0] + self.fast_hits, *self.duration_counts[1:]],
             "duration_sum": self.duration_sum,
         }

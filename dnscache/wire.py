@@ -50,6 +50,7 @@ C_IN = 1
 ANSWER, AUTHORITY, ADDITIONAL = 1, 2, 3
 
 DO_BIT = 0x8000  # in the OPT TTL's low 16 bits
+EDNS_UDP_SIZE = 1232  # what we advertise and the most we send over UDP (DNS flag day 2020)
 
 _HDR = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")
@@ -175,7 +176,10 @@ def parse_message(buf: bytes) -> Message:
     for section, count in ((ANSWER, an), (AUTHORITY, ns), (ADDITIONAL, ar)):
         for _ in range(count):
             start = off
-            name, off = read_name(buf, off)
+            if buf[off : off + 2] == b"\xc0\x0c":  # the usual owner: a pointer to the question
+                name, off = qname, off + 2
+            else:
+                name, off = read_name(buf, off)
             if off + 10 > len(buf):
                 raise WireError("truncated resource record header")
             rtype, rclass, ttl, rdlen = _RR.unpack_from(buf, off)
