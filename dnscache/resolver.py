@@ -222,7 +222,7 @@ class Resolver:
         entry = self.cache.get(key)
         if entry is not None and now < entry.expires_at:
             self.stats.cache_hits += 1
-            entry.hits += 1
+            entry.hit()
             if now >= entry.prefetch_at:
                 self.maybe_prefetch(key, entry)
             return entry, False

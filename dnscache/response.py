@@ -117,14 +117,11 @@ def build_entry(
     wire += opt
     for r, ttl in zip(msg.records, ttls, strict=True):
         struct.pack_into("!I", wire, r.ttl_off, ttl)
-    entry = CacheEntry(
+    entry = CacheEntry.build(
         wire,
         msg.question_end,
-        tuple(r.ttl_off for r in msg.records),
-        tuple(ttls),
-        tuple(r.end for r in msg.records),
+        [(r.ttl_off, ttl, r.end) for r, ttl in zip(msg.records, ttls, strict=True)],
         (counts[0], counts[1], counts[2]),
-        msg.rcode,
         now,
         float(lifetime),
         policy.stale_window,
@@ -134,11 +131,13 @@ def build_entry(
 
 
 def finish(wire: bytearray, entry: CacheEntry, query: bytes, limit: int) -> bytes:
-    """Personalise a rendered entry for one query (ID, RD, question case) and fit it in ``limit``."""
-    out = bytearray(wire) if len(wire) <= limit else fit(wire, entry, limit)
+    """Personalise a rendered copy of an entry for one query (ID, RD, question case) and fit it
+    in ``limit``."""
+    out = wire if len(wire) <= limit else fit(wire, entry, limit)
+    qend = entry.qend
     out[0:2] = query[0:2]
     out[2] = (out[2] & 0xFE) | (query[2] & 0x01)
-    out[12 : entry.qend] = query[12 : entry.qend]
+    out[12:qend] = query[12:qend]
     return bytes(out)
 
 
@@ -149,20 +148,23 @@ def fit(wire: bytearray, entry: CacheEntry, limit: int) -> bytearray:
     set when an answer or authority record had to go; dropping additional records alone is not
     truncation.
     """
-    body_end = entry.record_ends[-1] if entry.record_ends else entry.qend
+    ends = entry.record_ends()
+    qend = entry.qend
+    an_all, ns_all, _ = entry.counts
+    body_end = ends[-1] if ends else qend
     opt = wire[body_end:]
     room = limit - len(opt)
     kept = 0
-    while kept < len(entry.record_ends) and entry.record_ends[kept] <= room:
+    while kept < len(ends) and ends[kept] <= room:
         kept += 1
-    end = entry.record_ends[kept - 1] if kept else entry.qend
-    an = min(entry.an, kept)
-    ns = min(entry.ns, kept - an)
+    end = ends[kept - 1] if kept else qend
+    an = min(an_all, kept)
+    ns = min(ns_all, kept - an)
     ar = kept - an - ns
     out = bytearray(wire[:end]) + opt
     _U16.pack_into(out, 6, an)
     _U16.pack_into(out, 8, ns)
     _U16.pack_into(out, 10, ar + (1 if opt else 0))
-    if kept < entry.an + entry.ns:
+    if kept < an_all + ns_all:
         out[2] |= TC >> 8
     return out

@@ -19,7 +19,7 @@ import struct
 import time
 from collections.abc import Callable
 
-from dnscache.cache import cache_key, variant_byte
+from dnscache.cache import HITS, HOT, REFERENCED, cache_key, variant_byte
 from dnscache.config import ServeConfig
 from dnscache.resolver import Resolver
 from dnscache.response import finish
@@ -353,20 +353,23 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             entry = self.entries.get(key)
             if entry is not None:
                 now = self.clock()
-                if now < entry.expires_at:
-                    wire = entry.wire
-                    if int(now - entry.stored_at) != entry.rendered_age:
+                expires, prefetch, stored, age, start = HOT.unpack_from(entry)
+                if now < expires:
+                    if int(now - stored) != age:
                         entry.render_fresh(now)
-                    if len(wire) <= limit:
-                        out = bytearray(wire)
+                    if len(entry) - start <= limit:
+                        out = entry[start:]
                         out[0:2] = data[0:2]
                         out[2] = (out[2] & 0xFE) | (data[2] & 0x01)
                         out[12 : qend - 4] = data[12 : qend - 4]
                         self.transport.sendto(out, addr)  # type: ignore[union-attr]
-                        entry.hits += 1
+                        hits = entry[HITS]
+                        if hits < 255:
+                            entry[HITS] = hits + 1
+                        entry[REFERENCED] = 1
                         stats.fast_hits += 1
-                        stats.rcodes[entry.rcode] += 1  # cached answers are NOERROR or NXDOMAIN
-                        if now >= entry.prefetch_at:
+                        stats.rcodes[out[3] & 0xF] += 1
+                        if now >= prefetch:
                             self.server.resolver.maybe_prefetch(key, entry)
                         return
         transport = self.transport

@@ -91,6 +91,8 @@ class UpstreamPool:
         estimates of the slower ones stay current. Down servers come last: when everything is down
         they are still worth a try (their probes may simply not have run yet).
         """
+        if len(self.states) == 1:
+            return [self.states[0].address]
         up = sorted((s for s in self.states if not s.down), key=lambda s: s.srtt)
         down = sorted((s for s in self.states if s.down), key=lambda s: s.next_probe_at)
         if len(up) > 1:
