@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dnscache.config import PARSERS, ConfigError, ServeConfig, load, merge, with_resolv_conf
 from dnscache.resolvconf import parse_resolv_conf
 
@@ -136,6 +134,8 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def read_config_file(path: str) -> dict[str, Any]:
+    import yaml  # only when there is a file: the serving process is smaller without it
+
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as exc:

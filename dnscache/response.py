@@ -12,9 +12,6 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-import dns.exception
-import dns.message
-
 from dnscache.cache import CacheEntry
 from dnscache.wire import (
     AD,
@@ -31,10 +28,9 @@ from dnscache.wire import (
     T_SOA,
     TC,
     Message,
-    WireError,
     header,
     opt_record,
-    parse_message,
+    rebuild,
 )
 
 _U16 = struct.Struct("!H")
@@ -61,12 +57,7 @@ def normalise(buf: bytes, msg: Message) -> tuple[bytes, Message]:
     """Make sure the upstream's OPT (if any) is the last record, so it can be cut off."""
     if msg.edns is None or msg.opt_start == len(buf) - 11 - len(msg.edns.options):
         return buf, msg
-    try:
-        m = dns.message.from_wire(buf, one_rr_per_rrset=True)
-    except dns.exception.DNSException as exc:
-        raise WireError(f"reply could not be rebuilt: {exc}") from None
-    wire = m.to_wire(max_size=65535)
-    return wire, parse_message(wire)
+    return rebuild(buf)
 
 
 def cache_lifetime(buf: bytes, msg: Message, policy: CachePolicy) -> tuple[int, list[int]]:

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import dns.exception
-import dns.message
-import dns.rdatatype
-
 from dnscache.wire import (
     ANSWER,
     T_ANY,
@@ -22,10 +18,9 @@ from dnscache.wire import (
     T_RRSIG,
     Message,
     Name,
-    WireError,
     is_subdomain,
-    parse_message,
     read_name,
+    rebuild,
 )
 
 
@@ -76,16 +71,5 @@ def scrub(buf: bytes, msg: Message, zone: Name) -> ScrubResult:
     if not dropped:
         return ScrubResult(buf, msg, 0)
     allowed = {(r.section, r.name, r.rtype) for r, k in zip(msg.records, keep, strict=True) if k}
-    try:
-        m = dns.message.from_wire(buf, one_rr_per_rrset=True)
-    except dns.exception.DNSException as exc:
-        raise WireError(f"reply could not be rebuilt: {exc}") from None
-    for section, rrsets in ((1, m.answer), (2, m.authority), (3, m.additional)):
-        rrsets[:] = [
-            rrset
-            for rrset in rrsets
-            if (section, tuple(label.lower() for label in rrset.name.labels[:-1]), int(rrset.rdtype))
-            in allowed
-        ]
-    wire = m.to_wire(max_size=65535)
-    return ScrubResult(wire, parse_message(wire), dropped)
+    wire, rebuilt = rebuild(buf, lambda section, name, rtype: (section, name, rtype) in allowed)
+    return ScrubResult(wire, rebuilt, dropped)

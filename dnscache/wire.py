@@ -8,6 +8,7 @@ cache can keep the upstream's bytes and patch them in place. Every malformation 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 HEADER_LEN = 12
@@ -266,3 +267,26 @@ def error_reply(query: bytes, rcode: int, question_end_off: int | None, edns: Ed
     question = query[HEADER_LEN:question_end_off] if question_end_off else b""
     opt = opt_record(1232, edns.do, ext_rcode=rcode >> 4) if edns is not None else b""
     return _HDR.pack(qid, out_flags, 1 if question else 0, 0, 0, 1 if opt else 0) + question + opt
+
+
+def rebuild(buf: bytes, keep: Callable[[int, Name, int], bool] | None = None) -> tuple[bytes, Message]:
+    """Re-encode a message through dnspython, keeping the records ``keep(section, name, rtype)``
+    allows; the OPT record comes out last. Names are decompressed and compressed again, so no
+    pointer can dangle into a dropped record. A rare path: dnspython is imported only here (it
+    costs the serving process 6 MiB of memory)."""
+    import dns.exception
+    import dns.message
+
+    try:
+        m = dns.message.from_wire(buf, one_rr_per_rrset=True)
+        if keep is not None:
+            for section, rrsets in ((ANSWER, m.answer), (AUTHORITY, m.authority), (ADDITIONAL, m.additional)):
+                rrsets[:] = [
+                    r
+                    for r in rrsets
+                    if keep(section, tuple(label.lower() for label in r.name.labels[:-1]), int(r.rdtype))
+                ]
+        wire = m.to_wire(max_size=65535)
+    except dns.exception.DNSException as exc:
+        raise WireError(f"message could not be rebuilt: {exc}") from None
+    return wire, parse_message(wire)

@@ -180,3 +180,23 @@ def test_sweep_drops_entries_past_the_stale_window() -> None:
     cache.put(key, entry, 0)
     assert cache.sweep(now=entry.stale_until - 1) == 0
     assert cache.sweep(now=entry.stale_until + 1) == 1 and len(cache) == 0
+
+
+def test_opt_in_the_middle_of_additional_is_normalised_away() -> None:
+    import struct as st
+
+    q = dns.message.make_query("a.example.test", "A", use_edns=None)
+    head = st.pack("!HHHHHH", q.id, 0x8180, 1, 1, 0, 2)
+    question = b"\x01a\x07example\x04test\x00\x00\x01\x00\x01"
+    answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\xc6\x12\x00\x01"
+    opt = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"
+    extra = b"\x02ns\xc0\x0e\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\xc6\x12\x00\x35"
+    buf = head + question + answer + opt + extra
+    entry, cacheable = entry_of(buf, variant=PLAIN)
+    m = dns.message.from_wire(bytes(entry.wire))
+    assert (
+        cacheable
+        and m.edns == -1
+        and len(m.additional) == 1
+        and m.additional[0].name.to_text() == "ns.example.test."
+    )
