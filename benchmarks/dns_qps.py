@@ -109,22 +109,6 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-class BenchNsd(NsdServer):
-    """NSD with response rate limiting off.
-
-    NSD enables RRL by default (``rrl-ratelimit: 200`` per /24 and second): NXDOMAIN answers are
-    bucketed per zone, so from 127.0.0.1 a burst of nonexistent names is cut to ~200 answers/s
-    (the rest dropped or truncated), which would make the caches' negative misses look like
-    upstream failures.
-    """
-
-    def _write_config(self) -> None:
-        super()._write_config()
-        text = self.conf_path.read_text()
-        rrl = "server:\n    rrl-ratelimit: 0\n    rrl-whitelist-ratelimit: 0\n"
-        self.conf_path.write_text(text.replace("server:\n", rrl, 1))
-
-
 class NetkitServer(DnsDaemon):
     """``netkit dns serve`` run as ``python -m netkit.cli`` with this interpreter, in its own group."""
 
@@ -720,7 +704,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = lab.files()
         log(f"zones: {ZONE_NAMES:,} names in {ORIGIN} + {len(COLD_ZONES)} x {ZONE_NAMES:,}; "
             f"{len(lab.cold):,} cold names for 'mixed'; starting NSD")  # fmt: skip
-        with BenchNsd([zone, *cold_zones], workdir=rd, start_timeout=120) as nsd:
+        with NsdServer([zone, *cold_zones], workdir=rd, start_timeout=120) as nsd:
             up = nsd.address
 
             def netkit(workers: int) -> Callable[[], DnsDaemon]:

@@ -560,6 +560,10 @@ class NsdServer(_Authoritative):
             f"    ip-address: {host}@{port}",
             f"    port: {port}",
             "    server-count: 1",
+            # response rate limiting is on by default (200 answers/s per /24, NXDOMAIN bucketed
+            # per zone): from 127.0.0.1 a burst of nonexistent names would look like failures
+            "    rrl-ratelimit: 0",
+            "    rrl-whitelist-ratelimit: 0",
             '    username: ""',
             '    chroot: ""',
             '    database: ""',
