@@ -44,6 +44,16 @@ Examples:
   netkit dns serve --config /etc/netkit/dns.yaml
 """
 
+RESTART_HELP = """\
+Restart a running `netkit dns serve` without losing a query: it snapshots its cache, starts a new
+process (same binary and arguments, so this is also how an upgrade is rolled out) that inherits
+its listening sockets and warms its cache from the snapshot, and once the new process serves it
+stops reading and drains the queries it has in flight. Prints {"old_pid": N, "new_pid": M}.
+SIGUSR2 to the server does the same without a reply.
+
+  netkit dns restart --control /run/netkit/dns.ctl
+"""
+
 # flag name -> (help, metavar or None for booleans, repeatable)
 FLAG_HELP: dict[str, tuple[str, str | None, bool]] = {
     "listen": ("address to serve on, UDP and TCP (repeatable; default 127.0.0.1:53)", "ADDR:PORT", True),
@@ -97,6 +107,8 @@ FLAG_HELP: dict[str, tuple[str, str | None, bool]] = {
         "PATH",
         False,
     ),
+    "cache_file": ("snapshot the cache here on stop and restart; warm it from here on start", "PATH", False),
+    "control": ("unix socket for `netkit dns restart` (zero-gap handover) and status", "PATH", False),
     "tcp_idle_timeout": ("close idle TCP connections after this long (default 10)", "S", False),
     "max_tcp_connections": ("concurrent TCP connections (default 1024)", "N", False),
     "log_level": ("debug, info, warning or error (default info)", "LEVEL", False),
@@ -121,6 +133,18 @@ def add_parser(sub: Any) -> None:
         serve.add_argument(flag, dest=key, metavar=metavar, help=text, action="append" if repeat else "store")
     serve.add_argument("--check", action="store_true", help="validate the configuration, print it and exit")
     serve.set_defaults(func=cmd_serve)
+
+    restart = dsub.add_parser(
+        "restart",
+        help="zero-gap restart of a running `netkit dns serve --control PATH`",
+        description=RESTART_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    restart.add_argument("--control", required=True, metavar="PATH", help="the server's --control socket")
+    restart.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds to wait for the new process (default 15)"
+    )
+    restart.set_defaults(func=cmd_restart)
 
     demo = dsub.add_parser(
         "demo", help="start real upstreams and the cache on loopback, show it answering and failing over"
@@ -206,3 +230,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     result: int = run_demo(names=args.names)
     return result
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    import json
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(args.timeout + 5)
+            sock.connect(args.control)
+            sock.sendall(json.dumps({"cmd": "restart", "timeout": args.timeout}).encode() + b"\n")
+            reply = sock.makefile("rb").readline()
+    except OSError as exc:
+        print(f"netkit dns restart: {args.control}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
+        result = json.loads(reply)
+    except ValueError:
+        print(f"netkit dns restart: no answer from {args.control}", file=sys.stderr)
+        return 1
+    if "error" in result:
+        print(f"netkit dns restart: {result['error']}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0

@@ -57,6 +57,7 @@ class ServeConfig:
     workers: int = 1
     resolv_conf: str = "/etc/resolv.conf"
     cache_file: str | None = None
+    control: str | None = None
     tcp_idle_timeout: float = 10.0
     max_tcp_connections: int = 1024
     log_level: str = "info"
@@ -213,6 +214,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "workers": _int(1, 256),
     "resolv_conf": str,
     "cache_file": _optional(str),
+    "control": _optional(str),
     "tcp_idle_timeout": _float(0.1, 3600),
     "max_tcp_connections": _int(1, 1_000_000),
     "log_level": _log_level,

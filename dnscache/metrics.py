@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -157,10 +159,20 @@ class MetricsServer:
         self.registry.register(DnsCollector(snapshot))
         self._server: asyncio.Server | None = None
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle, self.address.host, self.address.port, reuse_address=True
-        )
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on the configured address, or on ``sock`` handed over by a previous process."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._handle, sock=sock)
+        else:
+            self._server = await asyncio.start_server(
+                self._handle, self.address.host, self.address.port, reuse_address=True
+            )
+
+    def listening_socket(self) -> socket.socket | None:
+        """A second descriptor of the listening socket, to hand over."""
+        if self._server is None or not self._server.sockets:
+            return None
+        return socket.socket(fileno=os.dup(self._server.sockets[0].fileno()))
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import json
 import logging
+import os
 import signal
-from collections.abc import Callable
+import socket
+import tempfile
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from dnscache import handover
 from dnscache.config import ConfigError, ServeConfig
 from dnscache.metrics import MetricsServer
 from dnscache.server import DnsServer
@@ -24,6 +32,69 @@ def event_loop_policy() -> str:
     return "uvloop"
 
 
+class Control:
+    """The ``--control`` unix socket: one JSON request per connection, one JSON reply."""
+
+    def __init__(self, handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]) -> None:
+        self.handlers = handlers
+        self.server: asyncio.Server | None = None
+        self.sock: socket.socket | None = None
+
+    async def start(self, path: str | None, inherited: socket.socket | None) -> None:
+        if inherited is not None:
+            self.sock = inherited
+        elif path is not None:
+            self.sock = self._bind(path)
+        else:
+            return
+        self.server = await asyncio.start_unix_server(self._handle, sock=self.sock.dup())
+
+    @staticmethod
+    def _bind(path: str) -> socket.socket:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except FileNotFoundError:
+            pass
+        except ConnectionRefusedError:
+            os.unlink(path)  # left behind by a process that is gone
+        else:
+            raise OSError(errno.EADDRINUSE, f"control socket {path} is in use by a running server")
+        finally:
+            probe.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(16)
+        return sock
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(5):
+                line = await reader.readline()
+            request = json.loads(line)
+            handler = self.handlers.get(str(request.get("cmd"))) if isinstance(request, dict) else None
+            if handler is None:
+                reply = {"error": f"unknown command; try one of {sorted(self.handlers)}"}
+            else:
+                reply = await handler(request)
+        except (TimeoutError, ValueError) as exc:
+            reply = {"error": f"bad request: {exc}"}
+        with contextlib.suppress(OSError):
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        writer.close()
+
+    def close(self, unlink: str | None) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.sock is not None:
+            self.sock.close()
+        if unlink is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(unlink)
+
+
 async def serve(
     cfg: ServeConfig,
     reload_config: Callable[[], ServeConfig] | None = None,
@@ -32,15 +103,66 @@ async def serve(
     with_metrics: bool = True,
     on_started: Callable[[DnsServer], None] | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT; SIGHUP re-reads the configuration without dropping a query."""
+    """Serve until SIGTERM/SIGINT (drain, snapshot the cache) or a restart (hand over, drain);
+    SIGHUP re-reads the configuration without dropping a query or the cache."""
+    inherited = handover.from_environment()
     server = DnsServer(cfg, reuse_port=reuse_port)
-    await server.start()
+    cache_source = inherited.cache_file if inherited is not None else cfg.cache_file
+    if cache_source:
+        warmed = handover.load_cache(server.resolver.cache, cache_source)
+        log.info("cache warmed", extra={"entries": warmed, "path": cache_source})
+        if inherited is not None and inherited.cache_is_temporary:
+            with contextlib.suppress(OSError):
+                os.unlink(cache_source)
+    await server.start(inherited.listeners if inherited is not None else None)
     metrics = None
     if with_metrics and cfg.metrics is not None:
         metrics = MetricsServer(cfg.metrics, server.snapshot, lambda: server.ready)
-        await metrics.start()
+        await metrics.start(inherited.metrics if inherited is not None else None)
     stop = asyncio.Event()
+    handed_over = False
+    restarting = asyncio.Lock()
     loop = asyncio.get_running_loop()
+
+    async def restart(request: dict[str, Any]) -> dict[str, Any]:
+        nonlocal handed_over
+        if restarting.locked() or handed_over:
+            return {"error": "a restart is already under way"}
+        async with restarting:
+            timeout = float(request.get("timeout", 15.0))
+            path, temporary = cfg.cache_file, False
+            if path is None:
+                fd, path = tempfile.mkstemp(prefix="netkit-dns-cache-")
+                os.close(fd)
+                temporary = True
+            saved = handover.save_cache(server.resolver.cache, path)
+            metrics_sock = metrics.listening_socket() if metrics is not None else None
+            try:
+                new_pid = await handover.spawn_successor(
+                    server.listeners, metrics_sock, control.sock, path, temporary, timeout
+                )
+            except (OSError, RuntimeError) as exc:
+                log.error("restart failed, still serving", extra={"error": str(exc)})
+                if temporary:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                return {"error": str(exc)}
+            finally:
+                if metrics_sock is not None:
+                    metrics_sock.close()
+            log.info("handed over", extra={"new_pid": new_pid, "cache_entries": saved})
+            handed_over = True
+            stop.set()
+            return {"old_pid": os.getpid(), "new_pid": new_pid}
+
+    async def status(_request: dict[str, Any]) -> dict[str, Any]:
+        snap = server.snapshot()
+        return {"pid": os.getpid(), "ready": server.ready, "cache_entries": snap["cache_entries"]}
+
+    control = Control({"restart": restart, "status": status})
+    await control.start(cfg.control, inherited.control if inherited is not None else None)
+    if inherited is not None:
+        handover.announce_ready(inherited)
 
     def reload() -> None:
         if reload_config is None:
@@ -51,9 +173,18 @@ async def serve(
         except (ConfigError, OSError) as exc:
             log.error("reload failed, keeping the running configuration", extra={"error": str(exc)})
 
+    background: set[asyncio.Task[Any]] = set()
+
+    def restart_on_signal() -> None:
+        task = loop.create_task(restart({}))
+        background.add(task)
+        task.add_done_callback(background.discard)
+
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
+    if cfg.control is not None or inherited is not None:
+        loop.add_signal_handler(signal.SIGUSR2, restart_on_signal)
     log.info(
         "serving",
         extra={
@@ -61,6 +192,7 @@ async def serve(
             "upstreams": [str(u) for u in cfg.upstream],
             "zones": [str(z) for z in cfg.zone],
             "metrics": str(cfg.metrics) if cfg.metrics else None,
+            "inherited": inherited is not None,
         },
     )
     if on_started is not None:
@@ -68,7 +200,12 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        log.info("stopping")
+        log.info("handing over: draining" if handed_over else "stopping: draining")
+        control.close(unlink=None if handed_over else cfg.control)
         if metrics is not None:
             await metrics.stop()
-        await server.stop()
+        await server.drain(cfg.deadline)
+        if not handed_over and cfg.cache_file:
+            log.info(
+                "cache saved", extra={"entries": handover.save_cache(server.resolver.cache, cfg.cache_file)}
+            )

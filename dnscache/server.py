@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import socket
@@ -141,6 +142,9 @@ class DnsServer:
         self.reuse_port = reuse_port
         self.ready = False
         self._transports: list[asyncio.DatagramTransport] = []
+        self._protocols: list[_UdpProtocol] = []
+        self.listeners: list[tuple[HostPort, socket.socket, socket.socket]] = []
+        self._tcp_handlers: set[asyncio.Task[None]] = set()
         self._tcp_servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._slow = 0
@@ -148,38 +152,73 @@ class DnsServer:
         self._housekeeping: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
-    async def start(self, sockets: list[tuple[socket.socket, socket.socket]] | None = None) -> None:
-        """Listen on every configured address, or on the given (udp, tcp) sockets (handover)."""
+    async def start(
+        self, inherited: dict[HostPort, tuple[socket.socket, socket.socket]] | None = None
+    ) -> None:
+        """Listen on every configured address: on inherited (udp, tcp) sockets where a previous
+        process handed them over, on new ones elsewhere."""
         loop = asyncio.get_running_loop()
-        pairs = sockets or [
-            (
-                make_socket(a, socket.SOCK_DGRAM, self.reuse_port),
-                make_socket(a, socket.SOCK_STREAM, self.reuse_port),
+        inherited = dict(inherited or {})
+        for address in self.cfg.listen:
+            udp, tcp = (
+                inherited.pop(address)
+                if address in inherited
+                else (
+                    make_socket(address, socket.SOCK_DGRAM, self.reuse_port),
+                    make_socket(address, socket.SOCK_STREAM, self.reuse_port),
+                )
             )
-            for a in self.cfg.listen
-        ]
-        for udp, tcp in pairs:
-            transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=udp)
+            # a second descriptor of each socket: to hand over, and to answer from while draining
+            self.listeners.append((address, udp.dup(), tcp.dup()))
+            spare = self.listeners[-1][1]
+            transport, protocol = await loop.create_datagram_endpoint(
+                functools.partial(_UdpProtocol, self, spare), sock=udp
+            )
             self._transports.append(transport)
+            self._protocols.append(protocol)
             self._tcp_servers.append(await asyncio.start_server(self._serve_tcp, sock=tcp))
+        for udp, tcp in inherited.values():  # addresses no longer configured
+            udp.close()
+            tcp.close()
         self._housekeeping = [
             loop.create_task(self.resolver.probe_forever()),
             loop.create_task(self._sweep_forever()),
         ]
         self.ready = True
 
+    async def drain(self, timeout: float) -> None:
+        """Stop taking queries, answer the ones in flight (up to ``timeout``), then stop.
+
+        Closing our descriptors does not close the sockets while another process holds them
+        (a handover): what arrives from now on is theirs, and nothing queued is lost.
+        """
+        self.ready = False
+        for protocol in self._protocols:
+            protocol.draining = True
+        for t in self._transports:
+            t.close()
+        for srv in self._tcp_servers:
+            srv.close()
+        pending = [*self._tasks, *self._tcp_handlers]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        await self.stop()
+
     async def stop(self) -> None:
         self.ready = False
         for t in self._transports:
             t.close()
-        for s in self._tcp_servers:
-            s.close()
-        for task in [*self._housekeeping, *self._tasks]:
+        for srv in self._tcp_servers:
+            srv.close()
+        for task in [*self._housekeeping, *self._tasks, *self._tcp_handlers]:
             task.cancel()
-        for task in [*self._housekeeping, *self._tasks]:
+        for task in [*self._housekeeping, *self._tasks, *self._tcp_handlers]:
             with contextlib.suppress(BaseException):
                 await task
         await self.resolver.close()
+        for _, udp, tcp in self.listeners:
+            udp.close()
+            tcp.close()
 
     def snapshot(self) -> dict[str, object]:
         """Counters and gauges for the metrics collector (and for the supervisor of workers)."""
@@ -292,6 +331,9 @@ class DnsServer:
             return
         self._tcp_conns += 1
         self.stats.tcp_connections += 1
+        me = asyncio.current_task()
+        if me is not None:
+            self._tcp_handlers.add(me)
         inflight: set[asyncio.Task[None]] = set()
 
         def send(out: bytes) -> None:
@@ -327,16 +369,27 @@ class DnsServer:
             for task in inflight:
                 task.cancel()
             self._tcp_conns -= 1
+            self._tcp_handlers.discard(me)
             writer.close()
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: DnsServer) -> None:
+    def __init__(self, server: DnsServer, spare: socket.socket) -> None:
         self.server = server
         self.stats = server.stats
         self.entries = server.resolver.cache.entries
         self.clock = server.clock
         self.transport: asyncio.DatagramTransport | None = None
+        self.draining = False
+        self.spare = spare  # our second descriptor of the socket
+
+    def reply(self, out: bytes, addr: tuple[str, int]) -> None:
+        """Send a slow-path answer; while draining the transport is closed, so use the spare."""
+        if not self.draining:
+            self.transport.sendto(out, addr)  # type: ignore[union-attr]
+            return
+        with contextlib.suppress(OSError):
+            self.spare.sendto(out, addr)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -372,5 +425,4 @@ class _UdpProtocol(asyncio.DatagramProtocol):
                         if now >= prefetch:
                             self.server.resolver.maybe_prefetch(key, entry)
                         return
-        transport = self.transport
-        self.server.spawn_slow(data, lambda out: transport.sendto(out, addr), False, q)  # type: ignore[union-attr]
+        self.server.spawn_slow(data, functools.partial(self.reply, addr=addr), False, q)

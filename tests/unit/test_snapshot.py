@@ -1,0 +1,46 @@
+"""Cache snapshots: entries keep the lifetime they had left across processes and clocks."""
+
+from __future__ import annotations
+
+import pytest
+
+from dnscache import snapshot
+from dnscache.cache import Cache
+from tests.unit.test_cache_rules import make_entry
+
+
+def test_round_trip_keeps_remaining_lifetime_across_clocks() -> None:
+    cache = Cache(100, 1 << 30)
+    key, entry = make_entry("a.example.test", now=1000.0)  # TTL 60: expires at 1060 (monotonic)
+    cache.put(key, entry, 1000.0)
+    data = snapshot.dump(cache, mono_now=1010.0, wall_now=5_000_010.0)
+    # another process, another monotonic clock, 5 s later in wall time
+    restored = Cache(100, 1 << 30)
+    assert snapshot.load(restored, data, mono_now=20.0, wall_now=5_000_015.0) == 1
+    got = restored.get(key)
+    assert got is not None
+    assert got.expires_at == pytest.approx(20.0 + 45.0)  # 60 - 10 - 5 seconds left
+    assert bytes(got.wire) == bytes(entry.wire)
+
+
+def test_entries_past_the_stale_window_are_not_restored() -> None:
+    cache = Cache(100, 1 << 30)
+    key, entry = make_entry("old.example.test", now=0.0)
+    cache.put(key, entry, 0.0)
+    data = snapshot.dump(cache, mono_now=1.0, wall_now=1.0)
+    restored = Cache(100, 1 << 30)
+    assert snapshot.load(restored, data, mono_now=0.0, wall_now=entry.stale_until + 10) == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "too short"),
+        (b"XXXX\x00\x01\x00\x00\x00\x00", "not a netkit"),
+        (b"NKDC\x00\x09\x00\x00\x00\x00", "version 9"),
+        (b"NKDC\x00\x01\x00\x00\x00\x02\x00\x05\x00\x00\x00\x09abc", "cut short"),
+    ],
+)
+def test_bad_snapshots_are_rejected(data: bytes, message: str) -> None:
+    with pytest.raises(snapshot.SnapshotError, match=message):
+        snapshot.load(Cache(10, 1 << 20), data, 0.0, 0.0)
