@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class AddressError(ValueError):
     """An address, port or host:port string that cannot be used."""
 
 
-@dataclass(frozen=True, slots=True)
-class HostPort:
+class HostPort(NamedTuple):
+    """An IP address and a port. A tuple, so hashing (dict keys on hot paths) is cheap."""
+
     host: str
     port: int
 
