@@ -23,6 +23,7 @@ from dnscache.wire import RCODE_NAMES
 from netkit.addr import HostPort
 
 Snapshot = dict[str, Any]
+ALWAYS_EXPORTED_RCODES = (0, 1, 2, 3, 4, 5)  # NOERROR FORMERR SERVFAIL NXDOMAIN NOTIMP REFUSED
 
 
 def merge_snapshots(snaps: list[Snapshot]) -> Snapshot:
@@ -67,7 +68,8 @@ class DnsCollector(Collector):
         yield req
         resp = CounterMetricFamily("netkit_dns_responses", "DNS responses sent, by rcode.", labels=["rcode"])
         for rcode, count in enumerate(s["rcodes"]):
-            if count:
+            # the common rcodes always exist, so rate() sees the first SERVFAIL of a new process
+            if count or rcode in ALWAYS_EXPORTED_RCODES:
                 resp.add_metric([RCODE_NAMES.get(rcode, str(rcode))], count)
         yield resp
         for name, key, doc in (
