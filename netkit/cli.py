@@ -12,11 +12,14 @@ netkit: network and DNS reliability for Kubernetes data centres.
 
   netkit dns serve   node-local caching DNS responder (see: netkit dns serve --help)
   netkit dns demo    real upstreams + the cache on loopback: answers, failover, serve-stale
+  netkit chaos dns   the same faults against netkit, Unbound and dnsmasq in namespaces: availability
+                     and latency per fault window (see: netkit chaos dns --help)
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     from dnscache import cli as dns_cli
+    from netkit.chaos import cli as chaos_cli
 
     parser = argparse.ArgumentParser(
         prog="netkit", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -24,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"netkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dns_cli.add_parser(sub)
+    chaos_cli.add_parser(sub)
     return parser
 
 
