@@ -381,8 +381,10 @@ class Generator:
             if now >= next_report:
                 self.progress(now)
                 next_report += 1.0
+            # uvloop's timers have millisecond resolution: a shorter sleep returns at once and the
+            # loop would spin; so tick at >= 1 ms and send what fell due meanwhile (lateness < ~1 ms)
             wait = t0 + self.sent / qps - mono()
-            await asyncio.sleep(min(0.05, wait) if wait > 0 else 0)
+            await asyncio.sleep(min(0.05, max(0.001, wait)))
         end = mono() + self.deadline + 0.5
         while self.pending and mono() < end:
             now = mono()

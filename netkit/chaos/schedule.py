@@ -167,7 +167,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     n = len(sorted_values)
     if n == 0:
         return None
-    rank = max(1, math.ceil(q / 100.0 * n))
+    rank = max(1, math.ceil(q * n / 100.0 - 1e-9))  # 99.9 % of 1000 is rank 999, not 1000
     return sorted_values[min(rank, n) - 1]
 
 
