@@ -34,13 +34,11 @@ from dnscache.wire import (
     NOTIMP,
     OPCODE_MASK,
     QR,
-    REFUSED,
     SERVFAIL,
-    T_AXFR,
-    T_IXFR,
     Edns,
     WireError,
     error_reply,
+    local_rcode,
     parse_message,
     question_end,
 )
@@ -51,6 +49,7 @@ log = logging.getLogger("netkit.dns")
 _QD1 = b"\x00\x01\x00\x00\x00\x00"
 _VARIANTS = [bytes((v,)) for v in range(8)]
 _U16 = struct.Struct("!H")
+_U16_PAIR = struct.Struct("!HH")
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 MAX_SLOW_TASKS = 20000
 TCP_MESSAGE_TIMEOUT = 2.0  # a started message must complete within this (slowloris)
@@ -288,8 +287,6 @@ class DnsServer:
             key, qend, limit = q
             variant = key[-1]
             edns = Edns(EDNS_UDP_SIZE, 0, 0, bool(variant & 2)) if variant & 1 else None
-            if data[qend - 4] == 0 and data[qend - 3] in (T_AXFR, T_IXFR):
-                return error_reply(data, REFUSED, qend, edns)
         else:
             if len(data) < 12 or data[2] & (QR >> 8):
                 return None  # never answer a response: that is how reflection loops start
@@ -308,12 +305,13 @@ class DnsServer:
                 return error_reply(data, FORMERR, qend, edns)
             if edns is not None and edns.version != 0:
                 return error_reply(data, BADVERS, qend, edns)
-            if msg.qtype in (T_AXFR, T_IXFR):
-                return error_reply(data, REFUSED, qend, edns)
             limit = min(max(edns.udp_size, 512), EDNS_UDP_SIZE) if edns is not None else 512
             key = cache_key(
                 data[12:qend], variant_byte(edns is not None, bool(edns and edns.do), bool(flags & CD))
             )
+        refuse = local_rcode(*_U16_PAIR.unpack_from(data, qend - 4))
+        if refuse is not None:  # never forwarded: it would only teach the upstreams' health lies
+            return error_reply(data, refuse, qend, edns)
         entry, stale = await self.resolver.lookup(key)
         if entry is None:
             return error_reply(data, SERVFAIL, qend, edns)

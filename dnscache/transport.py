@@ -16,7 +16,18 @@ from dataclasses import dataclass
 
 from dnscache.stats import Stats
 from dnscache.upstreams import Outcome
-from dnscache.wire import NOERROR, NOTIMP, NXDOMAIN, QR, REFUSED, TC, Message, WireError, parse_message
+from dnscache.wire import (
+    FORMERR,
+    NOERROR,
+    NOTIMP,
+    NXDOMAIN,
+    QR,
+    REFUSED,
+    TC,
+    Message,
+    WireError,
+    parse_message,
+)
 from netkit.addr import HostPort
 
 YXDOMAIN = 6
@@ -51,6 +62,8 @@ def check_reply(
     try:
         msg = parse_message(data)
     except WireError:
+        if data[4:6] == b"\x00\x00" and data[3] & 0xF in (FORMERR, NOTIMP, REFUSED):
+            return Exchange(Outcome.REFUSED)  # a well-formed refusal without the question: not garbage
         return Exchange(Outcome.MALFORMED)
     if msg.qtype != qtype or msg.qclass != qclass:
         return None

@@ -209,6 +209,23 @@ def parse_message(buf: bytes) -> Message:
     return msg
 
 
+def local_rcode(qtype: int, qclass: int) -> int | None:
+    """The rcode to answer at once for questions a forwarding cache must not pass on, else None.
+
+    Only class IN is forwarded (a node-local cache serves IN; other classes get REFUSED, as an
+    upstream serving only IN would answer). QTYPE 0 and OPT are malformed (FORMERR); zone
+    transfers are refused; the other meta-types (TSIG, TKEY, MAILA, MAILB, ...) are NOTIMP. ANY
+    and every data type, known or not (RFC 3597), are forwarded.
+    """
+    if qtype in (0, T_OPT):
+        return FORMERR
+    if qclass != C_IN or qtype in (T_AXFR, T_IXFR):
+        return REFUSED
+    if 128 <= qtype < T_ANY:
+        return NOTIMP
+    return None
+
+
 def name_to_wire(name: Name) -> bytes:
     return b"".join(bytes((len(label),)) + label for label in name) + b"\x00"
 

@@ -255,3 +255,27 @@ def test_metrics_health_and_ready(nsd: NsdServer) -> None:
             assert http_get(mport, "/nope")[0] == 404
         finally:
             srv.call(metrics.stop())
+
+
+def test_odd_questions_are_not_forwarded_and_cannot_knock_upstreams_down(nsd: NsdServer) -> None:
+    """Found by the fuzz benchmark: NSD answers an odd class with a question-less FORMERR, which
+    once counted as a malformed reply, so two such queries marked the upstream down."""
+    import struct
+
+    with running_server(upstream=[hp(nsd)]) as srv:
+        for i in range(10):
+            q = struct.pack("!HHHHHH", 0x1000 + i, 0x0100, 1, 0, 0, 0) + b"\x02h1\x07example\x04test\x00"
+            raw = srv.query_wire(q + struct.pack("!HH", 1, 0x5713))
+            assert raw is not None and raw[3] & 0xF == dns.rcode.REFUSED
+        state = upstream(srv, hp(nsd))
+        assert state["healthy"] == 1 and not state["results"]  # nothing went upstream
+
+
+def test_a_question_less_refusal_from_upstream_is_not_garbage(nsd: NsdServer) -> None:
+    def refusing(q: dns.message.Message, raw: bytes) -> list[bytes]:
+        return [raw[:2] + b"\x81\x81" + b"\x00" * 8]  # FORMERR, no question, as NSD does
+
+    with ScriptedUpstream(refusing) as up, running_server(upstream=[up.address, hp(nsd)]) as srv:
+        srv.prefer(up.address)
+        assert srv.query("h1.example.test").rcode() == dns.rcode.NOERROR  # the next upstream answered
+        assert upstream(srv, up.address)["results"] == {"refused": 1}

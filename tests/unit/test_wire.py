@@ -100,3 +100,13 @@ def test_random_bytes_never_crash_the_parser(data: bytes) -> None:
     with contextlib.suppress(WireError):
         parse_message(data)
     question_end(data) if len(data) >= 12 else None
+
+
+@pytest.mark.parametrize(
+    ("qtype", "qclass", "rcode"),
+    [(1, 1, None), (28, 1, None), (255, 1, None), (0xC467, 1, None), (65, 1, None),
+     (1, 3, wire.REFUSED), (1, 0x5713, wire.REFUSED), (252, 1, wire.REFUSED), (251, 1, wire.REFUSED),
+     (250, 1, wire.NOTIMP), (0, 1, wire.FORMERR), (41, 1, wire.FORMERR)],
+)  # fmt: skip
+def test_questions_answered_locally(qtype: int, qclass: int, rcode: int | None) -> None:
+    assert wire.local_rcode(qtype, qclass) == rcode
