@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(
-  iproute2 procps
+  iproute2 procps iputils-ping
   # DNS peers: authoritative servers, forwarders/caches, load generator
   nsd knot unbound dnsmasq dnsperf bind9-dnsutils
   # Prometheus (promtool, and a real scraper for the SLO tests)
