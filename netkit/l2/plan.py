@@ -43,6 +43,7 @@ from netkit.l2.state import (
     ObservedState,
     VlanInfo,
     VxlanInfo,
+    bridge_mac,
     owner_alias,
 )
 
@@ -50,7 +51,7 @@ Value = int | str | bool | None
 ProblemKind = Literal["conflict", "error", "waiting"]
 
 # Link fields a SetLink may change; everything else about an owned link is its identity.
-SETTABLE = ("mtu", "up", "alias", "master", "neigh_suppress")
+SETTABLE = ("mtu", "up", "alias", "master", "neigh_suppress", "address")
 
 
 # ------------------------------------------------------------------------------------------
@@ -258,6 +259,8 @@ def describe_link(link: Link) -> str:
         parts.append(f"master {link.master}")
     if link.neigh_suppress:
         parts.append("neigh_suppress on")
+    if link.address:
+        parts.append(f"address {link.address}")
     parts.append("up" if link.up else "down")
     if link.alias:
         parts.append(f'alias "{link.alias}"')
@@ -318,7 +321,7 @@ def compile_network(
     bridge = net.bridge
     remote = net.remote_endpoints(node)
     suppress = bool(remote)
-    bridge_link = Link(bridge, "bridge", mtu, True, alias)
+    bridge_link = Link(bridge, "bridge", mtu, True, alias, address=bridge_mac(net.name, node))
     fdb: set[FdbEntry] = set()
     neighbours: set[Neighbour] = set()
     if net.kind == "vxlan":
@@ -443,7 +446,9 @@ def _link_changes(have: Link, want: Link) -> tuple[Change, ...]:
     changes = [
         Change(f, getattr(have, f), getattr(want, f))
         for f in SETTABLE
-        if f != "neigh_suppress" and getattr(have, f) != getattr(want, f)
+        if f != "neigh_suppress"
+        and getattr(have, f) != getattr(want, f)
+        and not (f == "address" and want.address is None)
     ]
     # A new master resets the bridge-port flags (the kernel makes a new port): compare the
     # flag with what it will be after the move.

@@ -82,6 +82,17 @@ def vlan_name(network: str, vlan_id: int) -> str:
     return head + _hash(network, IFNAMSIZ - len(head))
 
 
+def bridge_mac(network: str, node: str) -> str:
+    """A fixed, locally administered MAC for the bridge of ``network`` on ``node``.
+
+    A bridge without an address of its own takes the lowest MAC of its ports, and every change
+    of it flushes the bridge's neighbour table, permanent entries included: the ARP/ND
+    suppression entries would vanish whenever a pod's veth is attached. A set address stays.
+    """
+    digits = _hash(f"{network}/{node}", 10)
+    return "02:" + ":".join(digits[i : i + 2] for i in range(0, 10, 2))
+
+
 def owner_alias(network: str) -> str:
     return OWNER_PREFIX + network
 
@@ -126,6 +137,7 @@ class Link:
     ``kind`` is the rtnetlink link kind (``bridge``, ``vxlan``, ``vlan``, ``veth``...), or
     ``device`` for links without one (loopback, physical NICs). ``neigh_suppress`` is the bridge
     port flag (``bridge link set dev X neigh_suppress on``): None when the link is no bridge port.
+    ``address`` is the MAC; in a desired link None means "whatever the kernel picks".
     """
 
     name: str
@@ -137,6 +149,7 @@ class Link:
     vxlan: VxlanInfo | None = None
     vlan: VlanInfo | None = None
     neigh_suppress: bool | None = None
+    address: str | None = None
 
     @property
     def owner(self) -> str | None:
