@@ -500,4 +500,3 @@ class Monitor:
         if self._ipr is not None:
             self._ipr.close()
         self._thread.join(5.0)
-

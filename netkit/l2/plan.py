@@ -626,9 +626,7 @@ def plan_restore(checkpoint: ObservedState, current: ObservedState, node: str = 
 # ------------------------------------------------------------------------------------------
 
 
-def _set_master(
-    links: dict[str, Link], fdb: set[FdbEntry], name: str, master: str | None
-) -> None:
+def _set_master(links: dict[str, Link], fdb: set[FdbEntry], name: str, master: str | None) -> None:
     lk = links[name]
     if lk.master == master:
         return
@@ -638,9 +636,7 @@ def _set_master(
         fdb.discard(e)
 
 
-def _delete(
-    links: dict[str, Link], fdb: set[FdbEntry], neigh: set[Neighbour], name: str
-) -> None:
+def _delete(links: dict[str, Link], fdb: set[FdbEntry], neigh: set[Neighbour], name: str) -> None:
     if name not in links:
         return
     del links[name]

@@ -40,7 +40,7 @@ Names (at most 15 bytes, ``IFNAMSIZ`` - 1), derived deterministically:
 Hashed names can collide in principle (40 bits for bridges): ``model.load_networks`` rejects a
 file in which two networks derive the same name, and a collision with a link the agent does not
 own is a conflict, never an overwrite. The prefixes ``nkbr``/``nkvx``/``nkvl`` cannot be confused
-with the lab's per-run prefix ``nk`` + 4 hex digits (``r``, ``x`` and ``l`` are not hex digits).
+with the lab's per-run prefix ``nk`` + 4 hex digits (``r`` and ``v`` are not hex digits).
 """
 
 from __future__ import annotations
