@@ -283,13 +283,13 @@ class Resolver:
     # -- active health probes ----------------------------------------------------------------
     async def probe_forever(self) -> None:
         """Probe down upstreams with backoff (the zone's SOA, or ``. NS`` for the default set)."""
-        was_down: dict[HostPort, bool] = {}
+        was_down: dict[tuple[Name, HostPort], bool] = {}  # the same server may serve two zones
         while True:
             now = self.clock()
             for zone, pool in self.pools:
                 for state in pool.states:
-                    if was_down.get(state.address, False) != state.down:
-                        was_down[state.address] = state.down
+                    if was_down.get((zone, state.address), False) != state.down:
+                        was_down[(zone, state.address)] = state.down
                         log.log(
                             logging.WARNING if state.down else logging.INFO,
                             "upstream marked down" if state.down else "upstream in service",

@@ -279,3 +279,21 @@ def test_a_question_less_refusal_from_upstream_is_not_garbage(nsd: NsdServer) ->
         srv.prefer(up.address)
         assert srv.query("h1.example.test").rcode() == dns.rcode.NOERROR  # the next upstream answered
         assert upstream(srv, up.address)["results"] == {"refused": 1}
+
+
+def test_a_server_in_two_zones_logs_each_transition_once(
+    nsd: NsdServer, nsd2: NsdServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in the long chaos run: the same address as default and stub-zone upstream made the
+    transition log alternate between the two states every probe tick."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="netkit.dns")
+    with running_server(upstream=[hp(nsd), hp(nsd2)], zone=[f"example.test={hp(nsd)},{hp(nsd2)}"]) as srv:
+        srv.prefer(hp(nsd))
+        nsd.stop()
+        for i in range(30):
+            srv.query(f"h{i}.example.test")
+        time.sleep(1.0)
+        downs = [r for r in caplog.records if r.getMessage() == "upstream marked down"]
+        assert 1 <= len(downs) <= 2, [(r.upstream, r.zone) for r in downs]  # type: ignore[attr-defined]
