@@ -100,7 +100,8 @@ NODE_UNBOUND_EXTRA: dict[str, object] = {
 # dnsmasq as a node-local cache, as the issue asks ("its cache and all servers"): every query to
 # all servers at once, the first answer wins (dnsmasq >= 2.87 holds back only REFUSED; a fast
 # SERVFAIL is passed on: without --all-servers it would retry a SERVFAIL elsewhere, but then it
-# rides on one preferred server through loss and black holes; measured both, see docs/chaos.md),
+# rides on one preferred server through loss and black holes; measured here, 120 s at 500 QPS:
+# servfail window 235 vs 26 failures, loss window 1 vs 113, all windows 300 vs 196),
 # its own retries from 250 ms on for up to 1 s (it does none by default and this client does not
 # retry), expired entries served while refreshing, a big cache, room for many queries and TCP.
 NODE_DNSMASQ_ARGS: tuple[str, ...] = (

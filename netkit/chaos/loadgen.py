@@ -216,6 +216,7 @@ class Generator:
         self.tcp_transports: dict[int, asyncio.Transport] = {}
         self.transports: list[asyncio.DatagramTransport] = []
         self.rng = random.Random(os.urandom(16))
+        self.clock = time.monotonic  # replies are timed with this (tests substitute it)
         self.t0 = 0.0
         self.sent = 0
         self.done = 0
@@ -277,7 +278,7 @@ class Generator:
         if task.cancelled() or task.exception() is not None:
             self.tcp_errors += 1
             if self.pending.pop(key, None) is not None:
-                self.finish(i, sch.NETERR, time.monotonic())
+                self.finish(i, sch.NETERR, self.clock())
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -301,7 +302,7 @@ class Generator:
         return check_reply(data, question, qtype, rcode, rdata)
 
     def on_udp(self, s: int, data: bytes) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if len(data) < 12:
             self.unmatched += 1
             return
@@ -312,7 +313,7 @@ class Generator:
         self.finish(i, self._judge(i, data), now)
 
     def on_tcp(self, key: int, i: int, qid: int, data: bytes) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.pending.pop(key, None) is None:
             return
         if len(data) < 12 or ((data[0] << 8) | data[1]) != qid:
@@ -323,13 +324,17 @@ class Generator:
     def on_tcp_lost(self, key: int, i: int) -> None:
         if self.pending.pop(key, None) is not None:
             self.tcp_errors += 1
-            self.finish(i, sch.NETERR, time.monotonic())
+            self.finish(i, sch.NETERR, self.clock())
 
     def sweep(self, now: float) -> None:
         dq = self.deadlines
+        pending = self.pending
         while dq and dq[0][0] <= now:
             _, k, i = dq.popleft()
-            if self.pending.pop(k, None) is not None:
+            # only if query i still owns key k: once i was answered, a later query may have drawn
+            # the same socket and ID, and must not be timed out (nor i scored twice)
+            if pending.get(k) == i:
+                del pending[k]
                 self.finish(i, sch.TIMEOUT, now)
                 if k < 0:
                     tr = self.tcp_transports.pop(k, None)

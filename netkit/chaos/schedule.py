@@ -245,6 +245,7 @@ class Score:
     all_down_seen: Tally
     all_down_unseen: Tally
     not_sent: int
+    unfinished: int  # sent queries without an outcome (a generator bug if not 0)
     timeline: list[dict[str, Any]]
     bin_width: float
 
@@ -257,6 +258,7 @@ class Score:
             "all_down_seen_before": self.all_down_seen.summary(),
             "all_down_never_answered_before": self.all_down_unseen.summary(),
             "not_sent": self.not_sent,
+            "unfinished": self.unfinished,
             "windows": [{**w.to_dict(), **t.summary()} for w, t in zip(windows, self.windows, strict=True)],
         }
 
@@ -305,6 +307,7 @@ def score(
     answered: set[int] = set()  # keys answered correctly so far
     frozen: dict[int, set[int]] = {}  # all_down window -> keys answered before it began
     not_sent = 0
+    unfinished = 0
     for i in range(len(status)):
         st = status[i]
         if st == NOT_SENT:
@@ -312,6 +315,8 @@ def score(
             continue
         t = t_send[i]
         lat = latency[i]
+        if lat < 0:
+            unfinished += 1  # sent, but the generator never recorded an outcome
         c = cls[i]
         wi = max(0, bisect_right(starts, t) - 1)
         tallies[wi].add(st, lat, c)
@@ -352,7 +357,9 @@ def score(
                 "p99_ms": _ms(percentile(lats, 99)),
             }
         )
-    return Score(tallies, overall, headline, adc, strict, seen_t, unseen_t, not_sent, timeline, width)
+    return Score(
+        tallies, overall, headline, adc, strict, seen_t, unseen_t, not_sent, unfinished, timeline, width
+    )
 
 
 def harness_problems(
@@ -363,7 +370,8 @@ def harness_problems(
 ) -> list[str]:
     """Self-checks of the harness (not of the systems): a non-empty list means results are suspect.
 
-    - every system got the expected number of queries (within ``tolerance``), none unsent;
+    - every system got the expected number of queries (within ``tolerance``), none unsent, and
+      every sent query has an outcome;
     - every window saw queries;
     - cold names asked during ``all_down`` (a deadline before its end) failed for every system:
       they are in no cache and no upstream answers, so a success means answers are not checked.
@@ -375,6 +383,8 @@ def harness_problems(
             problems.append(f"{name}: {q} queries scored, expected {expected_queries} (±{tolerance:.0%})")
         if s.not_sent:
             problems.append(f"{name}: {s.not_sent} queries were never sent")
+        if s.unfinished:
+            problems.append(f"{name}: {s.unfinished} queries were sent but never got an outcome")
         for w, t in zip(windows, s.windows, strict=True):
             if t.queries == 0:
                 problems.append(f"{name}: window {w.label!r} has no queries")

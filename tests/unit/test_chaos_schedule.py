@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections import Counter
+from typing import Any
 
 import dns.flags
 import dns.message
@@ -37,13 +39,13 @@ def test_windows_partition_the_run(duration: float) -> None:
     ws = build_schedule(duration, seed=1)
     assert ws[0].start == 0.0
     assert ws[-1].end == pytest.approx(duration)
-    for a, b in zip(ws, ws[1:], strict=False):
+    for a, b in itertools.pairwise(ws):
         assert a.end == pytest.approx(b.start)
         assert a.end > a.start
     kinds = [w.kind for w in ws if w.is_fault]
     assert kinds == ["kill", "stop", "loss", "delay", "servfail", "garbage", "all_down", "cache_restart"]
     # a baseline between any two faults, so one fault's aftermath is not scored as the next fault
-    for a, b in zip(ws, ws[1:], strict=False):
+    for a, b in itertools.pairwise(ws):
         assert not (a.is_fault and b.is_fault)
 
 
@@ -174,7 +176,9 @@ def _expected(qname: str, qtype: int, rdatas: tuple[str, ...]) -> tuple[bytes, t
 
     conv = ipaddress.IPv4Address if qtype == T_A else ipaddress.IPv6Address
     packed = tuple(sorted(conv(r).packed for r in rdatas))
-    name = Name(qname, "example.test.", CLS_HOT, packed if qtype == T_A else (), packed if qtype == T_AAAA else ())
+    name = Name(
+        qname, "example.test.", CLS_HOT, packed if qtype == T_A else (), packed if qtype == T_AAAA else ()
+    )
     return question_wire(name, qtype), packed
 
 
@@ -273,7 +277,11 @@ def test_score_per_window_headline_and_all_down_cold() -> None:
     assert summary["failures_by_reason"] == {"timeout": 1}
     assert summary["p50_ms"] == pytest.approx(1.0)
     assert s.windows[1].summary()["p99_ms"] == pytest.approx(800.0)
-    assert s.windows[1].summary()["by_class"]["cold"] == {"queries": 11, "failures": 10, "availability": 1 / 11}
+    assert s.windows[1].summary()["by_class"]["cold"] == {
+        "queries": 11,
+        "failures": 10,
+        "availability": 1 / 11,
+    }
     d = s.to_dict(ws)
     assert [w["label"] for w in d["windows"]] == ["baseline #1", "all_down all", "baseline #2"]
     assert d["all_down_cold"]["failures"] == 10
@@ -288,13 +296,17 @@ def test_self_check_catches_a_harness_that_scores_everything_ok() -> None:
     n = 300
     t = [i * 0.1 for i in range(n)]
     cls = [CLS_COLD if i % 10 == 0 else CLS_HOT for i in range(n)]
-    status = [sch.TIMEOUT if (10 <= x < 20 and c == CLS_COLD) else sch.OK for x, c in zip(t, cls, strict=True)]
+    status = [
+        sch.TIMEOUT if (10 <= x < 20 and c == CLS_COLD) else sch.OK for x, c in zip(t, cls, strict=True)
+    ]
     good = score(t, status, [0.001] * n, cls, ws)
     assert harness_problems({"sys": good}, ws, expected_queries=n) == []
     broken = score(t, [sch.OK] * n, [0.001] * n, cls, ws)  # a checker that accepts anything
     problems = harness_problems({"sys": broken}, ws, expected_queries=n)
     assert any("answer check is broken" in p for p in problems)
-    assert any("queries scored, expected" in p for p in harness_problems({"sys": good}, ws, expected_queries=2 * n))
+    assert any(
+        "queries scored, expected" in p for p in harness_problems({"sys": good}, ws, expected_queries=2 * n)
+    )
 
 
 def test_self_check_flags_empty_windows_and_unsent_queries() -> None:
@@ -315,3 +327,90 @@ def test_nines() -> None:
 def test_score_rejects_mismatched_columns() -> None:
     with pytest.raises(ValueError):
         score([1.0], [0, 0], [0.1], [0], _windows())
+
+
+# --------------------------------------------------------------------------------------------
+# The generator's bookkeeping (no network: a fake transport)
+# --------------------------------------------------------------------------------------------
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendto(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+class _FixedRng:
+    """Always socket 0 and ID 0x1234: every query draws the same key once the last one is done."""
+
+    def randrange(self, n: int) -> int:
+        return 0
+
+    def getrandbits(self, k: int) -> int:
+        return 0x1234
+
+
+def _generator() -> Any:
+    from netkit.chaos.loadgen import Generator
+
+    spec = {"server": ["127.0.0.1", 53], "qps": 10, "duration": 3, "seed": 1, "sockets": 1,
+            "mix": Mix(tcp=0.0).to_dict()}  # fmt: skip
+    gen = Generator(spec)
+    tr = _FakeTransport()
+    gen.transports = [tr]
+    gen.rng = _FixedRng()
+    return gen, tr
+
+
+def _answer(gen: Any, query: bytes) -> bytes:
+    i = next(i for i in range(gen.total) if gen.status[i] == sch.TIMEOUT and gen.latency[i] < 0)
+    key = (gen.stream.name[i] << 1) | gen.stream.qtype[i]
+    name = gen.names[key >> 1]
+    qtype = T_A if key & 1 == 0 else T_AAAA
+    rcode, rdata = name.expected(qtype)
+    text = tuple(str((ipaddress.IPv4Address if qtype == T_A else ipaddress.IPv6Address)(r)) for r in rdata)
+    wire = _reply(name.text, "A" if qtype == T_A else "AAAA", rcode=rcode, rdatas=text)
+    return query[:2] + wire[2:]
+
+
+def test_a_reused_key_does_not_time_out_the_new_owner() -> None:
+    gen, tr = _generator()
+    gen.t0 = 100.0
+    gen.clock = lambda: 100.001
+    gen.send(0, 100.0)  # query 0: key (0, 0x1234)
+    gen.on_udp(0, _answer(gen, tr.sent[0]))  # answered at once: the key is free again
+    assert gen.status[0] == sch.OK
+    gen.send(1, 100.9995)  # query 1 draws the same key; query 0's deadline entry is still queued
+    gen.sweep(101.0)  # query 0's deadline: query 1 (0.5 ms old) must stay pending
+    assert gen.status[0] == sch.OK, "an answered query was re-scored as a timeout"
+    assert list(gen.pending.values()) == [1]
+    gen.clock = lambda: 101.001
+    gen.on_udp(0, _answer(gen, tr.sent[1]))
+    assert gen.status[1] == sch.OK and gen.latency[1] >= 0
+    gen.sweep(1000.0)
+    assert gen.pending == {} and gen.done == 2 and gen.ok == 2
+
+
+def test_unanswered_queries_time_out_once() -> None:
+    gen, tr = _generator()
+    gen.t0 = 0.0
+    gen.send(0, 0.0)
+    gen.sweep(0.999)
+    assert gen.pending and gen.done == 0
+    gen.sweep(1.0)
+    assert gen.status[0] == sch.TIMEOUT and gen.latency[0] == pytest.approx(1.0)
+    gen.on_udp(0, _answer_late(tr.sent[0]))  # a late reply matches nothing
+    assert gen.done == 1 and gen.unmatched == 1
+
+
+def _answer_late(query: bytes) -> bytes:
+    return query[:2] + b"\x81\x80" + query[4:]
+
+
+def test_score_flags_queries_without_an_outcome() -> None:
+    ws = _windows()
+    s = score([1.0, 2.0], [sch.OK, sch.TIMEOUT], [0.001, -1.0], [CLS_HOT, CLS_HOT], ws)
+    assert s.unfinished == 1
+    assert any("never got an outcome" in p for p in harness_problems({"x": s}, ws, expected_queries=2))
