@@ -14,12 +14,16 @@ netkit: network and DNS reliability for Kubernetes data centres.
   netkit dns demo    real upstreams + the cache on loopback: answers, failover, serve-stale
   netkit chaos dns   the same faults against netkit, Unbound and dnsmasq in namespaces: availability
                      and latency per fault window (see: netkit chaos dns --help)
+  netkit l2 apply    per-tenant L2 segments (VXLAN/802.1Q) on a node: plan and apply, with probes
+                     and rollback; `netkit l2 status`, and `netkit l2 agent` repairs drift
+                     (see: netkit l2 --help)
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     from dnscache import cli as dns_cli
     from netkit.chaos import cli as chaos_cli
+    from netkit.l2 import cli as l2_cli
 
     parser = argparse.ArgumentParser(
         prog="netkit", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -28,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dns_cli.add_parser(sub)
     chaos_cli.add_parser(sub)
+    l2_cli.add_parser(sub)
     return parser
 
 

@@ -69,14 +69,17 @@ class KernelError(RuntimeError):
 
 
 class ApplyError(RuntimeError):
-    """An operation failed; ``done`` operations were applied with ``writes`` netlink writes."""
+    """An operation failed; ``result`` holds what was applied before it (ops, writes)."""
 
-    def __init__(self, op: Op, error: BaseException, done: int, writes: int) -> None:
+    def __init__(self, op: Op, error: BaseException, result: ApplyResult) -> None:
         super().__init__(f"{op.symbol} {op.render()}: {error}")
         self.op = op
         self.error = error
-        self.done = done
-        self.writes = writes
+        self.result = result
+
+    @property
+    def writes(self) -> int:
+        return self.result.writes
 
 
 @dataclass
@@ -400,7 +403,7 @@ class Kernel:
                     result.writes += 1
                     result.writes_by_op[op_label(op)] += 1
             except (NetlinkError, KernelError, OSError) as exc:
-                raise ApplyError(op, exc, result.ops, result.writes) from exc
+                raise ApplyError(op, exc, result) from exc
             finally:
                 if isinstance(op, DeleteLink):
                     self._index.pop(op.link.name, None)

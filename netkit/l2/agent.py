@@ -1,0 +1,421 @@
+"""The L2 node agent (effects): apply once (with probes and rollback), status, and the
+long-running agent that repairs drift from netlink events.
+
+The decisions are all in ``plan``; this module reads the kernel, asks the planner, applies what
+it says, and measures. ``Agent.reconcile`` is one read -> plan -> apply round; the agent runs it
+at start, after netlink events (debounced), after SIGHUP (reload), and every ``resync`` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from netkit.l2.kernel import AF_BRIDGE, ApplyError, ApplyResult, Event, Kernel, KernelError, Monitor
+from netkit.l2.model import L2Network
+from netkit.l2.plan import CreateLink, Plan, network_status, plan, plan_restore, simulate
+from netkit.l2.state import ObservedState
+
+log = logging.getLogger("netkit.l2")
+
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+
+
+# ------------------------------------------------------------------------------------------
+# Metrics
+# ------------------------------------------------------------------------------------------
+
+
+class L2Metrics:
+    """The agent's Prometheus metrics, on their own registry (so tests can have several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.reconcile_seconds = Histogram(
+            "netkit_l2_reconcile_seconds",
+            "Time of one reconcile round (read the kernel, plan, apply), by trigger.",
+            ["trigger"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self.netlink_writes = Counter(
+            "netkit_l2_netlink_writes",
+            "Netlink requests that changed the kernel, by operation.",
+            ["op"],
+            registry=self.registry,
+        )
+        self.drift_repairs = Counter(
+            "netkit_l2_drift_repairs",
+            "Reconcile rounds after the first that found the kernel differing from the desired "
+            "networks and changed it, by trigger (event, resync).",
+            ["trigger"],
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "netkit_l2_reconcile_errors",
+            "Reconcile rounds that failed (kernel unreadable, a netlink request refused).",
+            registry=self.registry,
+        )
+        self.networks = Gauge(
+            "netkit_l2_networks",
+            "Networks on this node by state after the last reconcile "
+            "(ok, missing, drifted, conflict, error, orphaned).",
+            ["status"],
+            registry=self.registry,
+        )
+        for s in ("ok", "missing", "drifted", "conflict", "error", "orphaned"):
+            self.networks.labels(s).set(0)
+
+    def count_writes(self, result: ApplyResult) -> None:
+        for op, n in result.writes_by_op.items():
+            self.netlink_writes.labels(op).inc(n)
+
+
+# ------------------------------------------------------------------------------------------
+# One reconcile round
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reconciled:
+    plan: Plan
+    observed: ObservedState
+    writes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def reconcile_once(
+    kernel: Kernel, networks: Sequence[L2Network], node: str, *, dry_run: bool = False
+) -> tuple[Plan, ObservedState, ApplyResult]:
+    """Read, plan, apply (unless ``dry_run``). Raises ``KernelError``/``ApplyError``."""
+    observed = kernel.read()
+    pl = plan(networks, node, observed)
+    result = ApplyResult() if dry_run or pl.empty else kernel.apply(pl)
+    return pl, observed, result
+
+
+# ------------------------------------------------------------------------------------------
+# Probes and rollback
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A reachability check over the new segment: ``check()`` is True when it got through."""
+
+    name: str
+    check: Callable[[], bool]
+
+
+def ping_probe(target: str, netns: str | None = None, timeout: float = 1.0) -> Probe:
+    """``ping -c1 -W1 IP``, inside ``netns`` (``ip netns exec``) when given.
+
+    ``target`` is ``[NETNS/]IP``: the namespace of a port (a pod) to ping from, or ``netns``.
+    """
+    ns, _, ip = target.rpartition("/")
+    ns = ns or (netns or "")
+    ping = shutil.which("ping")
+    if ping is None:
+        raise FileNotFoundError("ping not found (Debian package iputils-ping)")
+    cmd = [ping, "-c1", "-n", f"-W{max(1, round(timeout))}", ip]
+    if ns:
+        cmd = [shutil.which("ip") or "ip", "netns", "exec", ns, *cmd]
+
+    def check() -> bool:
+        res = subprocess.run(cmd, capture_output=True, timeout=timeout + 5, check=False)
+        return res.returncode == 0
+
+    return Probe(f"ping {ip}" + (f" from {ns}" if ns else ""), check)
+
+
+def run_probes(
+    probes: Sequence[Probe],
+    timeout: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    interval: float = 0.2,
+) -> list[str]:
+    """Run every probe until it succeeds or ``timeout`` passes; the names of those that failed."""
+    pending = list(probes)
+    deadline = clock() + timeout
+    while pending:
+        pending = [p for p in pending if not p.check()]
+        if not pending or clock() + interval > deadline:
+            break
+        sleep(interval)
+    return [p.name for p in pending]
+
+
+@dataclass
+class ApplyOutcome:
+    plan: Plan
+    applied: ApplyResult = field(default_factory=ApplyResult)
+    error: str | None = None
+    probe_failures: list[str] = field(default_factory=list)
+    rolled_back: bool = False
+    rollback_plan: Plan | None = None
+    rollback_writes: int = 0
+    rollback_error: str | None = None
+
+
+def rollback(kernel: Kernel, checkpoint: ObservedState, node: str) -> tuple[Plan, int]:
+    """Bring the owned objects back to ``checkpoint`` (nmstate-style). Returns plan and writes."""
+    restore = plan_restore(checkpoint, kernel.read(), node)
+    result = kernel.apply(restore) if not restore.empty else ApplyResult()
+    left = plan_restore(checkpoint, kernel.read(), node)
+    if not left.empty:
+        raise KernelError("rollback incomplete:\n" + left.render())
+    return restore, result.writes
+
+
+def apply_with_rollback(
+    kernel: Kernel,
+    networks: Sequence[L2Network],
+    node: str,
+    probes: Sequence[Probe] = (),
+    timeout: float = 10.0,
+    *,
+    run: Callable[[Sequence[Probe], float], list[str]] = run_probes,
+) -> ApplyOutcome:
+    """Checkpoint, apply, probe; roll back to the checkpoint if applying or a probe fails."""
+    checkpoint = kernel.read()
+    pl = plan(networks, node, checkpoint)
+    outcome = ApplyOutcome(pl)
+    try:
+        outcome.applied = kernel.apply(pl) if not pl.empty else ApplyResult()
+    except ApplyError as exc:
+        outcome.error = str(exc)
+        outcome.applied = exc.result
+    if outcome.error is None and probes:
+        outcome.probe_failures = run(probes, timeout)
+    if outcome.error is not None or outcome.probe_failures:
+        log.warning(
+            "rolling back to the state before apply",
+            extra={"node": node, "error": outcome.error, "probe_failures": outcome.probe_failures},
+        )
+        try:
+            outcome.rollback_plan, outcome.rollback_writes = rollback(kernel, checkpoint, node)
+            outcome.rolled_back = True
+        except (ApplyError, KernelError) as exc:
+            outcome.rollback_error = str(exc)
+            log.error("rollback failed", extra={"node": node, "error": str(exc)})
+    return outcome
+
+
+# ------------------------------------------------------------------------------------------
+# The agent
+# ------------------------------------------------------------------------------------------
+
+_STOP = object()
+_RELOAD = object()
+_RESYNC = object()
+
+
+class Agent:
+    """Keeps a namespace matching the desired networks: events, debounce, periodic resync.
+
+    Netlink events arrive on a ``Monitor`` thread and are queued; the agent's loop waits for the
+    first relevant one, then for ``debounce`` seconds of quiet (at most ``max_delay`` after the
+    first), and reconciles once for the whole burst. A storm therefore costs one round per
+    ``max_delay``. Events that cannot matter are dropped: bridge learning and ARP churn
+    (dynamic FDB and neighbour entries) and entries on links the agent does not own.
+    """
+
+    def __init__(
+        self,
+        networks: Sequence[L2Network],
+        node: str,
+        netns: str | None = None,
+        *,
+        metrics: L2Metrics | None = None,
+        resync: float = 30.0,
+        debounce: float = 0.05,
+        max_delay: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.networks = list(networks)
+        self.node = node
+        self.netns = netns
+        self.metrics = metrics or L2Metrics()
+        self.resync = resync
+        self.debounce = debounce
+        self.max_delay = max_delay
+        self.clock = clock
+        self.kernel: Kernel | None = None
+        self.monitor: Monitor | None = None
+        self.rounds = 0
+        self.last: Reconciled | None = None
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._watched: set[int] = set()
+        self._problems: tuple[str, ...] = ()
+        self._retry = 0.5
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> Reconciled:
+        """Open the namespace, subscribe to events, converge once."""
+        self.kernel = Kernel(self.netns)
+        self.monitor = Monitor(self.netns, self._on_event)
+        self.monitor.start()
+        return self.reconcile("start")
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.monitor = None
+        if self.kernel is not None:
+            self.kernel.close()
+            self.kernel = None
+
+    def stop(self) -> None:
+        """Ask ``run`` to return (thread-safe)."""
+        self._queue.put(_STOP)
+
+    def reload(self, networks: Sequence[L2Network]) -> None:
+        """Replace the desired networks and reconcile (thread-safe)."""
+        self._queue.put((_RELOAD, list(networks)))
+
+    def trigger_resync(self) -> None:
+        self._queue.put(_RESYNC)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _on_event(self, ev: Event | None) -> None:
+        self._queue.put(ev)
+
+    def relevant(self, ev: object) -> bool:
+        if ev is None:  # notifications lost: look at everything
+            return True
+        if not isinstance(ev, Event):
+            return True
+        if ev.kind in ("RTM_NEWNEIGH", "RTM_DELNEIGH"):
+            if not ev.state & (NUD_NOARP | NUD_PERMANENT):
+                return False  # learning and ARP churn
+            if ev.family == AF_BRIDGE or ev.family in (2, 10):
+                return ev.ifindex in self._watched
+        return True
+
+    # -- rounds ---------------------------------------------------------------------------
+
+    def reconcile(self, trigger: str) -> Reconciled:
+        """One round: read, plan, apply; metrics and logs. Never raises for kernel errors."""
+        assert self.kernel is not None
+        started = self.clock()
+        observed = ObservedState()
+        pl = Plan(self.node)
+        rec: Reconciled
+        try:
+            pl, observed, result = reconcile_once(self.kernel, self.networks, self.node)
+            rec = Reconciled(pl, observed, result.writes)
+            self.metrics.count_writes(result)
+            self._retry = 0.5
+        except (KernelError, ApplyError) as exc:
+            writes = 0
+            if isinstance(exc, ApplyError):
+                self.metrics.count_writes(exc.result)
+                writes = exc.writes
+            rec = Reconciled(pl, observed, writes, error=str(exc))
+            self.metrics.reconcile_errors.inc()
+            log.error("reconcile failed", extra={"node": self.node, "trigger": trigger, "error": str(exc)})
+        rec.seconds = self.clock() - started
+        self.metrics.reconcile_seconds.labels(trigger).observe(rec.seconds)
+        if self.rounds > 0 and trigger in ("event", "resync") and not pl.empty:
+            self.metrics.drift_repairs.labels(trigger).inc()
+        self.rounds += 1
+        self.last = rec
+        if rec.error is None:
+            self._after(rec, trigger)
+        return rec
+
+    def _after(self, rec: Reconciled, trigger: str) -> None:
+        assert self.kernel is not None
+        # watch our own links (and FDB/neighbour entries on them) for events
+        owned = {lk.name for lk in rec.observed.owned_links()}
+        owned |= {op.link.name for op in rec.plan.ops if isinstance(op, CreateLink)}
+        watched: set[int] = set()
+        for name in owned:
+            with contextlib.suppress(KernelError):
+                watched.add(self.kernel.index(name))
+        self._watched = watched
+        # the state this round left behind, without reading the kernel again
+        now = simulate(rec.observed, rec.plan)
+        counts = dict.fromkeys(("ok", "missing", "drifted", "conflict", "error", "orphaned"), 0)
+        for s in network_status(plan(self.networks, self.node, now), now):
+            counts[s.status] += 1
+        for k, v in counts.items():
+            self.metrics.networks.labels(k).set(v)
+        extra = {
+            "node": self.node,
+            "trigger": trigger,
+            "ops": len(rec.plan.ops),
+            "writes": rec.writes,
+            "seconds": round(rec.seconds, 4),
+        }
+        if rec.plan.ops:
+            log.info("reconciled: changed the kernel", extra={**extra, "summary": rec.plan.counts()})
+            for op in rec.plan.ops:
+                log.debug("op", extra={"network": op.network, "op": f"{op.symbol} {op.render()}"})
+        else:
+            log.debug("reconciled: nothing to do", extra=extra)
+        problems = tuple(f"{p.network}: {p.render()}" for p in rec.plan.problems)
+        if problems != self._problems:
+            for p in rec.plan.problems:
+                log.warning(p.message, extra={"node": self.node, "network": p.network, "problem": p.kind})
+            self._problems = problems
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Reconcile on events and every ``resync`` seconds until ``stop()`` (or ``stop`` is set)."""
+        next_resync = self.clock() + self.resync
+        while stop is None or not stop.is_set():
+            wait = max(0.0, min(next_resync - self.clock(), 0.5 if stop is not None else 3600.0))
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                if self.clock() >= next_resync:
+                    rec = self.reconcile("resync")
+                    next_resync = self.clock() + (self._backoff() if rec.error else self.resync)
+                continue
+            if item is _STOP:
+                return
+            if isinstance(item, tuple) and item and item[0] is _RELOAD:
+                self.networks = list(item[1])
+                self.reconcile("reload")
+                continue
+            if item is not _RESYNC and not self.relevant(item):
+                continue
+            if self._drain_burst():
+                return
+            rec = self.reconcile("event" if item is not _RESYNC else "resync")
+            if rec.error:
+                next_resync = min(next_resync, self.clock() + self._backoff())
+
+    def _backoff(self) -> float:
+        delay, self._retry = self._retry, min(self._retry * 2, self.resync)
+        return delay
+
+    def _drain_burst(self) -> bool:
+        """Swallow the rest of an event burst; True if a stop request came in."""
+        first = self.clock()
+        while True:
+            remaining = min(self.debounce, first + self.max_delay - self.clock())
+            if remaining <= 0:
+                return False
+            try:
+                item = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                return False
+            if item is _STOP:
+                return True
+            if isinstance(item, tuple) and item and item[0] is _RELOAD:
+                self.networks = list(item[1])

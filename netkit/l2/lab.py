@@ -1,0 +1,136 @@
+"""A lab of network namespaces for the L2 agent (effects): nodes on an underlay bridge, pods.
+
+    fabric namespace  <rid>-fab: bridge <rid>-fab, one veth per node (<rid>-f<i>)
+    node namespaces   <rid>-n<i>: underlay <rid>-u<i> with 198.18.0.<i>/24 (the VTEP), MTU 1500
+    pod namespaces    <rid>-<pod>: <rid>-eth with the pod's MAC and address; its peer <rid>-<pod>
+                      stays in the node's namespace, as the port the agent attaches
+
+Everything carries the run id (``netkit.lab.runid.new_run_id``: ``nk`` + 4 hex), and ``close()``
+removes every namespace the lab created (which removes the veths and whatever the agent built in
+them), also after a failed build. Needs root.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from pyroute2 import IPRoute, netns
+
+from netkit.lab.runid import new_run_id
+
+UNDERLAY_NET = "198.18.0"
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    node: str
+    netns: str  # the pod's namespace
+    port: str  # the host-side veth, in the node's namespace
+    mac: str
+    ip: str  # with prefix length, e.g. 198.19.1.1/24
+
+    @property
+    def address(self) -> str:
+        return self.ip.split("/")[0]
+
+
+@dataclass
+class L2Lab:
+    nodes: int = 3
+    run_id: str = field(default_factory=new_run_id)
+    node_ns: dict[str, str] = field(default_factory=dict)  # node name -> namespace
+    underlay: dict[str, str] = field(default_factory=dict)  # node name -> underlay link
+    vtep: dict[str, str] = field(default_factory=dict)  # node name -> VTEP address
+    pods: dict[str, Pod] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)  # namespaces, in creation order
+
+    @property
+    def fabric(self) -> str:
+        return f"{self.run_id}-fab"
+
+    def ns(self, node: str) -> str:
+        return self.node_ns[node]
+
+    def _create_ns(self, name: str) -> IPRoute:
+        netns.create(name)
+        self.created.append(name)
+        ipr = IPRoute(netns=name, flags=0)
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        return ipr
+
+    def build(self) -> L2Lab:
+        try:
+            fab = self._create_ns(self.fabric)
+            with fab:
+                fab.link("add", ifname=self.fabric, kind="bridge", state="up")
+                br = fab.link_lookup(ifname=self.fabric)[0]
+                for i in range(1, self.nodes + 1):
+                    node = f"n{i}"
+                    ns = f"{self.run_id}-{node}"
+                    with self._create_ns(ns) as ipr:
+                        self.node_ns[node] = ns
+                        outer, inner = f"{self.run_id}-f{i}", f"{self.run_id}-u{i}"
+                        fab.link("add", ifname=outer, kind="veth", peer={"ifname": inner})
+                        fab.link("set", index=fab.link_lookup(ifname=outer)[0], master=br, state="up")
+                        fab.link("set", index=fab.link_lookup(ifname=inner)[0], net_ns_fd=ns)
+                        idx = ipr.link_lookup(ifname=inner)[0]
+                        ipr.addr("add", index=idx, address=f"{UNDERLAY_NET}.{i}", prefixlen=24)
+                        ipr.link("set", index=idx, state="up", mtu=1500)
+                        self.underlay[node] = inner
+                        self.vtep[node] = f"{UNDERLAY_NET}.{i}"
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def add_pod(self, name: str, node: str, mac: str, ip: str, mtu: int = 1500) -> Pod:
+        """A pod namespace with one veth: ``ip`` (with prefix) and ``mac`` inside, the port outside."""
+        pod = Pod(name, node, f"{self.run_id}-{name}", f"{self.run_id}-{name}", mac, ip)
+        inner = f"{self.run_id}-eth"
+        with self._create_ns(pod.netns) as podr, IPRoute(netns=self.ns(node), flags=0) as ipr:
+            ipr.link("add", ifname=pod.port, kind="veth", peer={"ifname": inner})
+            ipr.link("set", index=ipr.link_lookup(ifname=pod.port)[0], state="up", mtu=mtu)
+            ipr.link("set", index=ipr.link_lookup(ifname=inner)[0], net_ns_fd=pod.netns)
+            idx = podr.link_lookup(ifname=inner)[0]
+            podr.link("set", index=idx, address=mac, mtu=mtu)
+            address, prefix = ip.split("/")
+            podr.addr("add", index=idx, address=address, prefixlen=int(prefix))
+            podr.link("set", index=idx, state="up")
+        self.pods[name] = pod
+        return pod
+
+    def ping(self, src: str, dst_ip: str, timeout: int = 1) -> bool:
+        """One ping from pod ``src`` to ``dst_ip``."""
+        cmd = ["ip", "netns", "exec", self.pods[src].netns, "ping", "-c1", "-n", f"-W{timeout}", dst_ip]
+        return subprocess.run(cmd, capture_output=True, timeout=timeout + 10, check=False).returncode == 0
+
+    def close(self) -> None:
+        errors = []
+        for name in reversed(self.created):
+            try:
+                netns.remove(name)
+            except OSError as exc:
+                errors.append(f"{name}: {exc}")
+        self.created.clear()
+        if errors:
+            raise RuntimeError("lab cleanup failed: " + "; ".join(errors))
+
+    def leftovers(self) -> list[str]:
+        """Namespaces with this run's prefix still present (should be none after close)."""
+        try:
+            names = os.listdir("/run/netns")
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if n.startswith(self.run_id))
+
+    def __enter__(self) -> L2Lab:
+        return self.build()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
