@@ -58,6 +58,7 @@ log = logging.getLogger("netkit.l2.kernel")
 
 AF_INET, AF_INET6, AF_BRIDGE = 2, 10, 7
 IFF_UP = 0x1
+IN6_ADDR_GEN_MODE_EUI64, IN6_ADDR_GEN_MODE_NONE = 0, 1
 NTF_SELF, NTF_MASTER = 0x02, 0x04
 NUD_REACHABLE, NUD_STALE, NUD_NOARP, NUD_PERMANENT = 0x02, 0x04, 0x40, 0x80
 
@@ -138,6 +139,11 @@ def link_from_msg(msg: Any, names: dict[int, str]) -> Link:
         if info.get_attr("IFLA_INFO_SLAVE_KIND") == "bridge":
             slave = info.get_attr("IFLA_INFO_SLAVE_DATA")
             neigh_suppress = slave is not None and bool(slave.get_attr("IFLA_BRPORT_NEIGH_SUPPRESS"))
+    addrgen = None
+    af_spec = msg.get_attr("IFLA_AF_SPEC")
+    inet6 = af_spec.get_attr("AF_INET6") if af_spec is not None else None
+    if inet6 is not None and inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") is not None:
+        addrgen = inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") != IN6_ADDR_GEN_MODE_NONE
     master = msg.get_attr("IFLA_MASTER")
     return Link(
         name=msg.get_attr("IFLA_IFNAME"),
@@ -150,6 +156,7 @@ def link_from_msg(msg: Any, names: dict[int, str]) -> Link:
         vlan=vlan,
         neigh_suppress=neigh_suppress,
         address=msg.get_attr("IFLA_ADDRESS"),
+        addrgen=addrgen,
     )
 
 
@@ -183,17 +190,20 @@ def neighbour_from_msg(msg: Any, names: dict[int, str]) -> Neighbour | None:
 # ------------------------------------------------------------------------------------------
 
 
-def create_link_requests(link: Link, index: Callable[[str], int]) -> list[Request]:
-    """The requests that create ``link`` as it is described: create (enslaved, up), alias, flags.
+def _addrgen_spec(on: bool) -> dict[str, Any]:
+    mode = IN6_ADDR_GEN_MODE_EUI64 if on else IN6_ADDR_GEN_MODE_NONE
+    return {"attrs": [["AF_INET6", {"attrs": [["IFLA_INET6_ADDR_GEN_MODE", mode]]}]]}
 
-    The kernel ignores ``IFLA_IFALIAS`` when creating a link, hence the second request.
+
+def create_link_requests(link: Link, index: Callable[[str], int]) -> list[Request]:
+    """The requests that create ``link`` as it is described.
+
+    Create it down (enslaved, with its MTU and MAC), then set the alias and the IPv6 address
+    generation mode (the kernel ignores ``IFLA_IFALIAS`` in a create request and refuses
+    ``IFLA_AF_SPEC`` there; a link that came up first would already have a link-local address),
+    then bring it up, then the bridge-port flags.
     """
-    spec: dict[str, Any] = {
-        "ifname": link.name,
-        "kind": link.kind,
-        "mtu": link.mtu,
-        "state": "up" if link.up else "down",
-    }
+    spec: dict[str, Any] = {"ifname": link.name, "kind": link.kind, "mtu": link.mtu, "state": "down"}
     if link.master:
         spec["master"] = index(link.master)
     if link.address:
@@ -210,8 +220,15 @@ def create_link_requests(link: Link, index: Callable[[str], int]) -> list[Reques
         if link.vlan.underlay:
             spec["link"] = index(link.vlan.underlay)
     out: list[Request] = [("link", "add", spec)]
+    extra: dict[str, Any] = {}
     if link.alias:
-        out.append(("link", "set", {"ifname": link.name, "ifalias": link.alias}))
+        extra["ifalias"] = link.alias
+    if link.addrgen is not None:
+        extra["IFLA_AF_SPEC"] = _addrgen_spec(link.addrgen)
+    if extra:
+        out.append(("link", "set", {"ifname": link.name, **extra}))
+    if link.up:
+        out.append(("link", "set", {"ifname": link.name, "state": "up"}))
     if link.master and link.neigh_suppress:
         out.append(("brport", "set", {"ifname": link.name, "neigh_suppress": 1}))
     return out
@@ -232,6 +249,8 @@ def set_link_requests(name: str, changes: Iterable[Change], index: Callable[[str
             spec["master"] = index(c.new) if isinstance(c.new, str) else 0
         elif c.field == "address":
             spec["address"] = c.new
+        elif c.field == "addrgen":
+            spec["IFLA_AF_SPEC"] = _addrgen_spec(bool(c.new))
         elif c.field == "neigh_suppress":
             port["neigh_suppress"] = int(bool(c.new))
         else:

@@ -51,7 +51,7 @@ Value = int | str | bool | None
 ProblemKind = Literal["conflict", "error", "waiting"]
 
 # Link fields a SetLink may change; everything else about an owned link is its identity.
-SETTABLE = ("mtu", "up", "alias", "master", "neigh_suppress", "address")
+SETTABLE = ("mtu", "up", "alias", "master", "neigh_suppress", "address", "addrgen")
 
 
 # ------------------------------------------------------------------------------------------
@@ -261,6 +261,8 @@ def describe_link(link: Link) -> str:
         parts.append("neigh_suppress on")
     if link.address:
         parts.append(f"address {link.address}")
+    if link.addrgen is False:
+        parts.append("addrgenmode none")
     parts.append("up" if link.up else "down")
     if link.alias:
         parts.append(f'alias "{link.alias}"')
@@ -321,7 +323,7 @@ def compile_network(
     bridge = net.bridge
     remote = net.remote_endpoints(node)
     suppress = bool(remote)
-    bridge_link = Link(bridge, "bridge", mtu, True, alias, address=bridge_mac(net.name, node))
+    bridge_link = Link(bridge, "bridge", mtu, True, alias, address=bridge_mac(net.name, node), addrgen=False)
     fdb: set[FdbEntry] = set()
     neighbours: set[Neighbour] = set()
     if net.kind == "vxlan":
@@ -335,6 +337,7 @@ def compile_network(
             bridge,
             vxlan=VxlanInfo(net.segment, local, net.port, False, underlay.name),
             neigh_suppress=suppress,
+            addrgen=False,
         )
         for _, vtep in net.remote_vteps(node):
             fdb.add(FdbEntry(uplink.name, ZERO_MAC, vtep))
@@ -351,6 +354,7 @@ def compile_network(
             bridge,
             vlan=VlanInfo(net.segment, underlay.name),
             neigh_suppress=suppress,
+            addrgen=False,
         )
     for ep in remote:
         fdb.add(FdbEntry(uplink.name, ep.mac, None, master=True, state="static"))
@@ -449,6 +453,7 @@ def _link_changes(have: Link, want: Link) -> tuple[Change, ...]:
         if f != "neigh_suppress"
         and getattr(have, f) != getattr(want, f)
         and not (f == "address" and want.address is None)
+        and not (f == "addrgen" and (want.addrgen is None or have.addrgen is None))
     ]
     # A new master resets the bridge-port flags (the kernel makes a new port): compare the
     # flag with what it will be after the move.

@@ -138,6 +138,10 @@ class Link:
     ``device`` for links without one (loopback, physical NICs). ``neigh_suppress`` is the bridge
     port flag (``bridge link set dev X neigh_suppress on``): None when the link is no bridge port.
     ``address`` is the MAC; in a desired link None means "whatever the kernel picks".
+    ``addrgen``: whether the kernel generates IPv6 addresses for the link (``ip link set X
+    addrgenmode none`` turns it off); None when the link has no IPv6 or it is not managed. The
+    agent's links have it off, so the node does not speak on tenant segments: no link-local
+    address, no router solicitations or duplicate address detection from the node.
     """
 
     name: str
@@ -150,6 +154,7 @@ class Link:
     vlan: VlanInfo | None = None
     neigh_suppress: bool | None = None
     address: str | None = None
+    addrgen: bool | None = None
 
     @property
     def owner(self) -> str | None:

@@ -138,6 +138,9 @@ def test_create_modify_delete_with_connectivity_and_isolation(lab: L2Lab) -> Non
     assert vx.vxlan.local == lab.vtep["n1"] and vx.vxlan.underlay == lab.underlay["n1"]
     assert vxlan_fdb(n1, BLUE_VX) == {(ZERO_MAC, lab.vtep["n2"]), (ZERO_MAC, lab.vtep["n3"])}
     assert n1.links[lab.pods["pa"].port].master == BLUE_BR
+    # the node does not speak on tenant segments: no IPv6 link-local on the bridge or the VTEP
+    assert br.addrgen is False and vx.addrgen is False
+    assert not [a for a in n1.addresses if a[0] in (BLUE_BR, BLUE_VX)]
     assert RED_BR not in observe(lab, "n2").links  # n2 is not a member of red
 
     # same tenant across nodes: yes; across tenants (same subnet, n1 -> n3 red): no

@@ -93,6 +93,7 @@ def test_create_from_empty_in_a_valid_order() -> None:
     br, vx = p.ops[0], p.ops[1]
     assert isinstance(br, CreateLink) and br.link.name == BLUE_BR and br.link.kind == "bridge"
     assert br.link.mtu == 1450 and br.link.alias == owner_alias("blue") and br.link.address
+    assert br.link.addrgen is False
     assert isinstance(vx, CreateLink) and vx.link.master == BLUE_BR and vx.link.mtu == 1450
     assert vx.link.vxlan == VxlanInfo(100, "198.18.0.1", 4789, False, "eth0")
     assert vx.link.neigh_suppress is False  # no known endpoints: plain flooding
