@@ -43,7 +43,8 @@ with baseline windows in between.
 Output in --out: results.json (per system and window: queries, failures, availability,
 p50/p99/p99.9 latency, failures by reason and name class; generator rate and lateness; faults as
 applied; netkit's metrics per window), report.html with availability.png, latency.png and
-windows.png, records/SYSTEM.bin (one record per query), logs/ (every daemon's log), cleanup.json;
+windows.png, records/SYSTEM.bin (one record per query), logs/ (every daemon's log, and netkit's
+cache snapshots from its restart and its stop), cleanup.json;
 and a summary table on stdout. Progress goes to stderr while it runs.
 
 Exit status: 0 done, 3 the harness's own self-checks failed (query counts, empty windows, or cold

@@ -684,6 +684,8 @@ class ChaosLab:
         if isinstance(cache, NsNetkit):
             out = cache.handover()
             info: dict[str, Any] = {"method": "netkit dns restart (zero-gap handover)", **out}
+            with contextlib.suppress(OSError):  # the snapshot handed over, kept for forensics
+                shutil.copyfile(cache.cache_path, self.rundir / "netkit-handover.cache")
         else:
             old = cache.pid
             cache.stop()
@@ -766,10 +768,15 @@ class ChaosLab:
         return out
 
     def collect_logs(self, dest: Path) -> None:
-        """Copy the daemons' logs (not their zone files or databases) into ``dest``."""
+        """Copy the daemons' logs and netkit's cache snapshots (not zone files or databases) into
+        ``dest``; after :meth:`cleanup`, the snapshot netkit wrote when it stopped is among them."""
         dest.mkdir(parents=True, exist_ok=True)
         for path in self.rundir.rglob("*"):
-            if path.is_file() and path.suffix in (".log", ".out") and path.stat().st_size < 50 << 20:
+            if (
+                path.is_file()
+                and path.suffix in (".log", ".out", ".cache")
+                and path.stat().st_size < 200 << 20
+            ):
                 rel = path.relative_to(self.rundir)
                 target = dest / str(rel).replace(os.sep, "__")
                 with contextlib.suppress(OSError):

@@ -387,8 +387,8 @@ def run(opts: Options) -> int:
         old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
-            lab.collect_logs(opts.out / "logs")
             cleanup_problems = lab.cleanup()
+            lab.collect_logs(opts.out / "logs")
             leftovers = lab.leftover_processes()
             shutil.rmtree(rundir, ignore_errors=True)
         finally:
