@@ -330,7 +330,7 @@ class Agent:
             log.error("reconcile failed", extra={"node": self.node, "trigger": trigger, "error": str(exc)})
         rec.seconds = self.clock() - started
         self.metrics.reconcile_seconds.labels(trigger).observe(rec.seconds)
-        if self.rounds > 0 and trigger in ("event", "resync") and not pl.empty:
+        if self.rounds > 0 and trigger in ("event", "resync") and not pl.empty and rec.error is None:
             self.metrics.drift_repairs.labels(trigger).inc()
         self.rounds += 1
         self.last = rec

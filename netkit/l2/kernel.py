@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
 from pyroute2.netlink.rtnl import (
     RTMGRP_IPV4_IFADDR,
     RTMGRP_IPV6_IFADDR,
@@ -376,22 +376,34 @@ class Kernel:
 
     # -- reading --------------------------------------------------------------------------
 
-    def read(self) -> ObservedState:
-        """Links, bridge FDB (``bridge fdb show``), IP neighbours and addresses of the namespace."""
-        try:
-            msgs = list(self.ipr.link("dump"))
-            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
-            self._index = {v: k for k, v in names.items()}
-            links = [link_from_msg(m, names) for m in msgs]
-            fdb = [e for m in self.ipr.fdb("dump") if (e := fdb_from_msg(m, names)) is not None]
-            neigh = [n for m in self.ipr.neigh("dump") if (n := neighbour_from_msg(m, names)) is not None]
-            addrs = [
-                (names[m["index"]], m.get_attr("IFA_ADDRESS"))
-                for m in self.ipr.addr("dump")
-                if m["index"] in names and m.get_attr("IFA_ADDRESS")
-            ]
-        except NetlinkError as exc:
-            raise KernelError(f"reading the kernel state failed: {exc}") from exc
+    def read(self, attempts: int = 3) -> ObservedState:
+        """Links, bridge FDB (``bridge fdb show``), IP neighbours and addresses of the namespace.
+
+        A dump the kernel marks as interrupted (``NLM_F_DUMP_INTR``: the table changed while it
+        was read) is read again, up to ``attempts`` times.
+        """
+        for attempt in range(attempts):
+            try:
+                return self._read()
+            except NetlinkDumpInterrupted:
+                if attempt == attempts - 1:
+                    raise KernelError("the kernel state kept changing while being read") from None
+            except NetlinkError as exc:
+                raise KernelError(f"reading the kernel state failed: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _read(self) -> ObservedState:
+        msgs = list(self.ipr.link("dump"))
+        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
+        self._index = {v: k for k, v in names.items()}
+        links = [link_from_msg(m, names) for m in msgs]
+        fdb = [e for m in self.ipr.fdb("dump") if (e := fdb_from_msg(m, names)) is not None]
+        neigh = [n for m in self.ipr.neigh("dump") if (n := neighbour_from_msg(m, names)) is not None]
+        addrs = [
+            (names[m["index"]], m.get_attr("IFA_ADDRESS"))
+            for m in self.ipr.addr("dump")
+            if m["index"] in names and m.get_attr("IFA_ADDRESS")
+        ]
         return ObservedState.of(links, fdb, neigh, addrs)
 
     def index(self, name: str) -> int:

@@ -428,11 +428,12 @@ def test_missing_underlay_is_a_clear_error_and_nothing_is_applied(lab: L2Lab, wo
 
 
 def test_known_endpoints_are_answered_on_the_node(lab: L2Lab) -> None:
-    """ARP suppression: an ARP request for a known remote endpoint is answered by n1's bridge,
+    """ARP/ND suppression: a request for a known remote endpoint is answered by n1's bridge,
     even though nothing with that address exists anywhere."""
-    ghost_mac, ghost_ip = "02:00:00:00:01:50", "198.19.1.50"
+    ghost_mac, ghost_ip, ghost_ip6 = "02:00:00:00:01:50", "198.19.1.50", "2001:db8::50"
     endpoints = [
         {"mac": ghost_mac, "ip": ghost_ip, "node": "n3"},
+        {"mac": "02:00:00:00:01:51", "ip": ghost_ip6, "node": "n3"},
         {"mac": lab.pods["pb"].mac, "ip": lab.pods["pb"].address, "node": "n2"},
     ]
     apply_all(lab, networks(lab, blue={"endpoints": endpoints}))
@@ -440,11 +441,20 @@ def test_known_endpoints_are_answered_on_the_node(lab: L2Lab) -> None:
     assert n1.links[BLUE_VX].neigh_suppress is True
     assert (ghost_mac, lab.vtep["n3"]) in vxlan_fdb(n1, BLUE_VX)
     assert lab.ping("pa", lab.pods["pb"].address)
-    lab.ping("pa", ghost_ip, timeout=1)  # no one answers the ping itself...
-    out = subprocess.run(
-        ["ip", "-n", lab.pods["pa"].netns, "neigh", "show", ghost_ip],
-        capture_output=True,
-        text=True,
-        check=False,
+    pa = lab.pods["pa"].netns
+    subprocess.run(
+        ["ip", "-n", pa, "addr", "add", "2001:db8::1/64", "dev", f"{lab.run_id}-eth", "nodad"], check=True
+    )
+    lab.ping("pa", ghost_ip, timeout=1)  # no one answers the pings themselves...
+    lab.ping("pa", ghost_ip6, timeout=1)
+    neigh = subprocess.run(
+        ["ip", "-n", pa, "neigh", "show"], capture_output=True, text=True, check=False
     ).stdout
-    assert ghost_mac in out, out  # ...but the ARP request was answered with the known MAC
+    neigh6 = subprocess.run(
+        ["ip", "-n", pa, "-6", "neigh", "show"], capture_output=True, text=True, check=False
+    )
+    # ...but the ARP request and the neighbour solicitation were answered with the known MACs
+    assert re.search(rf"^{re.escape(ghost_ip)} .*lladdr {ghost_mac}", neigh, re.M), neigh
+    assert re.search(rf"^{re.escape(ghost_ip6)} .*lladdr 02:00:00:00:01:51", neigh6.stdout, re.M), (
+        neigh6.stdout
+    )
