@@ -33,7 +33,7 @@ from netkit.l2.lab import L2Lab, Pod
 from netkit.l2.model import L2Network, load_networks
 from netkit.l2.plan import plan
 from netkit.l2.state import ZERO_MAC, ObservedState, bridge_name, owner_alias, vxlan_name
-from netkit.lab.runid import free_port
+from netkit.lab.runid import RunDir, free_port
 
 pytestmark = pytest.mark.root
 
@@ -54,8 +54,10 @@ def lab() -> Iterator[L2Lab]:
 
 
 @pytest.fixture
-def workdir(lab: L2Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp(lab.run_id)
+def workdir(lab: L2Lab) -> Iterator[Path]:
+    """A temp dir named after the lab's run id, removed afterwards (also on failure)."""
+    with RunDir(lab.run_id) as rd:
+        yield rd.path
 
 
 def networks(lab: L2Lab, *, blue: dict[str, Any] | None = None, red: dict[str, Any] | None = None) -> str:
