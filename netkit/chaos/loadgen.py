@@ -142,6 +142,23 @@ def check_reply(reply: bytes, question: bytes, qtype: int, rcode: int, rdata: tu
     return sch.OK if tuple(got) == rdata else sch.WRONG_DATA
 
 
+def _first_auth_ttl(reply: bytes, question: bytes) -> int | None:
+    """TTL of the first authority record of a reply without answers (None if it cannot be read)."""
+    off, n = 12 + len(question), len(reply)
+    while off < n:
+        b = reply[off]
+        if b >= 0xC0:
+            off += 2
+            break
+        if b == 0:
+            off += 1
+            break
+        off += b + 1
+    if reply[8:10] == b"\x00\x00" or off + 10 > n:
+        return None
+    return int.from_bytes(reply[off + 4 : off + 8], "big")
+
+
 # --------------------------------------------------------------------------------------------
 # The generator
 # --------------------------------------------------------------------------------------------
@@ -223,6 +240,8 @@ class Generator:
         self.ok = 0
         self.failed = 0
         self.unmatched = 0
+        self.negative_without_soa = 0
+        self.negative_ttl0 = 0
         self.udp_errors = 0
         self.tcp_errors = 0
         self.late_max_interval = 0.0
@@ -299,7 +318,19 @@ class Generator:
     def _judge(self, i: int, data: bytes) -> int:
         key = (self.stream.name[i] << 1) | self.stream.qtype[i]
         _, question, qtype, rcode, rdata = self.entry(key)
-        return check_reply(data, question, qtype, rcode, rdata)
+        status = check_reply(data, question, qtype, rcode, rdata)
+        if status == sch.OK and not rdata and data[8:10] == b"\x00\x00":
+            # a correct negative answer without the SOA a cache needs to cache it (RFC 2308):
+            # not a failure for the client, but worth counting
+            self.negative_without_soa += 1
+        elif (
+            status == sch.OK
+            and not rdata
+            and data[6:8] == b"\x00\x00"
+            and _first_auth_ttl(data, question) == 0
+        ):
+            self.negative_ttl0 += 1  # served with TTL 0: the cache did not (could not) keep it
+        return status
 
     def on_udp(self, s: int, data: bytes) -> None:
         now = self.clock()
@@ -424,6 +455,8 @@ class Generator:
             "lateness_max_ms": _ms(late[-1] if late else None),
             "late_over_10ms": sum(1 for x in late if x > 0.010),
             "unmatched_replies": self.unmatched,
+            "negative_answers_without_soa": self.negative_without_soa,
+            "negative_answers_soa_ttl_0": self.negative_ttl0,
             "udp_socket_errors": self.udp_errors,
             "tcp_errors": self.tcp_errors,
             "cpu_user_s": round(ru.ru_utime, 2),
