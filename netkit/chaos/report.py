@@ -268,7 +268,7 @@ def write_plots(scores: dict[str, Score], windows: Sequence[Window], out: Path) 
         f"Availability over time ({scores[next(iter(scores))].bin_width:g} s bins); shaded: fault windows"
     )
     ax2.set_yscale("log")
-    ax2.set_ylabel("failed queries per bin")
+    ax2.set_ylabel("failed queries per bin (0 drawn at 0.5)")
     ax2.set_xlabel("seconds since the first query")
     fig.tight_layout()
     fig.savefig(out / "availability.png", dpi=110)
