@@ -373,8 +373,8 @@ def compile_network(
                     f"(kind {have.kind}, no alias {alias}): left untouched",
                 )
             )
-    for have in observed.links.values():
-        if have.owner is not None or have.name == uplink.name:
+    for have in observed.unowned_uplinks():
+        if have.name == uplink.name:
             continue
         if uplink.vxlan and have.vxlan and (have.vxlan.vni, have.vxlan.port) == (net.segment, net.port):
             problems.append(
@@ -513,14 +513,15 @@ def diff(
     want_fdb = {e: t.network for t in targets for e in t.fdb}
     want_neigh = {n: t.network for t in targets for n in t.neighbours}
     ops2: list[Op] = []
-    for e in sorted(state1.owned_fdb(), key=lambda x: x.sort_key):
+    # (filter, then sort: tens of thousands of entries are normal, stale ones are few)
+    for e in sorted((e for e in state1.owned_fdb() if e not in want_fdb), key=lambda x: x.sort_key):
         owner = state1.links[e.ifname].owner
-        if owner in held or e in want_fdb:
+        if owner in held:
             continue
         ops2.append(DelFdb(owner or "", e))
-    for n in sorted(state1.owned_neighbours(), key=lambda x: x.sort_key):
+    for n in sorted((n for n in state1.owned_neighbours() if n not in want_neigh), key=lambda x: x.sort_key):
         owner = state1.links[n.ifname].owner
-        if owner in held or n in want_neigh:
+        if owner in held:
             continue
         ops2.append(DelNeigh(owner or "", n))
     state2 = simulate(state1, ops2)
@@ -543,11 +544,13 @@ def diff(
 
     # Phase 4: add missing FDB/neighbour entries, attach declared ports.
     ops4: list[Op] = []
-    for e, net in sorted(want_fdb.items(), key=lambda x: x[0].sort_key):
-        if e not in state3.fdb and e.ifname in state3.links:
+    missing_fdb = [(e, net) for e, net in want_fdb.items() if e not in state3.fdb]
+    for e, net in sorted(missing_fdb, key=lambda x: x[0].sort_key):
+        if e.ifname in state3.links:
             ops4.append(AddFdb(net, e))
-    for n, net in sorted(want_neigh.items(), key=lambda x: x[0].sort_key):
-        if n not in state3.neighbours and n.ifname in state3.links:
+    missing_neigh = [(n, net) for n, net in want_neigh.items() if n not in state3.neighbours]
+    for n, net in sorted(missing_neigh, key=lambda x: x[0].sort_key):
+        if n.ifname in state3.links:
             ops4.append(AddNeigh(net, n))
     for t in targets:
         if t.bridge not in state3.links:
@@ -665,6 +668,9 @@ def simulate(observed: ObservedState, ops: Iterable[Op] | Plan) -> ObservedState
     fdb = set(observed.fdb)
     neigh = set(observed.neighbours)
     addresses = set(observed.addresses)
+    # built on first use; may hold entries removed since (checked against the sets on use)
+    self_index: dict[tuple[str, str, str | None], set[FdbEntry]] | None = None
+    neigh_index: dict[tuple[str, str], set[Neighbour]] | None = None
     for op in ops.ops if isinstance(ops, Plan) else ops:
         if isinstance(op, CreateLink):
             links[op.link.name] = op.link
@@ -690,14 +696,30 @@ def simulate(observed: ObservedState, ops: Iterable[Op] | Plan) -> ObservedState
                 ports = {n for n, lk in links.items() if lk.master == bridge}
                 fdb -= {x for x in fdb if x.master and x.mac == e.mac and x.ifname in ports}
             else:
+                # the entries an append replaces: same device, MAC and VTEP (any port/VNI/state)
+                if self_index is None:
+                    self_index = {}
+                    for x in fdb:
+                        if not x.master:
+                            self_index.setdefault((x.ifname, x.mac, x.dst), set()).add(x)
                 key = (e.ifname, e.mac, e.dst)
-                fdb -= {x for x in fdb if not x.master and (x.ifname, x.mac, x.dst) == key}
+                same = self_index.setdefault(key, set())
+                fdb -= {x for x in same if x in fdb}
+                same.clear()
+                same.add(e)
             fdb.add(e)
         elif isinstance(op, DelFdb):
             fdb.discard(op.entry)
         elif isinstance(op, AddNeigh):
             n = op.entry
-            neigh -= {x for x in neigh if (x.ifname, x.ip) == (n.ifname, n.ip)}
+            if neigh_index is None:
+                neigh_index = {}
+                for y in neigh:
+                    neigh_index.setdefault((y.ifname, y.ip), set()).add(y)
+            same_n = neigh_index.setdefault((n.ifname, n.ip), set())
+            neigh -= {y for y in same_n if y in neigh}
+            same_n.clear()
+            same_n.add(n)
             neigh.add(n)
         elif isinstance(op, DelNeigh):
             neigh.discard(op.entry)

@@ -245,6 +245,15 @@ class ObservedState:
     def owned_links(self) -> list[Link]:
         return [lk for lk in self.links.values() if lk.owner is not None]
 
+    def unowned_uplinks(self) -> tuple[Link, ...]:
+        """VXLAN devices and VLAN sub-interfaces the agent does not own (computed once: the
+        planner checks every network against them)."""
+        cached: tuple[Link, ...] | None = self.__dict__.get("_unowned_uplinks")
+        if cached is None:
+            cached = tuple(lk for lk in self.links.values() if lk.owner is None and (lk.vxlan or lk.vlan))
+            object.__setattr__(self, "_unowned_uplinks", cached)
+        return cached
+
     def is_owned_uplink(self, ifname: str) -> bool:
         lk = self.links.get(ifname)
         return lk is not None and lk.owner is not None and lk.kind in ("vxlan", "vlan")
