@@ -74,6 +74,7 @@ class Flight:
         self.answer: Exchange | None = None
         self.exchanges: dict[tuple[HostPort, bool], UdpExchange | asyncio.Task[Exchange]] = {}
         self.timer: asyncio.TimerHandle | None = None
+        self.started_at = resolver.clock()
 
     def start(self) -> None:
         self._send(self.res.start())
@@ -184,7 +185,7 @@ class Resolver:
         self.cache = Cache(cfg.cache_size, cfg.cache_bytes)
         self.policy = cfg.cache_policy
         self.budget = RetryBudget()
-        self._inflight: dict[bytes, asyncio.Future[CacheEntry | None]] = {}
+        self._inflight: dict[bytes, Flight] = {}
         self.flights: set[Flight] = set()  # with exchanges still out
         self._background: set[asyncio.Task[object]] = set()
         self.pools: list[tuple[Name, UpstreamPool]] = []
@@ -241,15 +242,21 @@ class Resolver:
 
     def refresh(self, key: bytes) -> asyncio.Future[CacheEntry | None]:
         """Resolve ``key`` upstream, at most once at a time (single-flight)."""
-        future = self._inflight.get(key)
-        if future is not None:
+        flight = self._inflight.get(key)
+        if flight is not None and self.clock() - flight.started_at < self.cfg.attempt_timeout / 2:
             self.stats.coalesced += 1
-            return future
+            return flight.future
+        # none in flight, or an old one whose attempts may all be lost (begun during an outage
+        # that has ended since): start afresh rather than inherit its failure
         flight = Flight(self, key)
-        self._inflight[key] = flight.future
-        flight.future.add_done_callback(lambda _f: self._inflight.pop(key, None))
+        self._inflight[key] = flight
+        flight.future.add_done_callback(functools.partial(self._landed, flight))
         flight.start()
         return flight.future
+
+    def _landed(self, flight: Flight, _future: object) -> None:
+        if self._inflight.get(flight.key) is flight:
+            del self._inflight[flight.key]
 
     def maybe_prefetch(self, key: bytes, entry: CacheEntry) -> None:
         """Called from the hit path once an entry is in the last part of its TTL."""
@@ -326,8 +333,8 @@ class Resolver:
     async def close(self) -> None:
         for flight in list(self.flights):
             flight.close()
-        for future in list(self._inflight.values()):
-            future.cancel()
+        for flight in list(self._inflight.values()):
+            flight.future.cancel()
         for task in list(self._background):
             task.cancel()
         for task in list(self._background):

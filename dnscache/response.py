@@ -60,12 +60,17 @@ def normalise(buf: bytes, msg: Message) -> tuple[bytes, Message]:
     return rebuild(buf)
 
 
-def cache_lifetime(buf: bytes, msg: Message, policy: CachePolicy) -> tuple[int, list[int]]:
-    """Seconds the reply may be cached, and the TTL to serve for each record (same order)."""
+def cache_lifetime(buf: bytes, msg: Message, policy: CachePolicy) -> tuple[int | None, list[int]]:
+    """Seconds the reply may be cached (None: not at all), and the TTL to serve for each record.
+
+    A lifetime of 0 (a TTL-0 answer, or a negative answer counted down to 0 by a recursive
+    upstream) is still kept: expired at once, it is never served fresh, but it can be served
+    stale when the upstreams fail (RFC 8767).
+    """
     ttls = [min(max(r.ttl, policy.min_ttl), policy.max_ttl) for r in msg.records]
     rcode = msg.rcode
     if rcode not in (NOERROR, NXDOMAIN):
-        return 0, ttls
+        return None, ttls
     has_data = any(
         r.section == ANSWER
         and (r.rtype == msg.qtype or msg.qtype == T_ANY or (msg.qtype == T_CNAME and r.rtype == T_CNAME))
@@ -76,10 +81,10 @@ def cache_lifetime(buf: bytes, msg: Message, policy: CachePolicy) -> tuple[int, 
     # negative: NXDOMAIN or NODATA (possibly at the end of a CNAME chain)
     soa = next((i for i, r in enumerate(msg.records) if r.section == AUTHORITY and r.rtype == T_SOA), None)
     if soa is None:
-        return 0, ttls
+        return None, ttls  # RFC 2308 5: a negative answer without a SOA is not cached
     rec = msg.records[soa]
     (minimum,) = struct.unpack_from("!I", buf, rec.end - 4)
-    negative = min(rec.ttl, minimum, policy.neg_max_ttl)
+    negative = min(max(min(rec.ttl, minimum), policy.min_ttl), policy.neg_max_ttl)
     ttls[soa] = negative
     chain = [t for r, t in zip(msg.records, ttls, strict=True) if r.section == ANSWER]
     return min([negative, *chain]), ttls
@@ -90,7 +95,8 @@ def build_entry(
 ) -> tuple[CacheEntry, bool]:
     """Turn a validated, scrubbed upstream reply into an entry; the flag says whether to cache it."""
     buf, msg = normalise(buf, msg)
-    lifetime, ttls = cache_lifetime(buf, msg, policy)
+    kept, ttls = cache_lifetime(buf, msg, policy)
+    lifetime = kept or 0
     body_end = msg.opt_start if msg.edns is not None else len(buf)
     counts = [0, 0, 0]
     for r in msg.records:
@@ -118,7 +124,7 @@ def build_entry(
         policy.stale_window,
         policy.prefetch_fraction,
     )
-    return entry, lifetime > 0
+    return entry, kept is not None
 
 
 def finish(wire: bytearray, entry: CacheEntry, query: bytes, limit: int) -> bytes:

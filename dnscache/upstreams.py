@@ -37,7 +37,7 @@ class HealthPolicy:
     min_hedge_delay: float = 0.02
     max_hedge_delay: float = 0.4
     probe_backoff_min: float = 0.25
-    probe_backoff_max: float = 5.0
+    probe_backoff_max: float = 1.0  # probes are one query: come back within a second of recovery
     explore_probability: float = 0.05
     near_best_band: float = 0.005  # servers within this of the best SRTT share the load
     failure_rtt_penalty: float = 1.0  # seconds folded into the SRTT per failure

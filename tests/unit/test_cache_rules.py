@@ -200,3 +200,20 @@ def test_opt_in_the_middle_of_additional_is_normalised_away() -> None:
         and len(m.additional) == 1
         and m.additional[0].name.to_text() == "ns.example.test."
     )
+
+
+def test_ttl_zero_negative_answer_is_kept_for_serve_stale_only() -> None:
+    """Found by the chaos run: Unbound counts a cached NXDOMAIN's SOA TTL down to 0; such an
+    answer must still be there to serve stale when every upstream is down."""
+    buf = reply(
+        "nx.example.test", "AAAA", authority=(SOA.format(ttl=0, minimum=300),), rcode=dns.rcode.NXDOMAIN
+    )
+    entry, cacheable = entry_of(buf)
+    assert cacheable and entry.expires_at == 1000.0 and entry.stale_until > 1000.0
+    assert dns.message.from_wire(bytes(entry.render_stale(30))).authority[0].ttl == 30
+
+
+def test_min_ttl_applies_to_negative_answers_too() -> None:
+    buf = reply("nx.example.test", "A", authority=(SOA.format(ttl=0, minimum=0),), rcode=dns.rcode.NXDOMAIN)
+    entry, _ = entry_of(buf, CachePolicy(min_ttl=5))
+    assert entry.expires_at == 1005.0
