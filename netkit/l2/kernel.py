@@ -364,6 +364,20 @@ def open_iproute(netns: str | None) -> IPRoute:
         raise KernelError(f"cannot open network namespace {netns!r}: {exc}") from exc
 
 
+_FDB_MODES: dict[tuple[bool, str, bool], tuple[str, int, int]] = {}
+
+
+def _fdb_mode(master: bool, state: FdbState, add: bool) -> tuple[str, int, int]:
+    """(command, NUD state, NTF flags) of ``fdb_request`` for such an entry (computed once)."""
+    key = (master, state, add)
+    mode = _FDB_MODES.get(key)
+    if mode is None:
+        entry = FdbEntry("-", "02:00:00:00:00:01", None, master, state)
+        _, command, spec = fdb_request(entry, "add" if add else "del", lambda _name: 0)
+        mode = _FDB_MODES[key] = (command, spec["state"], spec["flags"])
+    return mode
+
+
 TABLES = ("links", "fdb", "neigh", "addrs")
 BATCH_MESSAGES = 8192  # requests per pipelined batch (one barrier round trip each)
 
@@ -404,7 +418,8 @@ class Kernel:
         _check_netns(netns)
         self.netns = netns
         try:
-            self.events = nl.Subscription(nl.open_socket(netns, nl.EVENT_GROUPS))
+            # small on purpose: a burst that overflows it only means "read everything"
+            self.events = nl.Subscription(nl.open_socket(netns, nl.EVENT_GROUPS, rcvbuf=1 << 20))
             self.channel = nl.Channel(nl.open_socket(netns))
         except OSError as exc:
             raise KernelError(f"cannot open network namespace {netns!r}: {exc}") from exc
@@ -456,6 +471,8 @@ class Kernel:
             self.invalidate()
             return
         for data in datagrams:
+            if len(self._dirty) == len(TABLES):
+                break
             for kind, _, _, off, _ in nl.iter_messages(data):
                 table = _table_of(kind, data[off] if off < len(data) else 0)
                 if table is not None:
@@ -624,12 +641,25 @@ class Kernel:
                 self._index.pop(name, None)
             return self.index(name)
 
+        debug = log.isEnabledFor(logging.DEBUG)
         for pos, op in enumerate(ops):
             try:
-                for method, command, spec in op_requests(op, index):
+                if isinstance(op, (AddFdb, DelFdb)):
+                    # the hot path: the same message as op_requests + encode_request
+                    e = op.entry
+                    command, state, flags = _fdb_mode(e.master, e.state, isinstance(op, AddFdb))
                     seq = self.channel.next_seq()
-                    messages.append(nl.encode_request(method, command, spec, seq))
-                    pending.append((seq, pos, op_label(op)))
+                    messages.append(
+                        nl.encode_fdb(
+                            command, index(e.ifname), e.mac, e.dst, e.port, e.vni, state, flags, seq
+                        ),
+                    )
+                    pending.append((seq, pos, "fdb_add" if command != "del" else "fdb_del"))
+                else:
+                    for method, command, spec in op_requests(op, index):
+                        seq = self.channel.next_seq()
+                        messages.append(nl.encode_request(method, command, spec, seq))
+                        pending.append((seq, pos, op_label(op)))
             except KernelError as exc:
                 flush()
                 self.invalidate()
@@ -639,7 +669,8 @@ class Kernel:
                 gone.add(op.link.name)
             if len(messages) >= BATCH_MESSAGES:
                 flush()
-            log.debug("queued", extra={"op": f"{op.symbol} {op.render()}", "network": op.network})
+            if debug:
+                log.debug("queued", extra={"op": f"{op.symbol} {op.render()}", "network": op.network})
         flush()
         result.ops = len(ops)
         return result
@@ -708,7 +739,8 @@ class Monitor:
     """Netlink notifications (links, FDB, neighbours, addresses) of a namespace, on a thread.
 
     A raw socket subscribed to the groups; only message headers are decoded, so a storm of
-    50,000 FDB notifications costs milliseconds, not the seconds pyroute2's decoder takes.
+    50,000 FDB notifications costs milliseconds, not the seconds pyroute2's decoder takes, and
+    the notifications read in one go are reported once per distinct ``Event`` value.
     ``on_event(None)`` means "events may have been lost, resynchronise" (``ENOBUFS``).
     ``stop()`` wakes the thread through a pipe.
     """
@@ -744,9 +776,14 @@ class Monitor:
                 break
             if self._stopping:
                 break
+            # one event per distinct (kind, link, family, state) of a burst: 50 FDB entries
+            # flushed from one device are one event for the agent, not 50
+            seen: set[Event] = set()
             for data in datagrams:
                 for ev in events_from_datagram(data):
-                    self.on_event(ev)
+                    if ev not in seen:
+                        seen.add(ev)
+                        self.on_event(ev)
             if lost:
                 # ENOBUFS: the kernel dropped notifications (a storm); look at everything
                 log.warning("netlink monitor: notifications lost; resynchronising")

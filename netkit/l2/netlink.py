@@ -317,24 +317,10 @@ def encode_neigh(family: int, command: str, spec: dict[str, Any], seq: int, ack:
     lladdr = spec.get("lladdr")
     dst = spec.get("dst")
     if family == AF_BRIDGE:
-        if lladdr is not None:
-            parts += (_LLADDR_HDR, mac_to_bytes(lladdr), _PAD2)
-        if dst is not None:
-            raw = ip_to_bytes(dst)
-            parts += (_DST4_HDR if len(raw) == 4 else _DST6_HDR, raw)
-        if spec.get("port") is not None:
-            parts += (_NLA.pack(6, NDA_PORT), _BE16.pack(spec["port"]), _PAD2)
-        if spec.get("vni") is not None:
-            parts += (_NLA.pack(8, NDA_VNI), _U32.pack(spec["vni"]))
-        state = spec.get("state", 0)
-        flags = spec.get("flags", 0)
-        if command in ("add", "append", "del") and not state & NUD_NOARP:
-            # pyroute2's fdb(): noarp always, permanent unless reachable, self unless master
-            state |= NUD_NOARP
-            if not state & (NUD_PERMANENT | NUD_REACHABLE):
-                state |= NUD_PERMANENT
-            if not flags & (NTF_SELF | NTF_MASTER):
-                flags |= NTF_SELF
+        return encode_fdb(
+            command, spec["ifindex"], lladdr, dst, spec.get("port"), spec.get("vni"),
+            spec.get("state", 0), spec.get("flags", 0), seq, ack,
+        )  # fmt: skip
     else:
         flags = spec.get("flags", 0)
         family = spec.get("family", family)
@@ -352,6 +338,48 @@ def encode_neigh(family: int, command: str, spec: dict[str, Any], seq: int, ack:
         )
         + attrs
     )  # fmt: skip
+
+
+_FLAGS_CACHE: dict[tuple[str, bool], int] = {}
+
+
+def encode_fdb(
+    command: str,
+    ifindex: int,
+    lladdr: str | None,
+    dst: str | None,
+    port: int | None,
+    vni: int | None,
+    state: int,
+    flags: int,
+    seq: int,
+    ack: bool = False,
+) -> bytes:
+    """``fdb append|replace|del`` (the hot path: 50,000 of these in a full converge)."""
+    if command in ("add", "append", "del") and not state & NUD_NOARP:
+        # pyroute2's fdb(): noarp always, permanent unless reachable, self unless master
+        state |= NUD_NOARP
+        if not state & (NUD_PERMANENT | NUD_REACHABLE):
+            state |= NUD_PERMANENT
+        if not flags & (NTF_SELF | NTF_MASTER):
+            flags |= NTF_SELF
+    parts: list[bytes] = []
+    if lladdr is not None:
+        parts += (_LLADDR_HDR, mac_to_bytes(lladdr), _PAD2)
+    if dst is not None:
+        raw = ip_to_bytes(dst)
+        parts += (_DST4_HDR if len(raw) == 4 else _DST6_HDR, raw)
+    if port is not None:
+        parts += (_NLA.pack(6, NDA_PORT), _BE16.pack(port), _PAD2)
+    if vni is not None:
+        parts += (_NLA.pack(8, NDA_VNI), _U32.pack(vni))
+    attrs = b"".join(parts)
+    key = (command, ack)
+    rflags = _FLAGS_CACHE.get(key)
+    if rflags is None:
+        rflags = _FLAGS_CACHE[key] = _req_flags(command, ack)
+    kind = RTM_DELNEIGH if command == "del" else RTM_NEWNEIGH
+    return _ND_HEAD.pack(28 + len(attrs), kind, rflags, seq, 0, AF_BRIDGE, ifindex, state, flags, 0) + attrs
 
 
 def encode_request(method: str, command: str, spec: dict[str, Any], seq: int, ack: bool = False) -> bytes:

@@ -163,3 +163,21 @@ def test_parsers_read_pyroute2_encoded_messages() -> None:
     rec = nl.parse_link(link, off, end)
     assert (rec.name, rec.kind, rec.mtu, rec.master, rec.up) == ("nkvx-100", "vxlan", 1450, 10, False)
     assert rec.vxlan == (100, "198.18.0.1", 4789, False, 2)
+
+
+def test_the_fdb_fast_path_sends_the_same_bytes() -> None:
+    """``Kernel.apply`` encodes FDB operations without building request dicts."""
+    from netkit.l2.kernel import _fdb_mode
+
+    entries = [
+        FdbEntry("nkvx-100", ZERO_MAC, "198.18.0.2"),
+        FdbEntry("nkvx-100", "02:00:00:00:01:02", "2001:db8::3", state="static", port=4790, vni=7),
+        FdbEntry("nkvx-100", "02:00:00:00:01:02", None, master=True, state="static"),
+        FdbEntry("nkvx-100", "02:00:00:00:01:02", None, master=True, state="permanent"),
+        FdbEntry("nkvx-100", "02:00:00:00:01:02", None, master=True, state="dynamic"),
+    ]
+    for e in entries:
+        for add in (True, False):
+            command, state, flags = _fdb_mode(e.master, e.state, add)
+            fast = nl.encode_fdb(command, 11, e.mac, e.dst, e.port, e.vni, state, flags, seq=9)
+            assert fast == nl.encode_request(*fdb_request(e, "add" if add else "del", index), seq=9)
