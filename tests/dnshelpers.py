@@ -17,9 +17,9 @@ import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import uvloop
 
 from dnscache.config import ServeConfig, load
-from dnscache.runner import event_loop_policy
 from dnscache.server import DnsServer
 from netkit.lab.runid import free_port
 
@@ -31,7 +31,9 @@ class ServerThread:
         self.port = options.pop("port", None) or free_port()
         options.setdefault("listen", [f"127.0.0.1:{self.port}"])
         self.cfg: ServeConfig = load(options, "test")
-        self.loop = asyncio.new_event_loop()
+        # its own uvloop loop, without installing uvloop's policy for the whole test process:
+        # pyroute2 runs asyncio loops of its own over AF_NETLINK, which uvloop cannot open
+        self.loop = uvloop.new_event_loop()
         self.server = DnsServer(self.cfg)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
@@ -93,7 +95,6 @@ class ServerThread:
 
 @contextlib.contextmanager
 def running_server(**options: Any) -> Iterator[ServerThread]:
-    event_loop_policy()
     srv = ServerThread(**options)
     try:
         yield srv.start()
