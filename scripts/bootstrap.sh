@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(
   iproute2 procps iputils-ping
+  # nftables: the L2 agent's underlay filter (VXLAN sources), in node namespaces
+  nftables
   # DNS peers: authoritative servers, forwarders/caches, load generator
   nsd knot unbound dnsmasq dnsperf bind9-dnsutils
   # Prometheus (promtool, and a real scraper for the SLO tests)

@@ -90,8 +90,9 @@ class ApplyError(RuntimeError):
 @dataclass
 class ApplyResult:
     ops: int = 0
-    writes: int = 0
+    writes: int = 0  # rtnetlink requests that changed the kernel
     writes_by_op: Counter[str] = field(default_factory=Counter)
+    filter_writes: int = 0  # nftables transactions (the underlay filter), counted apart
 
 
 # ------------------------------------------------------------------------------------------
@@ -148,6 +149,10 @@ def link_from_msg(msg: Any, names: dict[int, str]) -> Link:
     inet6 = af_spec.get_attr("AF_INET6") if af_spec is not None else None
     if inet6 is not None and inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") is not None:
         addrgen = inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") != IN6_ADDR_GEN_MODE_NONE
+    arp_ignore = rp_filter = None
+    inet = af_spec.get_attr("AF_INET") if af_spec is not None else None
+    if inet is not None:
+        arp_ignore, rp_filter = inet.get("arp_ignore"), inet.get("rp_filter")
     master = msg.get_attr("IFLA_MASTER")
     return Link(
         name=msg.get_attr("IFLA_IFNAME"),
@@ -161,6 +166,8 @@ def link_from_msg(msg: Any, names: dict[int, str]) -> Link:
         neigh_suppress=neigh_suppress,
         address=msg.get_attr("IFLA_ADDRESS"),
         addrgen=addrgen,
+        arp_ignore=arp_ignore,
+        rp_filter=rp_filter,
     )
 
 
@@ -202,10 +209,12 @@ def _addrgen_spec(on: bool) -> dict[str, Any]:
 def create_link_requests(link: Link, index: Callable[[str], int]) -> list[Request]:
     """The requests that create ``link`` as it is described.
 
-    Create it down (enslaved, with its MTU and MAC), then set the alias and the IPv6 address
-    generation mode (the kernel ignores ``IFLA_IFALIAS`` in a create request and refuses
-    ``IFLA_AF_SPEC`` there; a link that came up first would already have a link-local address),
-    then bring it up, then the bridge-port flags.
+    Create it down (enslaved, with its MTU and MAC), then set the alias, the IPv6 address
+    generation mode and the IPv4 settings (``ipv4_conf``: ``IFLA_AF_SPEC``/``AF_INET``; the
+    kernel ignores ``IFLA_IFALIAS`` in a create request and refuses ``IFLA_AF_SPEC`` there; a
+    link that came up first would already have a link-local address), then bring it up, then
+    the bridge-port flags. (``ipv4_conf`` is this project's key: pyroute2 0.9 encodes
+    ``AF_INET`` in the dump's flat layout, which the kernel refuses in a request.)
     """
     spec: dict[str, Any] = {"ifname": link.name, "kind": link.kind, "mtu": link.mtu, "state": "down"}
     if link.master:
@@ -229,6 +238,11 @@ def create_link_requests(link: Link, index: Callable[[str], int]) -> list[Reques
         extra["ifalias"] = link.alias
     if link.addrgen is not None:
         extra["IFLA_AF_SPEC"] = _addrgen_spec(link.addrgen)
+    conf = {
+        k: v for k, v in (("arp_ignore", link.arp_ignore), ("rp_filter", link.rp_filter)) if v is not None
+    }
+    if conf:
+        extra["ipv4_conf"] = conf
     if extra:
         out.append(("link", "set", {"ifname": link.name, **extra}))
     if link.up:
@@ -255,6 +269,8 @@ def set_link_requests(name: str, changes: Iterable[Change], index: Callable[[str
             spec["address"] = c.new
         elif c.field == "addrgen":
             spec["IFLA_AF_SPEC"] = _addrgen_spec(bool(c.new))
+        elif c.field in ("arp_ignore", "rp_filter"):
+            spec.setdefault("ipv4_conf", {})[c.field] = c.new
         elif c.field == "neigh_suppress":
             port["neigh_suppress"] = int(bool(c.new))
         else:
@@ -572,6 +588,8 @@ class Kernel:
             neigh_suppress=r.neigh_suppress,
             address=r.address,
             addrgen=r.addrgen,
+            arp_ignore=r.arp_ignore,
+            rp_filter=r.rp_filter,
         )
 
     def index(self, name: str) -> int:

@@ -1,7 +1,11 @@
 """A lab of network namespaces for the L2 agent (effects): nodes on an underlay bridge, pods.
 
     fabric namespace  <rid>-fab: bridge <rid>-fab, one veth per node (<rid>-f<i>)
-    node namespaces   <rid>-n<i>: underlay <rid>-u<i> with 198.18.0.<i>/24 (the VTEP), MTU 1500
+    node namespaces   <rid>-n<i>: underlay <rid>-u<i> with 198.18.0.<i>/24 (the VTEP), MTU 1500;
+                      with ``underlay_name`` every node's underlay has that one name (a VLAN
+                      network names its underlay interface, the same on every node)
+    hosts             <rid>-<name>: ``add_host``, a namespace on the fabric with an underlay
+                      address that is no node's (e.g. a rogue sender for ``netkit l2 verify``)
     pod namespaces    <rid>-<pod>: <rid>-eth with the pod's MAC and address; its peer <rid>-<pod>
                       stays in the node's namespace, as the port the agent attaches
 
@@ -47,6 +51,11 @@ class L2Lab:
     vtep: dict[str, str] = field(default_factory=dict)  # node name -> VTEP address
     pods: dict[str, Pod] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)  # namespaces, in creation order
+    underlay_name: str | None = None  # one underlay name on every node (default <rid>-u<i>)
+    hosts: dict[str, str] = field(default_factory=dict)  # host name -> namespace
+    # close() acts only in this process: pyroute2 forks helpers (netns sockets), and a fork that
+    # unwinds through a ``finally`` (e.g. on an inherited SIGTERM handler) must not tear down
+    owner_pid: int = field(default_factory=os.getpid)
 
     @property
     def fabric(self) -> str:
@@ -56,7 +65,14 @@ class L2Lab:
         return self.node_ns[node]
 
     def _create_ns(self, name: str) -> IPRoute:
-        netns.create(name)
+        try:
+            netns.create(name)
+        except BaseException:
+            # a create that failed half-way can leave the empty mount-point file behind
+            path = f"/run/netns/{name}"
+            if os.path.exists(path) and not os.path.ismount(path):
+                os.unlink(path)
+            raise
         self.created.append(name)
         ipr = IPRoute(netns=name, flags=0)
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
@@ -73,7 +89,7 @@ class L2Lab:
                     ns = f"{self.run_id}-{node}"
                     with self._create_ns(ns) as ipr:
                         self.node_ns[node] = ns
-                        outer, inner = f"{self.run_id}-f{i}", f"{self.run_id}-u{i}"
+                        outer, inner = f"{self.run_id}-f{i}", self.underlay_name or f"{self.run_id}-u{i}"
                         fab.link("add", ifname=outer, kind="veth", peer={"ifname": inner})
                         fab.link("set", index=fab.link_lookup(ifname=outer)[0], master=br, state="up")
                         fab.link("set", index=fab.link_lookup(ifname=inner)[0], net_ns_fd=ns)
@@ -103,12 +119,30 @@ class L2Lab:
         self.pods[name] = pod
         return pod
 
+    def add_host(self, name: str, address: str, prefixlen: int = 24) -> str:
+        """A namespace ``<rid>-<name>`` on the fabric bridge with ``address`` on its veth
+        ``<rid>-eth``; returns the namespace."""
+        ns = f"{self.run_id}-{name}"
+        outer, inner = f"{self.run_id}-h{name}"[:15], f"{self.run_id}-eth"
+        with self._create_ns(ns) as host, IPRoute(netns=self.fabric, flags=0) as fab:
+            fab.link("add", ifname=outer, kind="veth", peer={"ifname": inner})
+            br = fab.link_lookup(ifname=self.fabric)[0]
+            fab.link("set", index=fab.link_lookup(ifname=outer)[0], master=br, state="up")
+            fab.link("set", index=fab.link_lookup(ifname=inner)[0], net_ns_fd=ns)
+            idx = host.link_lookup(ifname=inner)[0]
+            host.addr("add", index=idx, address=address, prefixlen=prefixlen)
+            host.link("set", index=idx, state="up")
+        self.hosts[name] = ns
+        return ns
+
     def ping(self, src: str, dst_ip: str, timeout: int = 1) -> bool:
         """One ping from pod ``src`` to ``dst_ip``."""
         cmd = ["ip", "netns", "exec", self.pods[src].netns, "ping", "-c1", "-n", f"-W{timeout}", dst_ip]
         return subprocess.run(cmd, capture_output=True, timeout=timeout + 10, check=False).returncode == 0
 
     def close(self) -> None:
+        if os.getpid() != self.owner_pid:
+            return
         errors = []
         for name in reversed(self.created):
             try:

@@ -66,6 +66,8 @@ IFLA_VXLAN_PORT, IFLA_VXLAN_LOCAL6 = 15, 17
 IFLA_VLAN_ID = 1
 IFLA_BRPORT_NEIGH_SUPPRESS = 32
 IFLA_INET6_ADDR_GEN_MODE = 8
+IFLA_INET_CONF = 1
+IPV4_DEVCONF = {"rp_filter": 8, "arp_ignore": 19}  # include/uapi/linux/ip.h (1-based ids)
 NDA_DST, NDA_LLADDR, NDA_PORT, NDA_VNI = 1, 2, 6, 7
 IFA_ADDRESS = 1
 
@@ -218,10 +220,14 @@ def _req_flags(command: str, ack: bool) -> int:
     }.get(command, 0)
 
 
-def _af_spec(spec: Any) -> bytes:
-    """``IFLA_AF_SPEC`` in pyroute2's nested-dict form (only AF_INET6 address generation)."""
+def _af_spec(spec: Any, ipv4_conf: dict[str, int] | None = None) -> bytes:
+    """``IFLA_AF_SPEC``: AF_INET6 address generation in pyroute2's nested-dict form, and IPv4
+    device settings (``IFLA_INET_CONF``: nested attributes, type = the ``IPV4_DEVCONF`` id)."""
     out = b""
-    for name, inner in spec["attrs"]:
+    if ipv4_conf:
+        conf = b"".join(_nla(IPV4_DEVCONF[k], _U32.pack(v)) for k, v in ipv4_conf.items())
+        out += _nla(AF_INET, _nla(IFLA_INET_CONF, conf))
+    for name, inner in (spec or {"attrs": []})["attrs"]:
         if name != "AF_INET6":
             raise ValueError(f"IFLA_AF_SPEC: {name} is not supported here")
         body = b""
@@ -236,7 +242,7 @@ def _af_spec(spec: Any) -> bytes:
 _LINK_KEYS = {
     "ifname", "index", "kind", "mtu", "state", "master", "address", "link", "ifalias",
     "IFLA_AF_SPEC", "vxlan_id", "vxlan_port", "vxlan_learning", "vxlan_local", "vxlan_local6",
-    "vxlan_link", "vlan_id",
+    "vxlan_link", "vlan_id", "ipv4_conf",
 }  # fmt: skip
 
 
@@ -263,8 +269,8 @@ def encode_link(command: str, spec: dict[str, Any], seq: int, ack: bool = False)
         attrs += _nla(IFLA_ADDRESS, mac_to_bytes(spec["address"]))
     if "ifalias" in spec:
         attrs += _nla(IFLA_IFALIAS, _str(spec["ifalias"]))
-    if "IFLA_AF_SPEC" in spec:
-        attrs += _af_spec(spec["IFLA_AF_SPEC"])
+    if "IFLA_AF_SPEC" in spec or "ipv4_conf" in spec:
+        attrs += _af_spec(spec.get("IFLA_AF_SPEC"), spec.get("ipv4_conf"))
     if "kind" in spec:
         data = b""
         if spec["kind"] == "vxlan":
@@ -477,6 +483,8 @@ class LinkRecord:
     master: int
     address: str | None
     addrgen: bool | None
+    arp_ignore: int | None
+    rp_filter: int | None
     neigh_suppress: bool | None
     vxlan: tuple[int, str | None, int, bool, int] | None  # vni, local, port, learning, lower
     vlan: tuple[int, int] | None  # id, lower
@@ -518,10 +526,19 @@ def parse_link(data: bytes, off: int, end: int) -> LinkRecord:
                 sd = attrs(data, *sspan)
                 if IFLA_BRPORT_NEIGH_SUPPRESS in sd:
                     neigh_suppress = bool(data[sd[IFLA_BRPORT_NEIGH_SUPPRESS][0]])
-    addrgen = None
+    addrgen = arp_ignore = rp_filter = None
     af = a.get(IFLA_AF_SPEC)
     if af is not None:
-        six = attrs(data, *af).get(AF_INET6)
+        families = attrs(data, *af)
+        four = families.get(AF_INET)
+        if four is not None:
+            conf = attrs(data, *four).get(IFLA_INET_CONF)
+            if conf is not None:  # an array of u32, index = id - 1
+                values = struct.unpack_from(f"={(conf[1] - conf[0]) // 4}I", data, conf[0])
+                if len(values) >= IPV4_DEVCONF["arp_ignore"]:
+                    arp_ignore = values[IPV4_DEVCONF["arp_ignore"] - 1]
+                    rp_filter = values[IPV4_DEVCONF["rp_filter"] - 1]
+        six = families.get(AF_INET6)
         if six is not None:
             mode = attrs(data, *six).get(IFLA_INET6_ADDR_GEN_MODE)
             if mode is not None:
@@ -541,6 +558,8 @@ def parse_link(data: bytes, off: int, end: int) -> LinkRecord:
         master=_u32(data, a.get(IFLA_MASTER)),
         address=address,
         addrgen=addrgen,
+        arp_ignore=arp_ignore,
+        rp_filter=rp_filter,
         neigh_suppress=neigh_suppress,
         vxlan=vxlan,
         vlan=vlan,

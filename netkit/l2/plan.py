@@ -51,7 +51,12 @@ Value = int | str | bool | None
 ProblemKind = Literal["conflict", "error", "waiting"]
 
 # Link fields a SetLink may change; everything else about an owned link is its identity.
-SETTABLE = ("mtu", "up", "alias", "master", "neigh_suppress", "address", "addrgen")
+SETTABLE = ("mtu", "up", "alias", "master", "neigh_suppress", "address", "addrgen", "arp_ignore", "rp_filter")
+# managed only when desired: a link read from the kernel always has a value
+OPTIONAL = ("addrgen", "arp_ignore", "rp_filter")
+# the node stays off tenant segments: no ARP answers, no IPv4 accepted from the bridge
+ARP_IGNORE_NEVER = 8
+RP_FILTER_STRICT = 1
 
 
 # ------------------------------------------------------------------------------------------
@@ -263,6 +268,10 @@ def describe_link(link: Link) -> str:
         parts.append(f"address {link.address}")
     if link.addrgen is False:
         parts.append("addrgenmode none")
+    if link.arp_ignore is not None:
+        parts.append(f"arp_ignore {link.arp_ignore}")
+    if link.rp_filter is not None:
+        parts.append(f"rp_filter {link.rp_filter}")
     parts.append("up" if link.up else "down")
     if link.alias:
         parts.append(f'alias "{link.alias}"')
@@ -323,7 +332,17 @@ def compile_network(
     bridge = net.bridge
     remote = net.remote_endpoints(node)
     suppress = bool(remote)
-    bridge_link = Link(bridge, "bridge", mtu, True, alias, address=bridge_mac(net.name, node), addrgen=False)
+    bridge_link = Link(
+        bridge,
+        "bridge",
+        mtu,
+        True,
+        alias,
+        address=bridge_mac(net.name, node),
+        addrgen=False,
+        arp_ignore=ARP_IGNORE_NEVER,
+        rp_filter=RP_FILTER_STRICT,
+    )
     fdb: set[FdbEntry] = set()
     neighbours: set[Neighbour] = set()
     if net.kind == "vxlan":
@@ -453,7 +472,7 @@ def _link_changes(have: Link, want: Link) -> tuple[Change, ...]:
         if f != "neigh_suppress"
         and getattr(have, f) != getattr(want, f)
         and not (f == "address" and want.address is None)
-        and not (f == "addrgen" and (want.addrgen is None or have.addrgen is None))
+        and not (f in OPTIONAL and (getattr(want, f) is None or getattr(have, f) is None))
     ]
     # A new master resets the bridge-port flags (the kernel makes a new port): compare the
     # flag with what it will be after the move.

@@ -142,6 +142,12 @@ class Link:
     addrgenmode none`` turns it off); None when the link has no IPv6 or it is not managed. The
     agent's links have it off, so the node does not speak on tenant segments: no link-local
     address, no router solicitations or duplicate address detection from the node.
+    ``arp_ignore``/``rp_filter``: the link's IPv4 settings (``net.ipv4.conf.<link>.*``); None
+    when not managed. The agent's bridges have ``arp_ignore`` 8 (never answer ARP) and
+    ``rp_filter`` 1 (strict): a frame from a tenant that reaches the node's own stack through
+    the bridge gets no ARP reply for the node's addresses (by default Linux answers ARP for any
+    of its addresses on any interface) and no IPv4 packet from the segment is accepted by the
+    node (it has no route back through the bridge).
     """
 
     name: str
@@ -155,6 +161,8 @@ class Link:
     neigh_suppress: bool | None = None
     address: str | None = None
     addrgen: bool | None = None
+    arp_ignore: int | None = None
+    rp_filter: int | None = None
 
     @property
     def owner(self) -> str | None:
