@@ -33,13 +33,14 @@ the next round (at the latest the periodic resync); edits inside the table are n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import shutil
 import subprocess
 from collections.abc import Sequence
 
-from netkit.l2.model import L2Network
+from netkit.l2.model import L2Network, Member
 from netkit.l2.plan import Plan
 
 TABLE = "netkit_l2"
@@ -60,13 +61,19 @@ def filtered_networks(networks: Sequence[L2Network], node: str, pl: Plan) -> lis
     ]
 
 
+@functools.lru_cache(maxsize=4096)
+def _peers(members: tuple[Member, ...], node: str) -> str:
+    """The other members' VTEPs, sorted, as an nft set body (networks often share members)."""
+    vteps = sorted((m.vtep for m in members if m.node != node and m.vtep), key=ipaddress.ip_address)
+    return ", ".join(vteps)
+
+
 def render(networks: Sequence[L2Network], node: str) -> str | None:
     """The table for ``networks`` on ``node``, or None when there is nothing to filter."""
-    by_port: dict[int, list[tuple[int, str, list[str]]]] = {}
-    for net in sorted(networks, key=lambda n: n.segment):
-        peers = sorted((v for _, v in net.remote_vteps(node)), key=lambda a: ipaddress.ip_address(a))
+    by_port: dict[int, list[tuple[int, str, str]]] = {}
+    for net in sorted((n for n in networks if n.kind == "vxlan"), key=lambda n: n.segment):
         family = "ip6" if net.vtep_family == 6 else "ip"
-        by_port.setdefault(net.port, []).append((net.segment, family, peers))
+        by_port.setdefault(net.port, []).append((net.segment, family, _peers(net.members, node)))
     if not by_port:
         return None
     body: list[str] = []
@@ -77,7 +84,7 @@ def render(networks: Sequence[L2Network], node: str) -> str | None:
         for vni, family, peers in nets:
             body.append(f"\tchain vni_{vni} {{")
             if peers:
-                body.append(f"\t\t{family} saddr {{ {', '.join(peers)} }} accept")
+                body.append(f"\t\t{family} saddr {{ {peers} }} accept")
             body.append("\t\tdrop")
             body.append("\t}")
     body += [

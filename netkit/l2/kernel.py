@@ -395,6 +395,7 @@ def _fdb_mode(master: bool, state: FdbState, add: bool) -> tuple[str, int, int]:
 
 
 TABLES = ("links", "fdb", "neigh", "addrs")
+_UNKNOWN = object()
 BATCH_MESSAGES = 8192  # requests per pipelined batch (one barrier round trip each)
 
 
@@ -434,11 +435,19 @@ class Kernel:
         _check_netns(netns)
         self.netns = netns
         try:
-            # small on purpose: a burst that overflows it only means "read everything"
-            self.events = nl.Subscription(nl.open_socket(netns, nl.EVENT_GROUPS, rcvbuf=1 << 20))
+            # a burst that overflows it only means "read everything"; 16 MiB holds the
+            # notifications of ~50,000 FDB changes (so a flushed FDB re-reads only the FDB)
+            self.events = nl.Subscription(nl.open_socket(netns, nl.EVENT_GROUPS, rcvbuf=16 << 20))
             self.channel = nl.Channel(nl.open_socket(netns))
         except OSError as exc:
             raise KernelError(f"cannot open network namespace {netns!r}: {exc}") from exc
+        try:  # nftables changes: whether the underlay filter needs a look
+            nft_group = 1 << (nl.NFNLGRP_NFTABLES - 1)
+            sock = nl.open_socket(netns, nft_group, rcvbuf=1 << 16, protocol=nl.NETLINK_NETFILTER)
+            self.nft_events: nl.Subscription | None = nl.Subscription(sock)
+        except OSError:  # no nfnetlink: the filter is looked at every round
+            self.nft_events = None
+        self._filter_known: object = _UNKNOWN
         self.writes = 0
         self.full_reads = 0
         self.table_reads: Counter[str] = Counter()
@@ -462,6 +471,8 @@ class Kernel:
     def close(self) -> None:
         self.events.close()
         self.channel.close()
+        if self.nft_events is not None:
+            self.nft_events.close()
         if self._ipr is not None:
             self._ipr.close()
 
@@ -472,8 +483,33 @@ class Kernel:
         self.close()
 
     def invalidate(self) -> None:
-        """Make the next ``read()`` dump every table."""
+        """Make the next ``read()`` dump every table (and look at the underlay filter)."""
         self._dirty = set(TABLES)
+        self._filter_known = _UNKNOWN
+
+    # -- the underlay filter (nftables): change detection only; ``filter`` does the work ----
+
+    def filter_current(self, text: str | None) -> bool:
+        """True when the underlay filter is known to be ``text`` (None: no table) and no
+        nftables change has been announced in the namespace since."""
+        if self.nft_events is None:
+            return False
+        try:
+            datagrams, lost = self.nft_events.drain()
+        except OSError:
+            return False
+        if datagrams or lost:
+            self._filter_known = _UNKNOWN
+        return self._filter_known is not _UNKNOWN and self._filter_known == text
+
+    def filter_known(self, text: str | None) -> None:
+        """The filter was just checked or written to be ``text``: our own write's
+        notifications are swallowed (a change by someone else in that instant is found by the
+        next full round)."""
+        if self.nft_events is not None:
+            with contextlib.suppress(OSError):
+                self.nft_events.drain()
+        self._filter_known = text
 
     # -- reading --------------------------------------------------------------------------
 
@@ -488,7 +524,7 @@ class Kernel:
             return
         for data in datagrams:
             if len(self._dirty) == len(TABLES):
-                break
+                break  # (the rest only needed reading off the socket)
             for kind, _, _, off, _ in nl.iter_messages(data):
                 table = _table_of(kind, data[off] if off < len(data) else 0)
                 if table is not None:

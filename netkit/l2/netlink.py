@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 # netlink
-NETLINK_ROUTE = 0
+NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
+NFNLGRP_NFTABLES = 7  # nftables changes (nfnetlink multicast group)
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_DUMP_INTR = 0x10
@@ -154,11 +155,14 @@ def _bufsize(sock: socket.socket, force: int, plain: int, size: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, plain, size)
 
 
-def open_socket(netns: str | None, groups: int = 0, rcvbuf: int = RCVBUF) -> socket.socket:
-    """A ``NETLINK_ROUTE`` socket in ``netns`` (None: this one), subscribed to ``groups``."""
+def open_socket(
+    netns: str | None, groups: int = 0, rcvbuf: int = RCVBUF, protocol: int = NETLINK_ROUTE
+) -> socket.socket:
+    """A netlink socket (``NETLINK_ROUTE`` unless ``protocol``) in ``netns`` (None: this one),
+    subscribed to ``groups``."""
 
     def make() -> socket.socket:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
         try:
             _bufsize(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF, rcvbuf)
             _bufsize(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF, SNDBUF)

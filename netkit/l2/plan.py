@@ -28,6 +28,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -313,21 +314,12 @@ def _resolve_underlay(net: L2Network, node: str, observed: ObservedState) -> Lin
     return link
 
 
-def compile_network(
-    net: L2Network, node: str, observed: ObservedState
-) -> tuple[DesiredNetwork | None, list[Problem]]:
-    """The kernel objects ``net`` needs on ``node``, or None and the problems that prevent it.
-
-    Port problems (a declared port missing, or enslaved to a bridge the agent does not own) are
-    returned alongside a compiled network: the rest of the network is still applied.
-    """
-    underlay = _resolve_underlay(net, node, observed)
-    if isinstance(underlay, Problem):
-        return None, [underlay]
-    try:
-        mtu = overlay_mtu(net, underlay.mtu)
-    except MtuError as exc:
-        return None, [Problem(net.name, "error", f"{exc} (underlay {underlay.name} on node {node})")]
+@functools.lru_cache(maxsize=8192)
+def _network_objects(
+    net: L2Network, node: str, underlay_name: str, mtu: int
+) -> tuple[Link, Link, frozenset[FdbEntry], frozenset[Neighbour]]:
+    """The bridge, the uplink and the FDB/neighbour entries of ``net`` on ``node`` (memoised:
+    they depend on nothing else, and 1,000 networks x 50 VTEPs are 50,000 values a round)."""
     alias = owner_alias(net.name)
     bridge = net.bridge
     remote = net.remote_endpoints(node)
@@ -354,7 +346,7 @@ def compile_network(
             True,
             alias,
             bridge,
-            vxlan=VxlanInfo(net.segment, local, net.port, False, underlay.name),
+            vxlan=VxlanInfo(net.segment, local, net.port, False, underlay_name),
             neigh_suppress=suppress,
             addrgen=False,
         )
@@ -371,7 +363,7 @@ def compile_network(
             True,
             alias,
             bridge,
-            vlan=VlanInfo(net.segment, underlay.name),
+            vlan=VlanInfo(net.segment, underlay_name),
             neigh_suppress=suppress,
             addrgen=False,
         )
@@ -379,6 +371,27 @@ def compile_network(
         fdb.add(FdbEntry(uplink.name, ep.mac, None, master=True, state="static"))
         if ep.ip:
             neighbours.add(Neighbour(bridge, ep.ip, ep.mac, "permanent"))
+    return bridge_link, uplink, frozenset(fdb), frozenset(neighbours)
+
+
+def compile_network(
+    net: L2Network, node: str, observed: ObservedState
+) -> tuple[DesiredNetwork | None, list[Problem]]:
+    """The kernel objects ``net`` needs on ``node``, or None and the problems that prevent it.
+
+    Port problems (a declared port missing, or enslaved to a bridge the agent does not own) are
+    returned alongside a compiled network: the rest of the network is still applied.
+    """
+    underlay = _resolve_underlay(net, node, observed)
+    if isinstance(underlay, Problem):
+        return None, [underlay]
+    try:
+        mtu = overlay_mtu(net, underlay.mtu)
+    except MtuError as exc:
+        return None, [Problem(net.name, "error", f"{exc} (underlay {underlay.name} on node {node})")]
+    alias = owner_alias(net.name)
+    bridge = net.bridge
+    bridge_link, uplink, fdb, neighbours = _network_objects(net, node, underlay.name, mtu)
 
     problems: list[Problem] = []
     for want in (bridge_link, uplink):
@@ -435,9 +448,7 @@ def compile_network(
             )
         else:
             ports.append(name)
-    desired = DesiredNetwork(
-        net.name, bridge, (bridge_link, uplink), frozenset(fdb), frozenset(neighbours), tuple(ports)
-    )
+    desired = DesiredNetwork(net.name, bridge, (bridge_link, uplink), fdb, neighbours, tuple(ports))
     return desired, problems
 
 
@@ -682,7 +693,12 @@ def _delete(links: dict[str, Link], fdb: set[FdbEntry], neigh: set[Neighbour], n
 
 
 def simulate(observed: ObservedState, ops: Iterable[Op] | Plan) -> ObservedState:
-    """``observed`` after ``ops``, with the kernel's side effects. Pure; for tests and planning."""
+    """``observed`` after ``ops``, with the kernel's side effects. Pure; for tests and planning.
+
+    No operations: ``observed`` itself (values are immutable; its cached sets stay valid)."""
+    ops = list(ops.ops if isinstance(ops, Plan) else ops)
+    if not ops:
+        return observed
     links = dict(observed.links)
     fdb = set(observed.fdb)
     neigh = set(observed.neighbours)
@@ -690,7 +706,7 @@ def simulate(observed: ObservedState, ops: Iterable[Op] | Plan) -> ObservedState
     # built on first use; may hold entries removed since (checked against the sets on use)
     self_index: dict[tuple[str, str, str | None], set[FdbEntry]] | None = None
     neigh_index: dict[tuple[str, str], set[Neighbour]] | None = None
-    for op in ops.ops if isinstance(ops, Plan) else ops:
+    for op in ops:
         if isinstance(op, CreateLink):
             links[op.link.name] = op.link
         elif isinstance(op, SetLink):

@@ -282,10 +282,18 @@ class ObservedState:
         return entry.state == "permanent" and self.is_owned_bridge(entry.ifname)
 
     def owned_fdb(self) -> frozenset[FdbEntry]:
-        return frozenset(e for e in self.fdb if self.owns_fdb(e))
+        cached: frozenset[FdbEntry] | None = self.__dict__.get("_owned_fdb")
+        if cached is None:
+            cached = frozenset(e for e in self.fdb if self.owns_fdb(e))
+            object.__setattr__(self, "_owned_fdb", cached)
+        return cached
 
     def owned_neighbours(self) -> frozenset[Neighbour]:
-        return frozenset(n for n in self.neighbours if self.owns_neighbour(n))
+        cached: frozenset[Neighbour] | None = self.__dict__.get("_owned_neighbours")
+        if cached is None:
+            cached = frozenset(n for n in self.neighbours if self.owns_neighbour(n))
+            object.__setattr__(self, "_owned_neighbours", cached)
+        return cached
 
 
 @dataclass(frozen=True)
