@@ -255,7 +255,7 @@ class DnsDaemon(ABC):
         self,
         listen: Address | None = None,
         workdir: str | Path | None = None,
-        start_timeout: float = 5.0,
+        start_timeout: float = 20.0,
     ) -> None:
         host, port = listen if listen is not None else ("127.0.0.1", 0)
         self._address: Address = (host, port or free_port(host))
@@ -508,7 +508,7 @@ class _Authoritative(DnsDaemon):
         zones: Sequence[Zone],
         listen: Address | None = None,
         workdir: str | Path | None = None,
-        start_timeout: float = 5.0,
+        start_timeout: float = 20.0,
     ) -> None:
         if not zones:
             raise ValueError("an authoritative server needs at least one zone")
@@ -698,7 +698,7 @@ class UnboundForwarder(DnsDaemon):
         listen: Address | None = None,
         workdir: str | Path | None = None,
         extra: Mapping[str, object] | None = None,
-        start_timeout: float = 5.0,
+        start_timeout: float = 20.0,
     ) -> None:
         if not forward_to:
             raise ValueError("forward_to must name at least one upstream")
@@ -770,7 +770,7 @@ class Dnsmasq(DnsDaemon):
         workdir: str | Path | None = None,
         cache_size: int = 10000,
         extra_args: Sequence[str] = (),
-        start_timeout: float = 5.0,
+        start_timeout: float = 20.0,
     ) -> None:
         if not servers:
             raise ValueError("servers must name at least one upstream")
