@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import struct
 import threading
 from collections import Counter
@@ -794,7 +795,9 @@ class Monitor:
 
     A raw socket subscribed to the groups; only message headers are decoded, so a storm of
     50,000 FDB notifications costs milliseconds, not the seconds pyroute2's decoder takes, and
-    the notifications read in one go are reported once per distinct ``Event`` value.
+    the notifications read in one go are reported once per distinct ``Event`` value. A second
+    socket listens to nftables changes (``NETLINK_NETFILTER``): any is reported as
+    ``Event("NFT_CHANGE", 0)`` (the underlay filter may need a look).
     ``on_event(None)`` means "events may have been lost, resynchronise" (``ENOBUFS``).
     ``stop()`` wakes the thread through a pipe.
     """
@@ -803,6 +806,7 @@ class Monitor:
         self.netns = netns
         self.on_event = on_event
         self._sub: nl.Subscription | None = None
+        self._nft: nl.Subscription | None = None
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._run, name=f"l2-monitor-{netns or 'self'}", daemon=True)
@@ -813,6 +817,9 @@ class Monitor:
             self._sub = nl.Subscription(nl.open_socket(self.netns, EVENT_GROUPS, rcvbuf=8 << 20))
         except OSError as exc:
             raise KernelError(f"netlink monitor failed: {exc}") from exc
+        with contextlib.suppress(OSError):  # no nfnetlink: the resync still looks
+            group = 1 << (nl.NFNLGRP_NFTABLES - 1)
+            self._nft = nl.Subscription(nl.open_socket(self.netns, group, 1 << 16, nl.NETLINK_NETFILTER))
         self._thread.start()
 
     def _run(self) -> None:
@@ -820,7 +827,13 @@ class Monitor:
         assert sub is not None
         while not self._stopping:
             try:
-                if not sub.wait(1.0, self._wake_r):
+                extra = [self._nft.fileno()] if self._nft is not None else []
+                ready, _, _ = select.select([sub.fileno(), self._wake_r, *extra], [], [], 1.0)
+                if self._nft is not None and self._nft.fileno() in ready:
+                    nft, nft_lost = self._nft.drain()
+                    if (nft or nft_lost) and not self._stopping:
+                        self.on_event(Event("NFT_CHANGE", 0))
+                if sub.fileno() not in ready:
                     continue
                 datagrams, lost = sub.drain()
             except (OSError, ValueError) as exc:
@@ -850,6 +863,8 @@ class Monitor:
             self._thread.join(5.0)
         if self._sub is not None:
             self._sub.close()
+        if self._nft is not None:
+            self._nft.close()
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
