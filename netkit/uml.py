@@ -270,8 +270,8 @@ def run_in_uml(
             assert proc.stdout is not None
             for raw in proc.stdout:
                 line = raw.decode(errors="replace").replace("\r", "")
-                if not line.strip() or line.startswith(NOISE):
-                    continue
+                if line.startswith(NOISE) or (not out and not line.strip()):
+                    continue  # UML's own messages, blank lines before the command's output
                 out.append(line)
                 if stream:
                     sys.stdout.write(line)
