@@ -17,6 +17,8 @@ netkit: network and DNS reliability for Kubernetes data centres.
   netkit l2 apply    per-tenant L2 segments (VXLAN/802.1Q) on a node: plan and apply, with probes
                      and rollback; `netkit l2 status`, and `netkit l2 agent` repairs drift
                      (see: netkit l2 --help)
+  netkit l2 verify   a namespace lab proving tenant isolation with real frames (exit 1 on a leak)
+  netkit dns restart zero-gap restart of a running `netkit dns serve --control PATH`
 """
 
 
