@@ -45,7 +45,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -59,8 +58,9 @@ import dns.query
 import dns.rcode
 
 from netkit.lab import dnsfuzz
-from netkit.lab.dnspeers import DnsDaemon, NsdServer, Record, Zone, generate_zone
-from netkit.lab.runid import RunDir, free_port
+from netkit.lab.dnspeers import NsdServer, Record, Zone, generate_zone
+from netkit.lab.netkitd import NetkitServer
+from netkit.lab.runid import RunDir
 
 HOST = "127.0.0.1"
 ORIGIN = "example.test."
@@ -88,61 +88,6 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------------------------
 # netkit as a lab daemon
 # --------------------------------------------------------------------------------------------
-
-
-class Netkit(DnsDaemon):
-    """``netkit dns serve`` run as ``python -m netkit.cli`` with this interpreter, in its own group."""
-
-    binary = sys.executable
-    kind = "netkit"
-
-    def __init__(self, upstream: tuple[str, int], workdir: Path) -> None:
-        super().__init__((HOST, 0), workdir, start_timeout=20.0)
-        self.upstream = upstream
-        self.metrics_port = free_port(HOST)
-
-    def _write_config(self) -> None:
-        pass  # everything is on the command line
-
-    def _command(self, exe: str) -> list[str]:
-        host, port = self.address
-        return [
-            exe, "-m", "netkit.cli", "dns", "serve",
-            "--listen", f"{host}:{port}",
-            "--upstream", f"{self.upstream[0]}:{self.upstream[1]}",
-            "--metrics", f"{HOST}:{self.metrics_port}",
-        ]  # fmt: skip
-
-    def _probes(self) -> list[dns.message.Message]:
-        return [dns.message.make_query(ORIGIN, "SOA")]
-
-    def start(self) -> Netkit:
-        super().start()
-        deadline = time.monotonic() + self.start_timeout
-        while not self._http_ok("/ready"):
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"netkit never became ready\n{self.log_tail()}")
-            time.sleep(0.05)
-        return self
-
-    def _http_ok(self, path: str) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{HOST}:{self.metrics_port}{path}", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    def metrics(self, timeout: float = 5.0) -> dict[str, float]:
-        """The netkit_dns_* samples (histogram buckets left out), keyed by name{labels}."""
-        with urllib.request.urlopen(f"http://{HOST}:{self.metrics_port}/metrics", timeout=timeout) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("netkit_dns_") and "_bucket" not in line:
-                key, _, value = line.rpartition(" ")
-                out[key] = float(value)
-        return out
 
 
 def rss_kib(pid: int) -> tuple[int, int] | None:
@@ -249,7 +194,7 @@ class Sample:
 
 
 class Sampler(threading.Thread):
-    def __init__(self, netkit: Netkit, pid: int, t0: float) -> None:
+    def __init__(self, netkit: NetkitServer, pid: int, t0: float) -> None:
         super().__init__(daemon=True, name="sampler")
         self.netkit = netkit
         self.pid = pid
@@ -881,7 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"run dir {run.path}; starting NSD ({ZONE_NAMES:,} names) and netkit")
         with (
             NsdServer([zone], workdir=run.path, start_timeout=60) as nsd,
-            Netkit(nsd.address, run.path) as nk,
+            NetkitServer(nsd.address, run.path) as nk,
         ):
             pid = nk.pid
             assert pid is not None

@@ -39,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -62,7 +61,8 @@ from netkit.lab.dnspeers import (
     live_group_members,
     require_binary,
 )
-from netkit.lab.runid import RunDir, free_port
+from netkit.lab.netkitd import NetkitServer
+from netkit.lab.runid import RunDir
 
 HOST = "127.0.0.1"
 ORIGIN = "example.test."
@@ -107,81 +107,6 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------------------------
 # netkit as a lab daemon
 # --------------------------------------------------------------------------------------------
-
-
-class NetkitServer(DnsDaemon):
-    """``netkit dns serve`` run as ``python -m netkit.cli`` with this interpreter, in its own group."""
-
-    binary = sys.executable
-    kind = "netkit"
-
-    def __init__(
-        self,
-        upstream: tuple[str, int],
-        workdir: Path,
-        workers: int = 1,
-        cache_size: int = 150_000,
-        extra_args: Sequence[str] = (),
-    ) -> None:
-        super().__init__((HOST, 0), workdir, start_timeout=20.0)
-        self.upstream = upstream
-        self.workers = workers
-        self.cache_size = cache_size
-        self.extra_args = list(extra_args)
-        self.metrics_port = free_port(HOST)
-
-    def _write_config(self) -> None:
-        pass  # everything is on the command line
-
-    def _command(self, exe: str) -> list[str]:
-        host, port = self.address
-        return [
-            exe, "-m", "netkit.cli", "dns", "serve",
-            "--listen", f"{host}:{port}",
-            "--upstream", f"{self.upstream[0]}:{self.upstream[1]}",
-            "--cache-size", str(self.cache_size),
-            "--workers", str(self.workers),
-            "--metrics", f"{HOST}:{self.metrics_port}",
-            "--log-level", "warning",
-            *self.extra_args,
-        ]  # fmt: skip
-
-    def _probes(self) -> list[dns.message.Message]:
-        return [dns.message.make_query(ORIGIN, "SOA")]
-
-    def start(self) -> NetkitServer:
-        super().start()
-        deadline = time.monotonic() + self.start_timeout
-        while not self._http_ok("/ready"):  # with workers: every worker has reported in
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"netkit never became ready\n{self.log_tail()}")
-            time.sleep(0.05)
-        return self
-
-    def _http_ok(self, path: str) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{HOST}:{self.metrics_port}{path}", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    def metrics(self) -> dict[str, float]:
-        """The netkit_dns_* samples (histogram buckets left out), keyed by name{labels}.
-
-        With workers the supervisor serves the sum of snapshots each worker sends once a second,
-        so wait for one more round of reports first.
-        """
-        if self.workers > 1:
-            time.sleep(1.5)
-        with urllib.request.urlopen(f"http://{HOST}:{self.metrics_port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("netkit_dns_") and "_bucket" not in line:
-                key, _, value = line.rpartition(" ")
-                out[key] = float(value)
-        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -708,7 +633,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             up = nsd.address
 
             def netkit(workers: int) -> Callable[[], DnsDaemon]:
-                return lambda: NetkitServer(up, rd, workers, args.cache_entries, args.netkit_arg)
+                return lambda: NetkitServer(
+                    up,
+                    rd,
+                    workers=workers,
+                    cache_size=args.cache_entries,
+                    log_level="warning",
+                    extra_args=args.netkit_arg,
+                )
 
             all_systems = {
                 "unbound": System(
