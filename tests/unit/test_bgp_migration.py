@@ -1,0 +1,89 @@
+"""Migration steps: make before break, and no step ever leaves a node without a route
+(checked with the propagation model; the lab test checks it with real speakers)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bgp.inventory import Inventory, Policy
+from bgp.migration import convergence_problems, migration_steps
+from bgp.model import Session
+from bgp.planner import mesh_plan, plan
+from bgp.propagation import missing_routes
+from tests.unit.test_bgp_planner import inventory, node
+
+
+def assert_no_step_loses(names: list[str], steps: list, keep: set[str]) -> None:
+    for step in steps:
+        missing = missing_routes(names, step.sessions, step.cluster_ids)
+        lost = {n: m & keep for n, m in missing.items() if n in keep and m & keep}
+        assert not lost, (str(step), lost)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(4, 30), zones=st.integers(2, 4), batch=st.integers(1, 40), shared=st.booleans())
+def test_mesh_to_rr_and_back_never_loses_a_route(n: int, zones: int, batch: int, shared: bool) -> None:
+    policy = Policy(cluster_id="shared", reflectors_per_domain=2) if shared and zones == 2 else Policy()
+    inv = inventory(n, policy, zones)
+    mesh, rr = mesh_plan(inv), plan(inv)
+    names = list(inv.names)
+    forward = migration_steps(mesh, rr, batch)
+    if not forward:  # every node is a reflector: the reflector mesh is the full mesh
+        assert rr.sessions == mesh.sessions
+        return
+    assert forward[-1].sessions == rr.sessions
+    assert_no_step_loses(names, forward, set(names))
+    back = migration_steps(rr, mesh, batch)
+    assert back[-1].sessions == mesh.sessions
+    assert_no_step_loses(names, back, set(names))
+
+
+def test_make_before_break_order() -> None:
+    inv = inventory(12)
+    steps = migration_steps(mesh_plan(inv), plan(inv), batch=5)
+    kinds = [s.kind for s in steps]
+    assert kinds.index("gate") < kinds.index("remove")
+    assert kinds[: kinds.index("gate")] == ["reflect"] * 3
+    assert all(len(steps[i].sessions) >= len(steps[i + 1].sessions) for i in range(len(steps) - 1))
+    assert all(
+        len(s.sessions ^ steps[i].sessions) <= 5 for i, s in enumerate(steps[1:]) if s.kind == "remove"
+    )
+
+
+def test_adding_and_removing_nodes_later() -> None:
+    inv = inventory(15)
+    before = plan(inv)
+    grown = Inventory((*inv.nodes, node(40), node(41)), inv.policy)
+    after = plan(grown, previous=before)
+    steps = migration_steps(before, after)
+    assert [s.kind for s in steps] == ["add", "gate"] or steps[0].kind == "add"
+    old_names = set(inv.names)
+    assert_no_step_loses(list(grown.names), steps, old_names)
+    # remove a reflector: its clients move to the replacement before it goes
+    victim = sorted(after.reflectors)[0]
+    shrunk = Inventory(tuple(x for x in grown.nodes if x.name != victim), inv.policy)
+    final = plan(shrunk, previous=after)
+    steps = migration_steps(after, final)
+    keep = set(shrunk.names)
+    assert_no_step_loses(list(grown.names), steps, keep)
+    assert steps[-1].sessions == final.sessions
+
+
+def test_nothing_to_do() -> None:
+    inv = inventory(9)
+    p = plan(inv)
+    assert migration_steps(p, p) == []
+    with pytest.raises(ValueError):
+        migration_steps(p, p, batch=0)
+
+
+def test_convergence_problems_name_the_gap() -> None:
+    sessions = [Session.rr("r", "a"), Session.rr("r", "b")]
+    expected = {"198.19.1.0/24": "a", "198.19.2.0/24": "b"}
+    learnt = {"a": {"198.19.2.0/24": {"r"}}, "b": {"198.19.1.0/24": {"a"}}}  # b has it only via a
+    problems = convergence_problems(learnt, expected, sessions, ["a", "b"])
+    assert problems == ["b lacks 198.19.1.0/24 (from a) over target sessions"]
+    learnt["b"]["198.19.1.0/24"] = {"a", "r"}
+    assert convergence_problems(learnt, expected, sessions, ["a", "b"]) == []
