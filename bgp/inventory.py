@@ -5,6 +5,8 @@ errors that name the field. One file holds both::
     nodes:
       - name: node-a               # unique
         address: 198.18.0.1        # session address, unique
+        alt_address: 198.18.1.1    # optional second address: a hitless migration builds each
+                                   #   new session beside the old one on these, never flips one
         router_id: 198.18.0.1      # optional for IPv4 addresses (defaults to the address), unique
         asn: 64512                 # optional, default: the top-level asn
         labels: {zone: a, rack: r1}
@@ -45,7 +47,7 @@ ClusterIdScheme = Literal["per-reflector", "shared"]
 AsnScope = Literal["single", "per-as"]
 
 ASN_MAX = 4_294_967_295
-NODE_KEYS = ("name", "address", "router_id", "asn", "labels", "reflector", "prefixes")
+NODE_KEYS = ("name", "address", "alt_address", "router_id", "asn", "labels", "reflector", "prefixes")
 POLICY_KEYS = (
     "failure_domain",
     "redundancy",
@@ -78,6 +80,7 @@ class Node:
     labels: Mapping[str, str] = field(default_factory=dict)
     reflector: bool | None = None  # the "may be reflector" mark
     prefixes: tuple[str, ...] = ()
+    alt_address: str | None = None
 
     def domain(self, label: str) -> str:
         return self.labels.get(label, "")
@@ -228,6 +231,14 @@ def _parse_node(raw: Any, default_asn: int | None, path: str, err: _Errors) -> N
     except ValueError:
         err.add(f"{path}.address", f"{raw.get('address')!r} is not an IP address")
         address = ""
+    alt_address = None
+    if raw.get("alt_address") is not None:
+        try:
+            alt_address = str(ipaddress.ip_address(str(raw["alt_address"])))
+        except ValueError:
+            err.add(f"{path}.alt_address", f"{raw['alt_address']!r} is not an IP address")
+        if alt_address == address:
+            err.add(f"{path}.alt_address", "must differ from address")
     rid_raw = raw.get("router_id")
     router_id = ""
     if rid_raw is None:
@@ -275,13 +286,21 @@ def _parse_node(raw: Any, default_asn: int | None, path: str, err: _Errors) -> N
     if len(err.items) > before:
         return None
     assert isinstance(name, str)
-    return Node(name, address, router_id, asn, labels, mark, tuple(prefixes))
+    return Node(name, address, router_id, asn, labels, mark, tuple(prefixes), alt_address)
 
 
 def check_inventory(inv: Inventory) -> None:
     """Cross-node rules: unique names, addresses, router ids; one AS unless ``asn_scope: per-as``."""
     errors: list[str] = []
-    for attr, what in (("name", "name"), ("address", "address"), ("router_id", "router id")):
+    addresses: dict[str, str] = {}
+    for n in inv.nodes:
+        for value in (n.address, n.alt_address):
+            if value is None:
+                continue
+            if value in addresses and addresses[value] != n.name:
+                errors.append(f"nodes[{n.name}]: duplicate address {value} (also {addresses[value]})")
+            addresses.setdefault(value, n.name)
+    for attr, what in (("name", "name"), ("router_id", "router id")):
         seen: dict[str, str] = {}
         for n in inv.nodes:
             value = getattr(n, attr)

@@ -4,13 +4,15 @@ Every step is a complete session set (with cluster ids), so each node's speaker 
 step is ``speakers_for(inventory, step.sessions, step.cluster_ids)``. Order:
 
 1. **add**: sessions the target has and the current topology lacks, all at once (nothing is
-   lost by adding a session);
-2. **reflect**: one step per reflector that starts reflecting on existing sessions (a mesh
-   session becomes a client session) or changes cluster id: some speakers (BIRD) restart those
-   sessions, so one reflector at a time, while the old paths still carry every route;
+   lost by adding a session). A pair whose session changes kind (mesh peer -> reflector client)
+   gets its new session *beside* the old one, on the nodes' alternate addresses: BIRD and FRR
+   both reset a session whose reflector-client flag changes (measured: BIRD 2.0.12 dropped the
+   peer's prefix for 3+ s), and in a mesh the two ends' own prefixes ride only on that session;
+2. **reflect**: only for pairs without alternate addresses: flip in place, one reflector at a
+   time (and cluster-id changes), accepting the reset;
 3. **gate**: wait until every node has every prefix over a session of the *target* topology;
 4. **remove**: old sessions in batches, the check after every batch: nothing missing;
-5. **unreflect**: reflectors that stop reflecting (RR -> mesh), one at a time, last.
+5. **unreflect**: in-place flips that remove reflection, one reflector at a time, last.
 
 The reverse migration (reflectors -> mesh) and plan changes (nodes or reflectors added or
 removed) are the same algorithm with other inputs.
@@ -25,7 +27,7 @@ from typing import Literal
 from bgp.model import Session, SessionKind
 from bgp.planner import Plan
 
-__all__ = ["Step", "convergence_problems", "migration_steps"]
+__all__ = ["Step", "convergence_problems", "migration_steps", "realize"]
 
 StepKind = Literal["add", "reflect", "gate", "remove", "unreflect"]
 
@@ -47,65 +49,107 @@ def _touched(before: Iterable[Session], after: Iterable[Session]) -> tuple[str, 
     return tuple(sorted({n for s in delta for n in (s.a, s.b)}))
 
 
-def migration_steps(current: Plan, target: Plan, batch: int = 10) -> list[Step]:
-    """The steps from ``current`` to ``target``; an empty list when there is nothing to do."""
+def realize(
+    current: Plan, target: Plan, alt_nodes: frozenset[str] | None = None
+) -> tuple[set[Session], dict[frozenset[str], Session]]:
+    """Where each target session will run, and the sessions that must be flipped in place.
+
+    A target session identical to a current one (same ends and kind) stays on its address pair.
+    A pair that changes kind gets a new session on the other address pair when both nodes have
+    an alternate address (``alt_nodes``; None: all have), else it is flipped in place: BIRD and
+    FRR reset a session whose reflector-client flag changes, which loses the routes only that
+    session carried until it is back.
+    """
+    by_pair: dict[frozenset[str], list[Session]] = {}
+    for c in current.sessions:
+        by_pair.setdefault(c.pair, []).append(c)
+    realized: set[Session] = set()
+    flips: dict[frozenset[str], Session] = {}
+    for t in sorted(target.sessions):
+        olds = by_pair.get(t.pair, [])
+        same = [c for c in olds if (c.a, c.b, c.kind) == (t.a, t.b, t.kind)]
+        if same:
+            realized.add(same[0])
+        elif not olds:
+            realized.add(t)
+        else:
+            used = {c.alt for c in olds}
+            free = [alt for alt in (False, True) if alt not in used]
+            can_alt = alt_nodes is None or t.pair <= alt_nodes
+            if free and (can_alt or free == [False]):
+                realized.add(t.on(free[0]))
+            else:
+                flipped = t.on(olds[0].alt)
+                realized.add(flipped)
+                flips[t.pair] = flipped
+    return realized, flips
+
+
+def migration_steps(
+    current: Plan, target: Plan, batch: int = 10, alt_nodes: frozenset[str] | None = None
+) -> list[Step]:
+    """The steps from ``current`` to ``target``; an empty list when there is nothing to do.
+
+    The last step's session set is where the target runs (``realize``): it can differ from
+    ``target.sessions`` in which address pair a session uses.
+    """
     if batch < 1:
         raise ValueError("batch must be at least 1")
+    realized, flips = realize(current, target, alt_nodes)
     now = set(current.sessions)
-    by_pair = {s.pair: s for s in now}
-    target_by_pair = {s.pair: s for s in target.sessions}
     steps: list[Step] = []
+    cids_now: dict[str, str] = dict(current.cluster_ids)
 
     def push(kind: StepKind, title: str, new: set[Session], ids: Mapping[str, str] | None = None) -> None:
-        nonlocal now
-        touched = _touched(now, new)
+        nonlocal now, cids_now
+        touched = set(_touched(now, new))
         if ids is not None:
-            touched = tuple(sorted({*touched, *(n for n in ids if ids.get(n) != cids_now.get(n))}))
+            touched |= {n for n in ids if ids.get(n) != cids_now.get(n)}
+            cids_now = dict(ids)
         if not touched:
             return
-        steps.append(Step(kind, title, frozenset(new), dict(ids or cids_now), touched))
+        steps.append(Step(kind, title, frozenset(new), dict(cids_now), tuple(sorted(touched))))
         now = set(new)
 
-    cids_now: dict[str, str] = dict(current.cluster_ids)
-    # 1. add
-    fresh = {s for p, s in target_by_pair.items() if p not in by_pair}
+    flipped_slots = {f.slot for f in flips.values()}
+    # 1. add: new sessions beside the old ones (and cluster ids of new reflectors)
+    fresh = {s for s in realized if s not in now and s.slot not in flipped_slots}
+    ids = {**cids_now, **{r: c for r, c in target.cluster_ids.items() if r not in cids_now}}
     if fresh:
-        ids = {**cids_now, **{r: c for r, c in target.cluster_ids.items() if r not in cids_now}}
-        push("add", f"{len(fresh)} new sessions", now | fresh, ids)
-        cids_now = ids
-    # 2. reflect: per reflector, pairs that gain reflection from it, and cluster id changes
-    gaining: dict[str, set[frozenset[str]]] = {}
-    for p, s in target_by_pair.items():
-        old = by_pair.get(p)
-        if old is not None and old != s and s.kind is SessionKind.RR:
-            gaining.setdefault(s.a, set()).add(p)
+        alt = sum(1 for s in fresh if s.alt)
+        push("add", f"{len(fresh)} new sessions ({alt} on alternate addresses)", now | fresh, ids)
+    # 2. reflect: in-place flips that add reflection and cluster-id changes, one reflector at a time
+    gaining: dict[str, set[Session]] = {}
+    for f in flips.values():
+        if f.kind is SessionKind.RR:
+            gaining.setdefault(f.a, set()).add(f)
     recluster = {r for r, c in target.cluster_ids.items() if r in cids_now and cids_now[r] != c}
     for r in sorted(set(gaining) | recluster):
-        pairs = gaining.get(r, set())
-        new = {s for s in now if s.pair not in pairs} | {target_by_pair[p] for p in pairs}
+        mine = gaining.get(r, set())
+        slots = {f.slot for f in mine}
+        new = {s for s in now if s.slot not in slots} | mine
         ids = {**cids_now, r: target.cluster_ids.get(r, cids_now.get(r, ""))}
-        push("reflect", f"{r} reflects to {len(pairs)} clients (cluster id {ids[r]})", new, ids)
-        cids_now = ids
+        push("reflect", f"{r} reflects to {len(mine)} clients in place (sessions reset)", new, ids)
     # 3. gate
     steps.append(
         Step("gate", "every node learns every prefix over target sessions", frozenset(now), dict(cids_now))
     )
     # 4. remove, in batches
-    gone = sorted(s for s in now if s.pair not in target_by_pair)
+    gone = sorted(s for s in now if s not in realized and s.slot not in flipped_slots)
     for i in range(0, len(gone), batch):
         part = set(gone[i : i + batch])
         push("remove", f"{len(part)} old sessions ({i + len(part)}/{len(gone)})", now - part)
-    # 5. unreflect: sessions still differing from the target (reflection removed or reversed)
-    losing: dict[str, set[frozenset[str]]] = {}
+    # 5. unreflect: in-place flips that remove reflection, one reflector at a time
+    losing: dict[str, set[Session]] = {}
     for s in now:
-        want = target_by_pair.get(s.pair)
+        want = flips.get(s.pair)
         if want is not None and want != s and s.kind is SessionKind.RR:
-            losing.setdefault(s.a, set()).add(s.pair)
+            losing.setdefault(s.a, set()).add(want)
     for r in sorted(losing):
-        pairs = losing[r]
-        new = {s for s in now if s.pair not in pairs} | {target_by_pair[p] for p in pairs}
-        push("unreflect", f"{r} stops reflecting to {len(pairs)} peers", new)
-    if now != set(target.sessions):  # pragma: no cover - the steps above are complete
+        slots = {f.slot for f in losing[r]}
+        new = {s for s in now if s.slot not in slots} | losing[r]
+        push("unreflect", f"{r} stops reflecting to {len(slots)} peers in place (sessions reset)", new)
+    if now != realized:  # pragma: no cover - the steps above are complete
         raise AssertionError("migration steps do not reach the target")
     if all(s.kind == "gate" for s in steps):
         return []

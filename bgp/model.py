@@ -42,21 +42,33 @@ class Session:
     """One BGP session between two nodes, by name.
 
     For ``PEER`` sessions ``a < b`` (use ``Session.peer``); for ``RR`` sessions ``a`` is the
-    reflector and ``b`` its client.
+    reflector and ``b`` its client. ``alt``: the session runs between the two nodes' alternate
+    addresses. BIRD and FRR reset a session whose reflector-client flag changes, so a hitless
+    migration never flips a session: it builds the new one beside the old on the other address
+    pair, then removes the old one.
     """
 
     a: str
     b: str
     kind: SessionKind = SessionKind.PEER
+    alt: bool = False
 
     @staticmethod
-    def peer(x: str, y: str) -> Session:
+    def peer(x: str, y: str, alt: bool = False) -> Session:
         a, b = sorted((x, y))
-        return Session(a, b, SessionKind.PEER)
+        return Session(a, b, SessionKind.PEER, alt)
 
     @staticmethod
-    def rr(reflector: str, client: str) -> Session:
-        return Session(reflector, client, SessionKind.RR)
+    def rr(reflector: str, client: str, alt: bool = False) -> Session:
+        return Session(reflector, client, SessionKind.RR, alt)
+
+    @property
+    def slot(self) -> tuple[frozenset[str], bool]:
+        """What identifies a session on the wire: the node pair and the address pair used."""
+        return (frozenset((self.a, self.b)), self.alt)
+
+    def on(self, alt: bool) -> Session:
+        return Session(self.a, self.b, self.kind, alt)
 
     @property
     def pair(self) -> frozenset[str]:
@@ -76,7 +88,7 @@ class Session:
 
     def __str__(self) -> str:
         arrow = "--" if self.kind is SessionKind.PEER else "->"
-        return f"{self.a} {arrow} {self.b}"
+        return f"{self.a} {arrow} {self.b}" + (" (alt)" if self.alt else "")
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,7 @@ class NodeInfo:
     asn: int
     router_id: str
     prefixes: tuple[str, ...] = ()  # originated, e.g. the node's pod CIDR
+    alt_address: str | None = None  # a second address, for sessions built beside old ones
 
 
 @dataclass(frozen=True)
@@ -110,11 +123,13 @@ class Neighbor:
     asn: int
     role: Role
     password: str | None = None  # TCP MD5 (RFC 2385)
+    local_address: str | None = None  # None: the speaker's own address (SpeakerConfig.address)
 
     @property
     def ident(self) -> str:
         """A name usable as a protocol/peer-group identifier in every speaker's syntax."""
-        return "n_" + "".join(c if c.isalnum() else "_" for c in self.name)
+        base = "n_" + "".join(c if c.isalnum() else "_" for c in self.name)
+        return base + "_alt" if self.local_address is not None else base
 
 
 @dataclass(frozen=True)
@@ -159,7 +174,8 @@ def speaker_configs(
     """One config per node, from a session set (a plan, or a migration step between two plans).
 
     ``cluster_ids`` maps each reflector to its cluster id; a node reflecting in ``sessions``
-    without one gets its router id (RFC 4456's default).
+    without one gets its router id (RFC 4456's default). An ``alt`` session needs both nodes'
+    ``alt_address``.
     """
     by_name = {n.name: n for n in nodes}
     neighbours: dict[str, list[Neighbor]] = {name: [] for name in by_name}
@@ -168,12 +184,20 @@ def speaker_configs(
             if me not in by_name or s.other(me) not in by_name:
                 missing = me if me not in by_name else s.other(me)
                 raise ValueError(f"session {s} names unknown node {missing!r}")
-            other = by_name[s.other(me)]
+            other, mine = by_name[s.other(me)], by_name[me]
             pw = (passwords or {}).get(s.pair)
-            neighbours[me].append(Neighbor(other.name, other.address, other.asn, s.role_of(me), pw))
+            if not s.alt:
+                neighbours[me].append(Neighbor(other.name, other.address, other.asn, s.role_of(me), pw))
+                continue
+            if other.alt_address is None or mine.alt_address is None:
+                lacking = other.name if other.alt_address is None else me
+                raise ValueError(f"session {s} runs on alternate addresses, but {lacking} has none")
+            neighbours[me].append(
+                Neighbor(other.name, other.alt_address, other.asn, s.role_of(me), pw, mine.alt_address)
+            )
     out: dict[str, SpeakerConfig] = {}
     for name, info in by_name.items():
-        nbrs = tuple(sorted(neighbours[name], key=lambda n: n.name))
+        nbrs = tuple(sorted(neighbours[name], key=lambda n: (n.name, n.local_address is not None)))
         reflects = any(n.role is Role.CLIENT for n in nbrs)
         out[name] = SpeakerConfig(
             node=name,

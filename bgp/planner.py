@@ -88,7 +88,10 @@ class Plan:
                 {"node": r.node, "level": r.level, "cluster_id": r.cluster_id, "domain": r.domain}
                 for r in sorted(self.reflectors.values(), key=lambda r: (-r.level, r.node))
             ],
-            "sessions": [{"a": s.a, "b": s.b, "kind": str(s.kind)} for s in sorted(self.sessions)],
+            "sessions": [
+                {"a": s.a, "b": s.b, "kind": str(s.kind), **({"alt": True} if s.alt else {})}
+                for s in sorted(self.sessions)
+            ],
         }
 
 
@@ -100,7 +103,8 @@ def plan_from_dict(raw: Any) -> Plan:
             for r in raw.get("reflectors", [])
         }
         sessions = frozenset(
-            Session(str(s["a"]), str(s["b"]), SessionKind(str(s["kind"]))) for s in raw["sessions"]
+            Session(str(s["a"]), str(s["b"]), SessionKind(str(s["kind"])), bool(s.get("alt", False)))
+            for s in raw["sessions"]
         )
         kind = raw["kind"]
         if kind not in ("mesh", "rr"):
@@ -333,6 +337,9 @@ def plan(inv: Inventory, previous: Plan | None = None) -> Plan:
             raise InventoryError([f"AS {asn}: {e}" for e in exc.errors]) from exc
         reflectors.update(r)
         sessions |= s
+    if previous is not None:  # a kept session stays on the address pair it runs on
+        kept = {(s.a, s.b, s.kind): s.alt for s in previous.sessions}
+        sessions = {s.on(kept.get((s.a, s.b, s.kind), s.alt)) for s in sessions}
     return Plan("rr", reflectors, frozenset(sessions), tuple(sorted(inv.names)))
 
 
@@ -407,7 +414,7 @@ def diff_plans(old: Plan, new: Plan) -> PlanDiff:
 
 
 def node_infos(inv: Inventory) -> list[NodeInfo]:
-    return [NodeInfo(n.name, n.address, n.asn, n.router_id, n.prefixes) for n in inv.nodes]
+    return [NodeInfo(n.name, n.address, n.asn, n.router_id, n.prefixes, n.alt_address) for n in inv.nodes]
 
 
 def speakers_for(

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bgp.inventory import Inventory, Policy
 from bgp.migration import convergence_problems, migration_steps
-from bgp.model import Session
+from bgp.model import Session, SessionKind
 from bgp.planner import mesh_plan, plan
 from bgp.propagation import missing_routes
 from tests.unit.test_bgp_planner import inventory, node
@@ -33,19 +35,32 @@ def test_mesh_to_rr_and_back_never_loses_a_route(n: int, zones: int, batch: int,
     if not forward:  # every node is a reflector: the reflector mesh is the full mesh
         assert rr.sessions == mesh.sessions
         return
-    assert forward[-1].sessions == rr.sessions
+    assert {s.on(False) for s in forward[-1].sessions} == rr.sessions
     assert_no_step_loses(names, forward, set(names))
-    back = migration_steps(rr, mesh, batch)
-    assert back[-1].sessions == mesh.sessions
+    assert not [s for s in forward if s.kind in ("reflect", "unreflect")]
+    now = dataclasses.replace(rr, sessions=forward[-1].sessions)
+    back = migration_steps(now, mesh, batch)
+    assert {s.on(False) for s in back[-1].sessions} == mesh.sessions
     assert_no_step_loses(names, back, set(names))
+    # and without alternate addresses: flips in place, one reflector at a time
+    flips = migration_steps(mesh, rr, batch, alt_nodes=frozenset())
+    assert flips[-1].sessions == rr.sessions
+    assert_no_step_loses(names, flips, set(names))
 
 
 def test_make_before_break_order() -> None:
     inv = inventory(12)
-    steps = migration_steps(mesh_plan(inv), plan(inv), batch=5)
+    rr = plan(inv)
+    steps = migration_steps(mesh_plan(inv), rr, batch=5)
     kinds = [s.kind for s in steps]
-    assert kinds.index("gate") < kinds.index("remove")
-    assert kinds[: kinds.index("gate")] == ["reflect"] * 3
+    assert kinds[:2] == ["add", "gate"] and set(kinds[2:]) == {"remove"}
+    added = steps[0].sessions - mesh_plan(inv).sessions
+    assert added == {s.on(True) for s in rr.sessions if s.kind is SessionKind.RR}  # beside, not instead
+    assert all(
+        len(s.sessions ^ steps[i].sessions) <= 5 for i, s in enumerate(steps[1:]) if s.kind == "remove"
+    )
+    in_place = [s.kind for s in migration_steps(mesh_plan(inv), rr, batch=5, alt_nodes=frozenset())]
+    assert in_place[: in_place.index("gate")] == ["reflect"] * 3
     assert all(len(steps[i].sessions) >= len(steps[i + 1].sessions) for i in range(len(steps) - 1))
     assert all(
         len(s.sessions ^ steps[i].sessions) <= 5 for i, s in enumerate(steps[1:]) if s.kind == "remove"
@@ -68,7 +83,7 @@ def test_adding_and_removing_nodes_later() -> None:
     steps = migration_steps(after, final)
     keep = set(shrunk.names)
     assert_no_step_loses(list(grown.names), steps, keep)
-    assert steps[-1].sessions == final.sessions
+    assert {s.on(False) for s in steps[-1].sessions} == final.sessions
 
 
 def test_nothing_to_do() -> None:
