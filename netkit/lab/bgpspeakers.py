@@ -1,0 +1,726 @@
+"""Real BGP speakers (BIRD 2, FRR, GoBGP) in lab network namespaces, driven by ``SpeakerConfig``.
+
+Each manager is built with (namespace, workdir, config) and:
+
+- renders its config with ``bgp.render`` and keeps every file in ``<workdir>/<kind>-<node>``;
+- starts its daemon(s) in the foreground as children of this process, each in its own process
+  group, so stop/kill reach exactly what it started; ``start`` returns once the daemon answers
+  its control channel (not once sessions are up: see :meth:`BgpSpeaker.wait_established`);
+- reads state back as plain data: :meth:`BgpSpeaker.sessions` (neighbour address -> FSM state
+  name as in RFC 4271, e.g. ``"Established"``) and :meth:`BgpSpeaker.routes` (prefix ->
+  :class:`PathInfo` list); the parsers are pure functions over the tools' own output;
+- moves to a new config without a restart with :meth:`BgpSpeaker.apply`: BIRD rewrites
+  ``bird.conf`` and runs ``birdc configure``; FRR sends ``bgp.render.frr.frr_delta`` through
+  vtysh; GoBGP rewrites its TOML and gets SIGHUP (gobgpd re-reads its neighbours and adds,
+  deletes or updates them), and its originated prefixes change through the gobgp CLI.
+
+FRR's daemons run as root (``-u root -g frrvty``): per-run dirs are private to root (mode 0700),
+so user ``frr`` could not reach a runtime dir inside one. A failure raises
+:class:`~netkit.lab.dnspeers.DaemonError` with the tail of the daemon's logs; a missing binary
+raises RuntimeError naming the Debian package (never a skip).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Self, TypeVar
+
+from bgp.model import SpeakerConfig
+from bgp.render.bird import render_bird
+from bgp.render.frr import frr_delta, render_frr
+from bgp.render.gobgp import gobgp_announce_commands, gobgp_withdraw_commands, render_gobgp
+from netkit.lab.dnspeers import DaemonError, live_group_members, require_binary
+from netkit.lab.runid import free_port
+
+__all__ = [
+    "BgpSpeaker",
+    "BirdSpeaker",
+    "FrrSpeaker",
+    "GoBgpSpeaker",
+    "PathInfo",
+    "normalise_state",
+    "parse_bird_protocols",
+    "parse_bird_routes",
+    "parse_frr_neighbors",
+    "parse_frr_prefixes",
+    "parse_frr_routes",
+    "parse_gobgp_neighbors",
+    "parse_gobgp_rib",
+    "wait_for",
+]
+
+T = TypeVar("T")
+
+# A UNIX socket path must fit sockaddr_un.sun_path (108 bytes with the NUL).
+_MAX_SOCKET_PATH = 107
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    """One path for a prefix, as a speaker reports it.
+
+    ``from_address`` is the neighbour the path was learnt from (None: originated locally);
+    ``next_hop`` is the BGP NEXT_HOP (None for a local path without one).
+    """
+
+    prefix: str
+    next_hop: str | None
+    from_address: str | None
+    best: bool
+    local_pref: int | None
+    as_path: tuple[int, ...] = ()
+    originator_id: str | None = None
+    cluster_list: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# Parsers (pure)
+# --------------------------------------------------------------------------------------------
+
+_STATES = {s.lower(): s for s in ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established")}
+_GOBGP_STATES = {1: "Idle", 2: "Connect", 3: "Active", 4: "OpenSent", 5: "OpenConfirm", 6: "Established"}
+
+
+def normalise_state(state: str) -> str:
+    """RFC 4271 spelling of an FSM state in any speaker's case (``established`` -> ``Established``);
+    anything else is returned unchanged."""
+    return _STATES.get(state.lower(), state)
+
+
+def parse_bird_protocols(text: str, neighbors: Mapping[str, str]) -> dict[str, str]:
+    """``birdc show protocols`` -> {neighbour address: state} for the BGP protocols named in
+    ``neighbors`` (protocol name -> neighbour address). A protocol that is down without a BGP
+    state (e.g. disabled) reports ``Down``."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 5 or fields[1] != "BGP" or fields[0] not in neighbors:
+            continue
+        info = fields[5] if len(fields) > 5 else ""
+        out[neighbors[fields[0]]] = normalise_state(info) if info else fields[3].capitalize()
+    return out
+
+
+# "198.19.2.0/24  unicast [n_n2 12:27:59.082 from 198.18.0.1] * (100) [i]" (prefix only on the
+# first path of a prefix; the time may be a date for old routes)
+_BIRD_PATH = re.compile(
+    r"^(?P<prefix>\S+)?\s+(?P<kind>\w+)\s+\[(?P<proto>\S+)\s+[^\]]*?(?:\s+from\s+(?P<from>\S+))?\]"
+    r"\s+(?P<best>\*)?"
+)
+
+
+def parse_bird_routes(text: str, neighbors: Mapping[str, str]) -> dict[str, list[PathInfo]]:
+    """``birdc show route all [table T]`` -> {prefix: paths}.
+
+    ``neighbors`` maps BGP protocol names to neighbour addresses: a path's ``from_address`` is
+    its protocol's neighbour (BIRD prints ``from X`` only when X differs from the gateway); a
+    path from a non-BGP protocol (static, direct) is local. Only BGP and static paths are kept.
+    """
+    out: dict[str, list[PathInfo]] = {}
+    current: dict[str, Any] | None = None
+    prefix: str | None = None
+
+    def flush() -> None:
+        if current is not None and current["keep"]:
+            del current["keep"]
+            out.setdefault(current["prefix"], []).append(PathInfo(**current))
+
+    for raw in text.splitlines():
+        if not raw.strip() or raw.startswith(("BIRD ", "Table ")):
+            continue
+        m = _BIRD_PATH.match(raw)
+        if m and "[" in raw and not raw.lstrip().startswith(("BGP.", "Type:", "via ", "dev ")):
+            flush()
+            prefix = m["prefix"] or prefix
+            proto = m["proto"]
+            bgp = proto in neighbors
+            current = {
+                "prefix": prefix,
+                "next_hop": None,
+                "from_address": neighbors.get(proto) or (m["from"] if bgp else None),
+                "best": m["best"] is not None,
+                "local_pref": None,
+                "as_path": (),
+                "originator_id": None,
+                "cluster_list": (),
+                "keep": bgp or m["kind"] in ("blackhole", "unreachable", "prohibited"),
+            }
+            continue
+        if current is None:
+            continue
+        line = raw.strip()
+        key, _, value = line.partition(":")
+        value = value.strip()
+        if key == "Type" and value.startswith("BGP"):
+            current["keep"] = True
+        elif key == "BGP.next_hop":
+            current["next_hop"] = _address(value.split()[0]) if value else None
+        elif key == "BGP.local_pref":
+            current["local_pref"] = int(value)
+        elif key == "BGP.as_path":
+            current["as_path"] = tuple(int(t) for t in value.replace("{", " ").replace("}", " ").split())
+        elif key == "BGP.originator_id":
+            current["originator_id"] = value
+        elif key == "BGP.cluster_list":
+            current["cluster_list"] = tuple(value.split())
+    flush()
+    return out
+
+
+def _address(text: str | None) -> str | None:
+    """An address as every parser reports it: IPv4-mapped IPv6 (``::ffff:c612:1``, how FRR
+    shows an IPv4 next hop of an IPv6 route) becomes the IPv4 address; unspecified is None."""
+    if text is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if ip.is_unspecified:
+        return None
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip)
+
+
+def _json_documents(text: str) -> list[Any]:
+    """Every JSON document in ``text`` (vtysh prints one per ``-c`` command, back to back)."""
+    decoder = json.JSONDecoder()
+    docs: list[Any] = []
+    i = 0
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text):
+            return docs
+        doc, i = decoder.raw_decode(text, i)
+        docs.append(doc)
+
+
+def parse_frr_neighbors(text: str) -> dict[str, str]:
+    """``show bgp neighbors json`` -> {neighbour address: state}."""
+    data = json.loads(text) if text.strip() else {}
+    return {a: normalise_state(str(v.get("bgpState", ""))) for a, v in data.items() if isinstance(v, dict)}
+
+
+def parse_frr_prefixes(text: str) -> list[str]:
+    """``show bgp <afi> unicast json`` -> the prefixes in the table."""
+    data = json.loads(text) if text.strip() else {}
+    return list(data.get("routes", {}))
+
+
+def _frr_as_path(aspath: Mapping[str, Any]) -> tuple[int, ...]:
+    asns: list[int] = []
+    for seg in aspath.get("segments", []):
+        asns += [int(a) for a in seg.get("list", [])]
+    return tuple(asns)
+
+
+def parse_frr_routes(text: str) -> dict[str, list[PathInfo]]:
+    """Back-to-back ``show bgp <afi> unicast PREFIX json`` documents -> {prefix: paths}."""
+    out: dict[str, list[PathInfo]] = {}
+    for doc in _json_documents(text):
+        prefix = doc.get("prefix")
+        if prefix is None:
+            continue
+        for p in doc.get("paths", []):
+            peer = p.get("peer", {}).get("peerId")
+            local = peer in (None, "(unspec)", "0.0.0.0", "::") or p.get("sourced") or p.get("local")
+            nhs = p.get("nexthops", [])
+            nh = nhs[0].get("ip") if nhs else None
+            best = p.get("bestpath", {})
+            out.setdefault(prefix, []).append(
+                PathInfo(
+                    prefix=prefix,
+                    next_hop=_address(nh),
+                    from_address=None if local else _address(peer),
+                    best=bool(best.get("overall")) if isinstance(best, dict) else bool(best),
+                    local_pref=p.get("locPrf"),
+                    as_path=_frr_as_path(p.get("aspath", {})),
+                    originator_id=p.get("originatorId"),
+                    cluster_list=tuple(p.get("clusterList", {}).get("list", [])),
+                )
+            )
+    return out
+
+
+def parse_gobgp_neighbors(text: str) -> dict[str, str]:
+    """``gobgp neighbor -j`` -> {neighbour address: state}."""
+    data = json.loads(text) if text.strip() else []
+    out: dict[str, str] = {}
+    for n in data or []:
+        address = n.get("conf", {}).get("neighbor_address") or n.get("state", {}).get("neighbor_address")
+        raw = n.get("state", {}).get("session_state", 1)  # gobgp omits zero values; absent: idle
+        out[address] = _GOBGP_STATES.get(raw, str(raw)) if isinstance(raw, int) else normalise_state(raw)
+    return out
+
+
+def parse_gobgp_rib(text: str) -> dict[str, list[PathInfo]]:
+    """``gobgp global rib -a AFI -j`` -> {prefix: paths}."""
+    data = json.loads(text) if text.strip() else {}
+    out: dict[str, list[PathInfo]] = {}
+    for prefix, paths in (data or {}).items():
+        for p in paths:
+            attrs = {a["type"]: a for a in p.get("attrs", [])}
+            nh = attrs.get(3, attrs.get(14, {})).get("nexthop")
+            as_path: list[int] = []
+            for seg in attrs.get(2, {}).get("as_paths", []):
+                as_path += seg.get("asns", [])
+            out.setdefault(prefix, []).append(
+                PathInfo(
+                    prefix=prefix,
+                    next_hop=_address(nh),
+                    from_address=_address(p.get("neighbor-ip")),
+                    best=bool(p.get("best")),
+                    local_pref=attrs[5]["value"] if 5 in attrs else None,
+                    as_path=tuple(as_path),
+                    originator_id=attrs[9]["value"] if 9 in attrs else None,
+                    cluster_list=tuple(attrs[10]["value"]) if 10 in attrs else (),
+                )
+            )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Lifecycle
+# --------------------------------------------------------------------------------------------
+
+
+def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Call ``check`` until it returns something truthy and return that; raise TimeoutError
+    naming ``what`` (and the last value seen) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what}: not reached within {timeout:.1f} s (last: {value!r})")
+        time.sleep(interval)
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _frr_daemon(name: str) -> str:
+    path = Path("/usr/lib/frr") / name
+    return str(path) if path.is_file() else require_binary(name, "frr")
+
+
+class BgpSpeaker(ABC):
+    """One speaker (one or more daemons) in a namespace; see the module docstring."""
+
+    kind: ClassVar[str]
+
+    def __init__(
+        self, netns: str, workdir: str | Path, cfg: SpeakerConfig, start_timeout: float = 20.0
+    ) -> None:
+        self.netns = netns
+        self.cfg = cfg
+        self.start_timeout = start_timeout
+        self.dir = Path(workdir) / f"{self.kind}-{cfg.node}"
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._names: dict[int, str] = {}  # pid -> daemon name, for messages
+
+    # -- subclass hooks ----------------------------------------------------------------------
+
+    @abstractmethod
+    def _start(self) -> None:
+        """Write the config and start the daemon(s) with :meth:`_spawn`; wait until they answer."""
+
+    @abstractmethod
+    def _apply(self, new: SpeakerConfig) -> None:
+        """Move the running speaker from ``self.cfg`` to ``new``."""
+
+    @abstractmethod
+    def sessions(self) -> dict[str, str]:
+        """{neighbour address: FSM state}, for the neighbours the speaker has configured."""
+
+    @abstractmethod
+    def routes(self, family: str = "ipv4") -> dict[str, list[PathInfo]]:
+        """{prefix: paths} in the speaker's RIB for ``family`` (``ipv4`` or ``ipv6``)."""
+
+    @abstractmethod
+    def _logs(self) -> list[Path]:
+        """Files worth showing when something fails."""
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether every daemon this speaker started is alive."""
+        return bool(self._procs) and all(p.poll() is None for p in self._procs)
+
+    @property
+    def pids(self) -> list[int]:
+        """PIDs (also process-group ids) of the daemons this speaker started."""
+        return [p.pid for p in self._procs]
+
+    def start(self) -> Self:
+        """Render and write the config, start the daemon(s), wait until they answer."""
+        if self._procs:
+            raise RuntimeError(f"{self!r} already started")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM every daemon (last started first), SIGKILL after ``timeout`` s; reap. Idempotent."""
+        for proc in reversed(self._procs):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout)
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL every daemon at once, as a crash would (routes it put in the kernel stay)."""
+        procs, self._procs = self._procs, []
+        for proc in procs:
+            # each daemon leads its own process group; the id stays reserved while any member lives
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        for proc in procs:
+            proc.wait()
+            deadline = time.monotonic() + 2.0
+            while live_group_members(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    def apply(self, new: SpeakerConfig) -> None:
+        """Reconfigure the running speaker to ``new`` without restarting it."""
+        if not self.running:
+            raise RuntimeError(f"{self!r} is not running")
+        if new.node != self.cfg.node:
+            raise ValueError(f"config for {new.node!r} applied to speaker {self.cfg.node!r}")
+        self._apply(new)
+        self.cfg = new
+
+    def wait_established(self, timeout: float = 20.0, neighbors: Sequence[str] | None = None) -> None:
+        """Wait until every session (or those to ``neighbors``, by address) is Established."""
+        want = list(neighbors) if neighbors is not None else [n.address for n in self.cfg.neighbors]
+
+        def check() -> bool:
+            states = self.sessions()
+            return all(states.get(a) == "Established" for a in want)
+
+        try:
+            wait_for(check, timeout, f"{self.cfg.node}: sessions Established")
+        except TimeoutError as e:
+            raise DaemonError(f"{e}; states {self.sessions()}\n{self.log_tail()}") from None
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the daemons' logs, for error messages."""
+        parts = [f"--- {p}\n{t}" for p in self._logs() if (t := _tail(p, lines))]
+        return "\n".join(parts) or f"(no log output in {self.dir})"
+
+    def close(self) -> None:
+        self.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.cfg.node} in {self.netns} pids={self.pids} dir={self.dir}>"
+
+    # -- helpers for subclasses --------------------------------------------------------------
+
+    def _socket_path(self, name: str) -> Path:
+        path = self.dir / name
+        if len(str(path)) > _MAX_SOCKET_PATH:
+            raise ValueError(f"socket path too long for AF_UNIX ({len(str(path))} bytes): {path}")
+        return path
+
+    def _spawn(self, argv: Sequence[str], output: Path) -> subprocess.Popen[bytes]:
+        with open(output, "ab") as out:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.netns, *argv],  # ip execs the command: same PID
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                start_new_session=True,
+            )
+        self._procs.append(proc)
+        self._names[proc.pid] = Path(argv[0]).name
+        return proc
+
+    def _run(self, argv: Sequence[str], timeout: float = 15.0, check: bool = True) -> str:
+        """Run a control command in the namespace; return stdout, raise DaemonError on failure."""
+        cmd = ["ip", "netns", "exec", self.netns, *argv]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as e:
+            raise DaemonError(f"{self.cfg.node}: {' '.join(argv)} timed out\n{self.log_tail()}") from e
+        if check and r.returncode != 0:
+            raise DaemonError(
+                f"{self.cfg.node}: {' '.join(argv)} exited {r.returncode}: {(r.stderr or r.stdout).strip()}\n"
+                + self.log_tail()
+            )
+        return r.stdout
+
+    def _wait_ready(self, check: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            for proc in self._procs:
+                if proc.poll() is not None:
+                    raise DaemonError(
+                        f"{self.kind} for {self.cfg.node}: {self._names[proc.pid]} exited with status "
+                        f"{proc.returncode} during start-up\n{self.log_tail()}"
+                    )
+            if check():
+                return
+            if time.monotonic() >= deadline:
+                raise DaemonError(
+                    f"{self.kind} for {self.cfg.node}: {what} not ready within {self.start_timeout:.1f} s\n"
+                    + self.log_tail()
+                )
+            time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------------------------
+# BIRD
+# --------------------------------------------------------------------------------------------
+
+
+class BirdSpeaker(BgpSpeaker):
+    """BIRD 2 in the foreground (``bird -f``); ``apply`` rewrites bird.conf and runs ``birdc configure``."""
+
+    kind = "bird"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.dir / "bird.conf"
+
+    @property
+    def ctl_path(self) -> Path:
+        return self._socket_path("bird.ctl")
+
+    @property
+    def out_path(self) -> Path:
+        return self.dir / "bird.out"
+
+    def _logs(self) -> list[Path]:
+        return [self.out_path]
+
+    def _write(self, cfg: SpeakerConfig) -> None:
+        # log to stderr, which goes to bird.out
+        self.conf_path.write_text("log stderr all;\n" + render_bird(cfg))
+
+    def birdc(self, *args: str, check: bool = True) -> str:
+        """Run one ``birdc`` command against this instance and return its output."""
+        return self._run([require_binary("birdc", "bird2"), "-s", str(self.ctl_path), *args], check=check)
+
+    def _start(self) -> None:
+        exe = require_binary("bird", "bird2")
+        self._write(self.cfg)
+        self._run([exe, "-p", "-c", str(self.conf_path)])  # a config error shows here, with its line
+        self._spawn(
+            [
+                exe,
+                "-f",
+                "-c",
+                str(self.conf_path),
+                "-s",
+                str(self.ctl_path),
+                "-P",
+                str(self.dir / "bird.pid"),
+            ],
+            self.out_path,
+        )
+
+        def ready() -> bool:
+            return "Daemon is up and running" in self.birdc("show", "status", check=False)
+
+        self._wait_ready(ready, "birdc show status")
+
+    def _apply(self, new: SpeakerConfig) -> None:
+        self._write(new)
+        out = self.birdc("configure")
+        if "Reconfigured" not in out and "Reconfiguration in progress" not in out:
+            raise DaemonError(f"{self.cfg.node}: birdc configure failed: {out.strip()}\n{self.log_tail()}")
+
+    def _protocols(self) -> dict[str, str]:
+        return {n.ident: n.address for n in self.cfg.neighbors}
+
+    def sessions(self) -> dict[str, str]:
+        return parse_bird_protocols(self.birdc("show", "protocols"), self._protocols())
+
+    def routes(self, family: str = "ipv4") -> dict[str, list[PathInfo]]:
+        table = {"ipv4": "master4", "ipv6": "master6"}[family]
+        return parse_bird_routes(self.birdc("show", "route", "all", "table", table), self._protocols())
+
+
+# --------------------------------------------------------------------------------------------
+# FRR
+# --------------------------------------------------------------------------------------------
+
+
+class FrrSpeaker(BgpSpeaker):
+    """FRR: zebra and bgpd with a per-instance runtime dir (pid files, zserv.api, vty sockets);
+    ``apply`` sends :func:`bgp.render.frr.frr_delta` through vtysh."""
+
+    kind = "frr"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.dir / "frr.conf"
+
+    def _logs(self) -> list[Path]:
+        return [self.dir / "bgpd.log", self.dir / "bgpd.out", self.dir / "zebra.log", self.dir / "zebra.out"]
+
+    def vtysh(self, *commands: str, check: bool = True) -> str:
+        """Run vtysh commands (one ``-c`` each) against this instance and return the output."""
+        argv = [require_binary("vtysh", "frr"), "--vty_socket", str(self.dir)]
+        for c in commands:
+            argv += ["-c", c]
+        return self._run(argv, check=check)
+
+    def _start(self) -> None:
+        d = self.dir
+        api = self._socket_path("zserv.api")
+        self._socket_path("bgpd.vty")
+        self.conf_path.write_text(render_frr(self.cfg))
+        common = ["-z", str(api), "--vty_socket", str(d), "-u", "root", "-g", "frrvty"]
+        self._spawn(
+            [
+                _frr_daemon("zebra"),
+                "-i",
+                str(d / "zebra.pid"),
+                *common,
+                "-f",
+                "/dev/null",
+                "--log",
+                f"file:{d}/zebra.log",
+            ],
+            d / "zebra.out",
+        )
+        self._wait_ready(api.exists, "zebra (zserv.api)")
+        bgpd = [_frr_daemon("bgpd"), "-i", str(d / "bgpd.pid"), *common, "-f", str(self.conf_path), "-P", "0"]
+        self._spawn([*bgpd, "--log", f"file:{d}/bgpd.log"], d / "bgpd.out")
+
+        def ready() -> bool:
+            out = self.vtysh("show bgp summary json", check=False)
+            return out.lstrip().startswith("{")
+
+        self._wait_ready(ready, "bgpd (vtysh)")
+
+    def _apply(self, new: SpeakerConfig) -> None:
+        commands = frr_delta(self.cfg, new)
+        if commands:
+            out = self.vtysh("configure terminal", *commands)
+            errors = [line for line in out.splitlines() if line.startswith("%")]
+            if errors:
+                raise DaemonError(f"{self.cfg.node}: vtysh rejected {commands}: {errors}\n{self.log_tail()}")
+        self.conf_path.write_text(render_frr(new))  # what bgpd now runs, for a later restart
+
+    def sessions(self) -> dict[str, str]:
+        return parse_frr_neighbors(self.vtysh("show bgp neighbors json"))
+
+    def routes(self, family: str = "ipv4") -> dict[str, list[PathInfo]]:
+        prefixes = parse_frr_prefixes(self.vtysh(f"show bgp {family} unicast json"))
+        if not prefixes:
+            return {}
+        return parse_frr_routes(self.vtysh(*(f"show bgp {family} unicast {p} json" for p in prefixes)))
+
+
+# --------------------------------------------------------------------------------------------
+# GoBGP
+# --------------------------------------------------------------------------------------------
+
+
+class GoBgpSpeaker(BgpSpeaker):
+    """gobgpd with its gRPC API on 127.0.0.1:``api_port`` inside the namespace; prefixes are
+    announced with the gobgp CLI. ``apply`` rewrites the TOML and sends SIGHUP (gobgpd adds,
+    deletes and updates neighbours from it) and adds/withdraws prefixes through the CLI."""
+
+    kind = "gobgp"
+
+    def __init__(
+        self,
+        netns: str,
+        workdir: str | Path,
+        cfg: SpeakerConfig,
+        start_timeout: float = 20.0,
+        api_port: int | None = None,
+    ) -> None:
+        super().__init__(netns, workdir, cfg, start_timeout)
+        self.api = ("127.0.0.1", api_port or free_port())
+
+    @property
+    def conf_path(self) -> Path:
+        return self.dir / "gobgpd.toml"
+
+    def _logs(self) -> list[Path]:
+        return [self.dir / "gobgpd.log"]
+
+    def gobgp(self, *args: str, check: bool = True) -> str:
+        """Run one gobgp CLI command against this instance and return its output."""
+        exe = require_binary("gobgp", "gobgpd")
+        return self._run([exe, "-u", self.api[0], "-p", str(self.api[1]), *args], check=check)
+
+    def _start(self) -> None:
+        exe = require_binary("gobgpd", "gobgpd")
+        self.conf_path.write_text(render_gobgp(self.cfg))
+        host, port = self.api
+        argv = [exe, "-f", str(self.conf_path), "--api-hosts", f"{host}:{port}", "--pprof-disable", "-p"]
+        self._spawn(argv, self.dir / "gobgpd.log")
+
+        def ready() -> bool:
+            return self.gobgp("global", check=False).strip() != ""
+
+        self._wait_ready(ready, "gobgpd API")
+        self._rib(gobgp_announce_commands(self.cfg))
+
+    def _rib(self, commands: list[list[str]]) -> None:
+        for argv in commands:
+            self.gobgp(*argv[1:])
+
+    def _apply(self, new: SpeakerConfig) -> None:
+        old = self.cfg
+        gone = [p for p in old.prefixes if p not in new.prefixes]
+        added = [p for p in new.prefixes if p not in old.prefixes]
+        self._rib(gobgp_withdraw_commands(_with_prefixes(old, gone)))
+        if render_gobgp(new) != render_gobgp(old):
+            self.conf_path.write_text(render_gobgp(new))
+            os.kill(self._procs[0].pid, signal.SIGHUP)
+            want = {n.address for n in new.neighbors}
+            wait_for(lambda: set(self._neighbors()) == want, 10.0, f"{new.node}: gobgpd reloaded neighbours")
+        self._rib(gobgp_announce_commands(_with_prefixes(new, added)))
+
+    def _neighbors(self) -> dict[str, str]:
+        return parse_gobgp_neighbors(self.gobgp("neighbor", "-j"))
+
+    def sessions(self) -> dict[str, str]:
+        return self._neighbors()
+
+    def routes(self, family: str = "ipv4") -> dict[str, list[PathInfo]]:
+        return parse_gobgp_rib(self.gobgp("global", "rib", "-a", family, "-j"))
+
+
+def _with_prefixes(cfg: SpeakerConfig, prefixes: Sequence[str]) -> SpeakerConfig:
+    return replace(cfg, prefixes=tuple(prefixes))
