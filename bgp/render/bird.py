@@ -10,6 +10,9 @@ Choices worth knowing:
   address, resolves through the connected /24; on a routed underlay the IGP's routes would.
 - Originated prefixes are ``blackhole`` static routes, as Calico does for its IPAM blocks; only
   routes BIRD learnt by BGP go to the kernel, so the blackholes stay inside BIRD.
+- A session on an alternate local address (``Neighbor.local_address``) still announces the
+  node's own prefixes with the node's main address as next hop, so moving a session between
+  address pairs changes no next hop in anybody's FIB.
 - Every neighbour gets its own ``protocol bgp`` named ``Neighbor.ident``; ``birdc show route``
   prints that name, which is how a reader tells which session a path came from.
 - ``connect delay time`` follows ``connect_retry`` and a short ``error wait time`` is set when
@@ -27,7 +30,7 @@ __all__ = ["STATIC_PROTOCOLS", "render_bird"]
 STATIC_PROTOCOLS = {"ipv4": "nk_static4", "ipv6": "nk_static6"}
 
 _FAMILIES = ("ipv4", "ipv6")
-_SHORT_RETRY = 10  # connect_retry at or below this also shortens BIRD's error wait time
+_SHORT_RETRY = 4  # connect_retry at or below this also shortens BIRD's error wait time (default 60-300 s)
 
 
 def _quote(text: str) -> str:
@@ -49,7 +52,7 @@ def _timer_lines(t: Timers) -> list[str]:
 def _bgp_protocol(cfg: SpeakerConfig, n: Neighbor) -> list[str]:
     body = [
         f"description {_quote(n.name)};",
-        f"local {cfg.address} as {cfg.asn};",
+        f"local {n.local_address or cfg.address} as {cfg.asn};",
         f"neighbor {n.address} as {n.asn};",
         *_timer_lines(cfg.timers),
     ]
@@ -67,6 +70,8 @@ def _bgp_protocol(cfg: SpeakerConfig, n: Neighbor) -> list[str]:
             "    export where source ~ [ RTS_STATIC, RTS_BGP ];",
             "    gateway recursive;",
         ]
+        if n.local_address is not None and n.local_address != cfg.address:
+            body.append(f"    next hop address {cfg.address};")
         if fam != session_fam:
             # the other family's next hops are session addresses: IPv4-mapped IPv6 (RFC 4798) or
             # IPv6 for IPv4 NLRI (RFC 8950); they resolve in the session family's table

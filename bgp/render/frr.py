@@ -5,53 +5,70 @@ Neighbours are keyed by address (as bgpd keys them). Both address families are a
 every session (``no bgp default ipv4-unicast`` makes that explicit); originated prefixes are
 ``network`` statements, which with ``no bgp network import-check`` need no route in the RIB.
 When ``install_routes`` is off, a ``table-map`` whose route-map denies everything keeps BGP's
-routes out of zebra (and so out of the kernel) without touching BGP's own RIB.
+routes out of zebra (and so out of the kernel) without touching BGP's own RIB. A session on an
+alternate local address (``Neighbor.local_address``) gets an outbound route-map that sets the
+node's main address as next hop of its own prefixes (IPv4), as the BIRD renderer does.
+
+Measured on FRR 8.4.4: toggling ``route-reflector-client`` resets the session (bgpd sends a
+CEASE and reconnects); see ``frr_delta``.
 """
 
 from __future__ import annotations
 
-from bgp.model import Neighbor, Role, SpeakerConfig, Timers
+from bgp.model import Neighbor, Role, SpeakerConfig
 
-__all__ = ["NO_FIB_ROUTE_MAP", "frr_delta", "render_frr"]
+__all__ = ["NEXT_HOP_ROUTE_MAP", "NO_FIB_ROUTE_MAP", "frr_delta", "render_frr"]
 
 NO_FIB_ROUTE_MAP = "NK-NO-FIB"
+NEXT_HOP_ROUTE_MAP = "NK-NH-MAIN"
 _FAMILIES = ("ipv4", "ipv6")
 
 
-def _family(prefix: str) -> str:
-    return "ipv6" if ":" in prefix else "ipv4"
+def _alt(cfg: SpeakerConfig, n: Neighbor) -> bool:
+    return n.local_address is not None and n.local_address != cfg.address
 
 
-def _neighbor_lines(cfg: SpeakerConfig, n: Neighbor) -> list[str]:
-    """Session-level lines for one neighbour (inside ``router bgp``)."""
-    a = n.address
-    lines = [
-        f"neighbor {a} remote-as {n.asn}",
-        f"neighbor {a} description {n.name}",
-        f"neighbor {a} update-source {cfg.address}",
-        *_timer_lines(a, cfg.timers),
-    ]
+def _session_lines(cfg: SpeakerConfig, n: Neighbor) -> dict[str, str]:
+    """Session-level lines for one neighbour (inside ``router bgp``), by what they set."""
+    a, t = n.address, cfg.timers
+    lines = {
+        "remote-as": f"neighbor {a} remote-as {n.asn}",
+        "description": f"neighbor {a} description {n.name}",
+        "update-source": f"neighbor {a} update-source {n.local_address or cfg.address}",
+        "timers": f"neighbor {a} timers {t.keepalive} {t.hold}",
+        "timers connect": f"neighbor {a} timers connect {t.connect_retry}",
+    }
     if n.password is not None:
-        lines.append(f"neighbor {a} password {n.password}")
+        lines["password"] = f"neighbor {a} password {n.password}"
     return lines
 
 
-def _timer_lines(address: str, t: Timers) -> list[str]:
-    return [
-        f"neighbor {address} timers {t.keepalive} {t.hold}",
-        f"neighbor {address} timers connect {t.connect_retry}",
-    ]
-
-
-def _af_neighbor_lines(n: Neighbor) -> list[str]:
+def _af_lines(cfg: SpeakerConfig, n: Neighbor, family: str) -> list[str]:
     lines = [f"neighbor {n.address} activate"]
     if n.role is Role.CLIENT:
         lines.append(f"neighbor {n.address} route-reflector-client")
+    if family == "ipv4" and _alt(cfg, n):
+        lines.append(f"neighbor {n.address} route-map {NEXT_HOP_ROUTE_MAP} out")
     return lines
 
 
 def _prefixes(cfg: SpeakerConfig, family: str) -> tuple[str, ...]:
     return cfg.prefixes_v4 if family == "ipv4" else cfg.prefixes_v6
+
+
+def _no_fib_route_map() -> list[str]:
+    return [f"route-map {NO_FIB_ROUTE_MAP} deny 10", "exit"]
+
+
+def _next_hop_route_map(cfg: SpeakerConfig) -> list[str]:
+    return [
+        f"route-map {NEXT_HOP_ROUTE_MAP} permit 10",
+        " match peer local",
+        f" set ip next-hop {cfg.address}",
+        "exit",
+        f"route-map {NEXT_HOP_ROUTE_MAP} permit 20",
+        "exit",
+    ]
 
 
 def render_frr(cfg: SpeakerConfig) -> str:
@@ -63,7 +80,9 @@ def render_frr(cfg: SpeakerConfig) -> str:
         "!",
     ]
     if not cfg.install_routes:
-        out += [f"route-map {NO_FIB_ROUTE_MAP} deny 10", "exit", "!"]
+        out += [*_no_fib_route_map(), "!"]
+    if any(_alt(cfg, n) for n in cfg.neighbors):
+        out += [*_next_hop_route_map(cfg), "!"]
     out += [
         f"router bgp {cfg.asn}",
         f" bgp router-id {cfg.router_id}",
@@ -74,12 +93,12 @@ def render_frr(cfg: SpeakerConfig) -> str:
     if cfg.cluster_id is not None:
         out.append(f" bgp cluster-id {cfg.cluster_id}")
     for n in cfg.neighbors:
-        out += [" " + line for line in _neighbor_lines(cfg, n)]
+        out += [" " + line for line in _session_lines(cfg, n).values()]
     for fam in _FAMILIES:
         out += [" !", f" address-family {fam} unicast"]
         out += [f"  network {p}" for p in _prefixes(cfg, fam)]
         for n in cfg.neighbors:
-            out += ["  " + line for line in _af_neighbor_lines(n)]
+            out += ["  " + line for line in _af_lines(cfg, n, fam)]
         if not cfg.install_routes:
             out.append(f"  table-map {NO_FIB_ROUTE_MAP}")
         out.append(" exit-address-family")
@@ -91,56 +110,46 @@ def frr_delta(old: SpeakerConfig, new: SpeakerConfig) -> list[str]:
     """vtysh configuration commands (to run after ``configure terminal``) that turn a bgpd running
     ``old`` into one running ``new``; empty when nothing changes.
 
-    Untouched neighbours keep their sessions unless their own settings change. Changing the AS
-    number needs a restart (bgpd has one ``router bgp`` per AS): that raises ValueError.
+    Removed neighbours go first (``no neighbor X``), then global settings, then each kept or new
+    neighbour's changed lines, then per address family the ``network`` and per-neighbour lines
+    (``activate``, ``route-reflector-client``) that differ. A neighbour whose settings did not
+    change is not touched. Beware: bgpd resets a session whose ``route-reflector-client`` flag
+    changes, and ``bgp cluster-id`` resets every iBGP session. Changing the AS number needs a
+    restart (bgpd has one ``router bgp`` per AS): that raises ValueError.
     """
     if old.asn != new.asn:
         raise ValueError(f"{new.node}: AS {old.asn} -> {new.asn} needs a bgpd restart, not a delta")
-    body: list[str] = []
+    olds = {n.address: n for n in old.neighbors}
+    news = {n.address: n for n in new.neighbors}
+    body = [f"no neighbor {a}" for a in olds if a not in news]
     if old.router_id != new.router_id:
         body.append(f"bgp router-id {new.router_id}")
     if old.cluster_id != new.cluster_id:
         body.append(f"bgp cluster-id {new.cluster_id}" if new.cluster_id else "no bgp cluster-id")
-    olds = {n.address: n for n in old.neighbors}
-    news = {n.address: n for n in new.neighbors}
-    body += [f"no neighbor {a}" for a in olds if a not in news]
-    session_changed = old.timers != new.timers or old.address != new.address
     for a, n in news.items():
-        o = olds.get(a)
-        if o is None:
-            body += _neighbor_lines(new, n)
-            continue
-        if o.asn != n.asn:
-            body.append(f"neighbor {a} remote-as {n.asn}")
-        if o.name != n.name:
-            body.append(f"neighbor {a} description {n.name}")
-        if old.address != new.address:
-            body.append(f"neighbor {a} update-source {new.address}")
-        if session_changed:
-            body += _timer_lines(a, new.timers)
-        if o.password != n.password:
-            body.append(f"neighbor {a} password {n.password}" if n.password else f"no neighbor {a} password")
+        was = _session_lines(old, olds[a]) if a in olds else {}
+        now = _session_lines(new, n)
+        body += [line for key, line in now.items() if was.get(key) != line]
+        body += [f"no {line}" for key, line in was.items() if key not in now]
     for fam in _FAMILIES:
         af: list[str] = []
-        was, now = set(_prefixes(old, fam)), set(_prefixes(new, fam))
-        af += [f"no network {p}" for p in _prefixes(old, fam) if p not in now]
-        af += [f"network {p}" for p in _prefixes(new, fam) if p not in was]
+        had, has = _prefixes(old, fam), _prefixes(new, fam)
+        af += [f"no network {p}" for p in had if p not in has]
+        af += [f"network {p}" for p in has if p not in had]
         for a, n in news.items():
-            o = olds.get(a)
-            if o is None:
-                af += _af_neighbor_lines(n)
-            elif (o.role is Role.CLIENT) != (n.role is Role.CLIENT):
-                prefix = "" if n.role is Role.CLIENT else "no "
-                af.append(f"{prefix}neighbor {a} route-reflector-client")
+            was_af = _af_lines(old, olds[a], fam) if a in olds else []
+            now_af = _af_lines(new, n, fam)
+            af += [f"no {line}" for line in was_af if line not in now_af]
+            af += [line for line in now_af if line not in was_af]
         if old.install_routes != new.install_routes:
             af.append(("no " if new.install_routes else "") + f"table-map {NO_FIB_ROUTE_MAP}")
         if af:
             body += [f"address-family {fam} unicast", *af, "exit-address-family"]
     if not body:
         return []
-    head = (
-        [f"route-map {NO_FIB_ROUTE_MAP} deny 10", "exit"]
-        if not new.install_routes and old.install_routes
-        else []
-    )
+    head: list[str] = []
+    if not new.install_routes and old.install_routes:
+        head += _no_fib_route_map()
+    if any(_alt(new, n) for n in new.neighbors):
+        head += _next_hop_route_map(new)  # idempotent; needed before a new alternate session
     return [*head, f"router bgp {new.asn}", *body, "exit"]

@@ -2,7 +2,11 @@
 its prefixes (GoBGP's TOML has no place for locally originated routes).
 
 Both address families are enabled on every session. gobgpd installs nothing in the kernel by
-itself (only through zebra), so ``install_routes`` has no effect here.
+itself (only through zebra), so ``install_routes`` has no effect here. gobgpd listens on every
+address (no ``local-address-list``: a SIGHUP reload does not change global settings, and new
+sessions may use an alternate local address); each neighbour's ``transport.local-address`` pins
+the session's source. Originated prefixes carry the node's main address as next hop on every
+session.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ def render_gobgp(cfg: SpeakerConfig) -> str:
         "[global.config]",
         f"  as = {cfg.asn}",
         f"  router-id = {_s(cfg.router_id)}",
-        f"  local-address-list = [{_s(cfg.address)}]",
     ]
     for n in cfg.neighbors:
         out += [
@@ -44,7 +47,7 @@ def render_gobgp(cfg: SpeakerConfig) -> str:
             f"    keepalive-interval = {t.keepalive}",
             f"    connect-retry = {t.connect_retry}",
             "  [neighbors.transport.config]",
-            f"    local-address = {_s(cfg.address)}",
+            f"    local-address = {_s(n.local_address or cfg.address)}",
         ]
         if n.role is Role.CLIENT:
             out += [

@@ -125,37 +125,46 @@ def parse_bird_routes(text: str, neighbors: Mapping[str, str]) -> dict[str, list
     """``birdc show route all [table T]`` -> {prefix: paths}.
 
     ``neighbors`` maps BGP protocol names to neighbour addresses: a path's ``from_address`` is
-    its protocol's neighbour (BIRD prints ``from X`` only when X differs from the gateway); a
-    path from a non-BGP protocol (static, direct) is local. Only BGP and static paths are kept.
+    its protocol's neighbour; for a BGP path of a protocol not named there, the ``from X`` field
+    (printed only when X differs from the gateway), else the gateway. Paths of other protocols
+    are local (None); only BGP paths and originated blackholes (static) are kept.
     """
     out: dict[str, list[PathInfo]] = {}
     current: dict[str, Any] | None = None
+    extra: dict[str, Any] = {}
     prefix: str | None = None
 
     def flush() -> None:
-        if current is not None and current["keep"]:
-            del current["keep"]
+        if current is None:
+            return
+        if extra["bgp"] and current["from_address"] is None:
+            current["from_address"] = _address(extra["from"] or extra["via"])
+        if extra["bgp"] or extra["originated"]:
             out.setdefault(current["prefix"], []).append(PathInfo(**current))
 
     for raw in text.splitlines():
         if not raw.strip() or raw.startswith(("BIRD ", "Table ")):
             continue
         m = _BIRD_PATH.match(raw)
-        if m and "[" in raw and not raw.lstrip().startswith(("BGP.", "Type:", "via ", "dev ")):
+        if m and not raw.startswith("\t"):  # attribute lines are tab-indented, paths are not
             flush()
             prefix = m["prefix"] or prefix
             proto = m["proto"]
-            bgp = proto in neighbors
             current = {
                 "prefix": prefix,
                 "next_hop": None,
-                "from_address": neighbors.get(proto) or (m["from"] if bgp else None),
+                "from_address": neighbors.get(proto),
                 "best": m["best"] is not None,
                 "local_pref": None,
                 "as_path": (),
                 "originator_id": None,
                 "cluster_list": (),
-                "keep": bgp or m["kind"] in ("blackhole", "unreachable", "prohibited"),
+            }
+            extra = {
+                "bgp": proto in neighbors,
+                "originated": m["kind"] in ("blackhole", "unreachable", "prohibited"),
+                "from": m["from"],
+                "via": None,
             }
             continue
         if current is None:
@@ -163,8 +172,10 @@ def parse_bird_routes(text: str, neighbors: Mapping[str, str]) -> dict[str, list
         line = raw.strip()
         key, _, value = line.partition(":")
         value = value.strip()
-        if key == "Type" and value.startswith("BGP"):
-            current["keep"] = True
+        if line.startswith("via "):
+            extra["via"] = line.split()[1]
+        elif key == "Type" and value.startswith("BGP"):
+            extra["bgp"] = True
         elif key == "BGP.next_hop":
             current["next_hop"] = _address(value.split()[0]) if value else None
         elif key == "BGP.local_pref":

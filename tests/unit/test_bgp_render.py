@@ -1,0 +1,272 @@
+"""Renderers (bgp.render): structure of the BIRD, FRR and GoBGP configs, the FRR vtysh delta,
+and the Calico resources reproducing a plan's exact session set. That the real tools accept
+these configs and bring sessions up is tests/integration/test_bgp_render_real.py."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import replace
+
+import pytest
+
+from bgp.model import Neighbor, NodeInfo, Role, Session, SpeakerConfig, Timers, speaker_configs
+from bgp.render.bird import render_bird
+from bgp.render.frr import NEXT_HOP_ROUTE_MAP, NO_FIB_ROUTE_MAP, frr_delta, render_frr
+from bgp.render.gobgp import gobgp_announce_commands, gobgp_withdraw_commands, render_gobgp
+
+ASN = 64512
+
+
+def node(i: int, **kw: object) -> NodeInfo:
+    prefixes = (f"198.19.{i}.0/24", f"2001:db8:{i}::/48")
+    return NodeInfo(f"n{i}", f"198.18.0.{i}", ASN, f"198.18.0.{i}", prefixes, **kw)  # type: ignore[arg-type]
+
+
+NODES = [node(i) for i in range(1, 6)]
+# n1 and n2 reflect, meshed; n3 is a client of both; n4 of n1 only; n5 of n2 only
+SESSIONS = [
+    Session.peer("n1", "n2"),
+    Session.rr("n1", "n3"),
+    Session.rr("n2", "n3"),
+    Session.rr("n1", "n4"),
+    Session.rr("n2", "n5"),
+]
+
+
+def configs(sessions: list[Session] = SESSIONS, **kw: object) -> dict[str, SpeakerConfig]:
+    return speaker_configs(NODES, sessions, {"n1": "1.1.1.1", "n2": "2.2.2.2"}, **kw)  # type: ignore[arg-type]
+
+
+def blocks(text: str, keyword: str) -> dict[str, str]:
+    """BIRD ``protocol <keyword> NAME { ... }`` blocks by name (the renderer's own layout)."""
+    found = re.findall(rf"^protocol {keyword} (\S+) \{{\n(.*?)^\}}", text, re.M | re.S)
+    return dict(found)
+
+
+# -- BIRD ---------------------------------------------------------------------------------------
+
+
+def test_bird_reflector() -> None:
+    text = render_bird(configs()["n1"])
+    assert "router id 198.18.0.1;" in text and "protocol device {" in text
+    protos = blocks(text, "bgp")
+    assert set(protos) == {"n_n2", "n_n3", "n_n4"}
+    for name in ("n_n3", "n_n4"):
+        assert "rr client;" in protos[name] and "rr cluster id 1.1.1.1;" in protos[name]
+    assert "rr client" not in protos["n_n2"] and "rr cluster" not in protos["n_n2"]
+    assert (
+        "local 198.18.0.1 as 64512;" in protos["n_n3"] and "neighbor 198.18.0.3 as 64512;" in protos["n_n3"]
+    )
+    for body in protos.values():
+        assert body.count("export where source ~ [ RTS_STATIC, RTS_BGP ];") == 2  # ipv4 and ipv6
+        assert "gateway recursive;" in body
+
+
+def test_bird_client_statics_and_kernel() -> None:
+    text = render_bird(configs()["n3"])
+    protos = blocks(text, "bgp")
+    assert set(protos) == {"n_n1", "n_n2"} and not any("rr client" in b for b in protos.values())
+    statics = blocks(text, "static")
+    assert "route 198.19.3.0/24 blackhole;" in statics["nk_static4"]
+    assert "route 2001:db8:3::/48 blackhole;" in statics["nk_static6"]
+    kernels = blocks(text, "kernel")
+    assert set(kernels) == {"nk_kernel4", "nk_kernel6"}
+    assert all("export where source = RTS_BGP" in k and "import none;" in k for k in kernels.values())
+    # without install_routes no kernel protocol at all
+    assert "protocol kernel" not in render_bird(configs(install_routes=False)["n3"])
+
+
+def test_bird_ipv6_channel_over_ipv4_session_uses_extended_next_hop() -> None:
+    body = blocks(render_bird(configs()["n3"]), "bgp")["n_n1"]
+    v4 = body[body.index("ipv4 {") : body.index("ipv6 {")]
+    v6 = body[body.index("ipv6 {") :]
+    assert "extended next hop" not in v4
+    assert "extended next hop on;" in v6 and "igp table master4;" in v6
+
+
+def test_bird_timers() -> None:
+    lab = render_bird(configs(timers=Timers.lab())["n3"])
+    for line in ("hold time 9;", "keepalive time 3;", "connect retry time 1;", "connect delay time 1;"):
+        assert line in lab
+    assert "error wait time 1, 5;" in lab
+    default = render_bird(configs()["n3"])
+    assert "hold time 90;" in default and "connect delay time 5;" in default
+    assert "error wait time" not in default  # BIRD's own 60-300 s back-off in production
+
+
+def test_bird_password_quoted_and_alt_session() -> None:
+    cfgs = configs(passwords={frozenset(("n1", "n3")): 'se"cret'})
+    assert 'password "se\\"cret";' in blocks(render_bird(cfgs["n3"]), "bgp")["n_n1"]
+    assert "password" not in blocks(render_bird(cfgs["n3"]), "bgp")["n_n2"]
+    alt_nodes = [replace(n, alt_address=f"198.18.1.{i}") for i, n in enumerate(NODES, 1)]
+    cfg = speaker_configs(alt_nodes, [Session.rr("n1", "n3", alt=True)], {})["n3"]
+    body = blocks(render_bird(cfg), "bgp")["n_n1_alt"]
+    assert "local 198.18.1.3 as 64512;" in body and "neighbor 198.18.1.1 as 64512;" in body
+    assert body.count("next hop address 198.18.0.3;") == 2  # own prefixes keep the main next hop
+
+
+# -- FRR ----------------------------------------------------------------------------------------
+
+
+def af_section(text: str, family: str) -> str:
+    return text[
+        text.index(f"address-family {family} unicast") : text.index("exit-address-family", text.index(family))
+    ]
+
+
+def test_frr_reflector() -> None:
+    text = render_frr(configs()["n1"])
+    for line in (
+        "router bgp 64512",
+        " bgp router-id 198.18.0.1",
+        " no bgp ebgp-requires-policy",
+        " no bgp network import-check",
+        " bgp cluster-id 1.1.1.1",
+        " neighbor 198.18.0.3 remote-as 64512",
+        " neighbor 198.18.0.3 update-source 198.18.0.1",
+    ):
+        assert line + "\n" in text
+    for fam, prefix in (("ipv4", "198.19.1.0/24"), ("ipv6", "2001:db8:1::/48")):
+        af = af_section(text, fam)
+        assert f"network {prefix}" in af
+        assert all(f"neighbor 198.18.0.{i} activate" in af for i in (2, 3, 4))
+        assert "neighbor 198.18.0.3 route-reflector-client" in af
+        assert "neighbor 198.18.0.4 route-reflector-client" in af
+        assert "neighbor 198.18.0.2 route-reflector-client" not in af
+    assert NO_FIB_ROUTE_MAP not in text and NEXT_HOP_ROUTE_MAP not in text
+
+
+def test_frr_client_timers_password_no_fib() -> None:
+    cfgs = configs(timers=Timers.lab(), passwords={frozenset(("n1", "n3")): "pw"}, install_routes=False)
+    text = render_frr(cfgs["n3"])
+    assert "cluster-id" not in text and "route-reflector-client" not in text
+    assert " neighbor 198.18.0.1 timers 3 9\n" in text and " neighbor 198.18.0.1 timers connect 1\n" in text
+    assert " neighbor 198.18.0.1 password pw\n" in text and "198.18.0.2 password" not in text
+    assert f"route-map {NO_FIB_ROUTE_MAP} deny 10" in text
+    assert f"  table-map {NO_FIB_ROUTE_MAP}" in af_section(text, "ipv4")
+
+
+def test_frr_delta_nothing() -> None:
+    cfg = configs()["n1"]
+    assert frr_delta(cfg, cfg) == []
+
+
+def test_frr_delta_remove_and_add_neighbours() -> None:
+    old = configs()["n1"]
+    new = configs([s for s in SESSIONS if s != Session.rr("n1", "n4")] + [Session.rr("n1", "n5")])["n1"]
+    cmds = frr_delta(old, new)
+    assert cmds[0] == "router bgp 64512" and cmds[-1] == "exit"
+    assert "no neighbor 198.18.0.4" in cmds
+    assert (
+        "neighbor 198.18.0.5 remote-as 64512" in cmds
+        and "neighbor 198.18.0.5 update-source 198.18.0.1" in cmds
+    )
+    for fam in ("ipv4", "ipv6"):
+        i = cmds.index(f"address-family {fam} unicast")
+        assert cmds[i + 1 : i + 3] == [
+            "neighbor 198.18.0.5 activate",
+            "neighbor 198.18.0.5 route-reflector-client",
+        ]
+    # the removal comes first, and untouched neighbours are not mentioned
+    assert cmds.index("no neighbor 198.18.0.4") == 1
+    assert not any("198.18.0.2" in c or "198.18.0.3" in c for c in cmds)
+
+
+def test_frr_delta_toggle_reflector_client_and_cluster_id() -> None:
+    old = configs()["n1"]
+    demoted = configs(
+        [s for s in SESSIONS if s.pair != frozenset(("n1", "n3"))] + [Session.peer("n1", "n3")]
+    )["n1"]
+    cmds = frr_delta(old, demoted)
+    assert cmds.count("no neighbor 198.18.0.3 route-reflector-client") == 2  # ipv4 and ipv6
+    assert not any(c.startswith("no neighbor 198.18.0.3 ") and "reflector" not in c for c in cmds)
+    assert frr_delta(demoted, old).count("neighbor 198.18.0.3 route-reflector-client") == 2
+    # n3 stops reflecting altogether when its only clients go
+    plain = configs([Session.peer("n1", "n2"), Session.peer("n1", "n3"), Session.peer("n1", "n4")])["n1"]
+    cmds = frr_delta(old, plain)
+    assert "no bgp cluster-id" in cmds and "bgp cluster-id" not in " ".join(frr_delta(plain, plain))
+    assert "bgp cluster-id 1.1.1.1" in frr_delta(plain, old)
+
+
+def test_frr_delta_prefixes_timers_password_fib() -> None:
+    old = configs()["n3"]
+    new = replace(
+        old,
+        prefixes=("198.19.33.0/24", "2001:db8:3::/48"),
+        timers=Timers.lab(),
+        install_routes=False,
+        neighbors=tuple(replace(n, password="x") if n.name == "n1" else n for n in old.neighbors),
+    )
+    cmds = frr_delta(old, new)
+    v4 = cmds[cmds.index("address-family ipv4 unicast") :]
+    assert "no network 198.19.3.0/24" in v4 and "network 198.19.33.0/24" in v4
+    assert not any("2001:db8:3::/48" in c for c in cmds)
+    assert "neighbor 198.18.0.1 timers 3 9" in cmds and "neighbor 198.18.0.2 timers connect 1" in cmds
+    assert "neighbor 198.18.0.1 password x" in cmds
+    assert cmds[:2] == [f"route-map {NO_FIB_ROUTE_MAP} deny 10", "exit"]
+    assert cmds.count(f"table-map {NO_FIB_ROUTE_MAP}") == 2
+    back = frr_delta(new, old)
+    assert "no neighbor 198.18.0.1 password x" in back and back.count(f"no table-map {NO_FIB_ROUTE_MAP}") == 2
+
+
+def test_frr_delta_alt_session_and_asn_change() -> None:
+    alt_nodes = [replace(n, alt_address=f"198.18.1.{i}") for i, n in enumerate(NODES, 1)]
+    old = speaker_configs(alt_nodes, [Session.rr("n1", "n3")], {})["n3"]
+    new = speaker_configs(alt_nodes, [Session.rr("n1", "n3"), Session.rr("n1", "n3", alt=True)], {})["n3"]
+    cmds = frr_delta(old, new)
+    assert f"route-map {NEXT_HOP_ROUTE_MAP} permit 10" in cmds and " set ip next-hop 198.18.0.3" in cmds
+    assert "neighbor 198.18.1.1 update-source 198.18.1.3" in cmds
+    assert f"neighbor 198.18.1.1 route-map {NEXT_HOP_ROUTE_MAP} out" in cmds
+    with pytest.raises(ValueError, match="restart"):
+        frr_delta(old, replace(old, asn=65000))
+
+
+# -- GoBGP --------------------------------------------------------------------------------------
+
+
+def test_gobgp_toml() -> None:
+    cfg = configs(timers=Timers.lab(), passwords={frozenset(("n1", "n3")): "pw"})["n1"]
+    doc = tomllib.loads(render_gobgp(cfg))
+    assert doc["global"]["config"] == {"as": ASN, "router-id": "198.18.0.1"}
+    by_addr = {n["config"]["neighbor-address"]: n for n in doc["neighbors"]}
+    assert set(by_addr) == {"198.18.0.2", "198.18.0.3", "198.18.0.4"}
+    n3 = by_addr["198.18.0.3"]
+    assert n3["config"] == {
+        "neighbor-address": "198.18.0.3",
+        "peer-as": ASN,
+        "description": "n3",
+        "auth-password": "pw",
+    }
+    assert n3["route-reflector"]["config"] == {
+        "route-reflector-client": True,
+        "route-reflector-cluster-id": "1.1.1.1",
+    }
+    assert "route-reflector" not in by_addr["198.18.0.2"]
+    assert n3["timers"]["config"] == {"hold-time": 9, "keepalive-interval": 3, "connect-retry": 1}
+    assert n3["transport"]["config"] == {"local-address": "198.18.0.1"}
+    families = [a["config"]["afi-safi-name"] for a in n3["afi-safis"]]
+    assert families == ["ipv4-unicast", "ipv6-unicast"]
+
+
+def test_gobgp_announce_commands() -> None:
+    cfg = configs()["n4"]
+    add = ["gobgp", "-u", "127.0.0.1", "-p", "50051", "global", "rib", "add"]
+    assert gobgp_announce_commands(cfg, ("127.0.0.1", 50051)) == [
+        [*add, "198.19.4.0/24", "nexthop", "198.18.0.4", "origin", "igp", "-a", "ipv4"],
+        [*add, "2001:db8:4::/48", "nexthop", "::ffff:198.18.0.4", "origin", "igp", "-a", "ipv6"],
+    ]
+    assert [c[3] for c in gobgp_withdraw_commands(cfg)] == ["del", "del"]
+
+
+def test_renderers_reject_nothing_for_a_speaker_without_neighbours() -> None:
+    lonely = SpeakerConfig("n9", "198.18.0.9", "198.18.0.9", ASN, ())
+    assert "protocol bgp" not in render_bird(lonely)
+    assert "neighbor" not in render_frr(lonely)
+    assert "neighbors" not in tomllib.loads(render_gobgp(lonely))
+
+
+def test_neighbor_ident_is_a_valid_name_everywhere() -> None:
+    n = Neighbor("rack-1.node", "198.18.0.7", ASN, Role.PEER)
+    cfg = SpeakerConfig("n1", "198.18.0.1", "198.18.0.1", ASN, (n,))
+    assert "protocol bgp n_rack_1_node {" in render_bird(cfg)
