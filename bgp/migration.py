@@ -10,9 +10,12 @@ step is ``speakers_for(inventory, step.sessions, step.cluster_ids)``. Order:
    peer's prefix for 3+ s), and in a mesh the two ends' own prefixes ride only on that session;
 2. **reflect**: only for pairs without alternate addresses: flip in place, one reflector at a
    time (and cluster-id changes), accepting the reset;
-3. **gate**: wait until every node has every prefix over a session of the *target* topology;
-4. **remove**: old sessions in batches, the check after every batch: nothing missing;
-5. **unreflect**: in-place flips that remove reflection, one reflector at a time, last.
+3. **retire**: the old session of each pair that got a new one beside it (in batches): while
+   both exist a reflector prefers the old path (lower neighbour address), and a path from a
+   plain peer is reflected to clients only, so the other reflectors would never hear it;
+4. **gate**: wait until every node has every prefix over a session of the *target* topology;
+5. **remove**: the other old sessions in batches, the check after every batch: nothing missing;
+6. **unreflect**: in-place flips that remove reflection, one reflector at a time, last.
 
 The reverse migration (reflectors -> mesh) and plan changes (nodes or reflectors added or
 removed) are the same algorithm with other inputs.
@@ -29,7 +32,7 @@ from bgp.planner import Plan
 
 __all__ = ["Step", "convergence_problems", "migration_steps", "realize"]
 
-StepKind = Literal["add", "reflect", "gate", "remove", "unreflect"]
+StepKind = Literal["add", "reflect", "retire", "gate", "remove", "unreflect"]
 
 
 @dataclass(frozen=True)
@@ -130,15 +133,25 @@ def migration_steps(
         new = {s for s in now if s.slot not in slots} | mine
         ids = {**cids_now, r: target.cluster_ids.get(r, cids_now.get(r, ""))}
         push("reflect", f"{r} reflects to {len(mine)} clients in place (sessions reset)", new, ids)
-    # 3. gate
+    # 3. retire the old session of every pair that now has its new one beside it: a reflector
+    # prefers the old path (same route, lower neighbour address) and, when that path is a plain
+    # peer's, reflects it to clients only, so nothing reaches the other reflectors until it goes
+    realized_pairs = {s.pair for s in realized}
+    gone = sorted(s for s in now if s not in realized and s.slot not in flipped_slots)
+    superseded = [s for s in gone if s.pair in realized_pairs]
+    for i in range(0, len(superseded), batch):
+        part = set(superseded[i : i + batch])
+        title = f"{len(part)} sessions replaced by new ones ({i + len(part)}/{len(superseded)})"
+        push("retire", title, now - part)
+    # 4. gate
     steps.append(
         Step("gate", "every node learns every prefix over target sessions", frozenset(now), dict(cids_now))
     )
-    # 4. remove, in batches
-    gone = sorted(s for s in now if s not in realized and s.slot not in flipped_slots)
-    for i in range(0, len(gone), batch):
-        part = set(gone[i : i + batch])
-        push("remove", f"{len(part)} old sessions ({i + len(part)}/{len(gone)})", now - part)
+    # 5. remove the rest, in batches
+    rest = [s for s in gone if s.pair not in realized_pairs]
+    for i in range(0, len(rest), batch):
+        part = set(rest[i : i + batch])
+        push("remove", f"{len(part)} old sessions ({i + len(part)}/{len(rest)})", now - part)
     # 5. unreflect: in-place flips that remove reflection, one reflector at a time
     losing: dict[str, set[Session]] = {}
     for s in now:

@@ -19,10 +19,13 @@ netkit: network and DNS reliability for Kubernetes data centres.
                      (see: netkit l2 --help)
   netkit l2 verify   a namespace lab proving tenant isolation with real frames (exit 1 on a leak)
   netkit dns restart zero-gap restart of a running `netkit dns serve --control PATH`
+  netkit bgp plan    route reflectors instead of the iBGP full mesh: plan, render (BIRD, FRR, GoBGP,
+                     Calico, ExaBGP) and migrate without losing a route (see: netkit bgp --help)
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bgp import cli as bgp_cli
     from dnscache import cli as dns_cli
     from netkit.chaos import cli as chaos_cli
     from netkit.l2 import cli as l2_cli
@@ -35,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     dns_cli.add_parser(sub)
     chaos_cli.add_parser(sub)
     l2_cli.add_parser(sub)
+    bgp_cli.add_parser(sub)
     return parser
 
 

@@ -90,6 +90,8 @@ class FibWatch:
         self._thread: threading.Thread | None = None
         self._chans: dict[str, Channel] = {}
         self._last: dict[str, float] = {}
+        self._t0 = time.monotonic()
+        self.latest: dict[str, set[str]] = {}  # the last sample of each namespace
 
     def require(self, node: str, prefixes: set[str] | frozenset[str]) -> None:
         with self._lock:
@@ -98,6 +100,23 @@ class FibWatch:
     def require_all(self, required: Mapping[str, set[str]]) -> None:
         with self._lock:
             self._required = {n: frozenset(p) for n, p in required.items()}
+
+    def missing_now(self) -> dict[str, set[str]]:
+        """Required prefixes absent from the last sample of each namespace (unsampled: all)."""
+        with self._lock:
+            required = dict(self._required)
+        out = {n: set(req) - self.latest.get(n, set()) for n, req in required.items()}
+        return {n: m for n, m in out.items() if m}
+
+    def reset(self) -> FibReport:
+        """Close the current report (returned) and start a fresh one, e.g. per phase."""
+        with self._lock:
+            old, self.report = self.report, FibReport()
+            now = time.monotonic()
+            old.duration_s = now - self._t0
+            self._t0 = now
+            self._last.clear()
+        return old
 
     def start(self) -> FibWatch:
         for node, ns in self.namespaces.items():
@@ -112,20 +131,22 @@ class FibWatch:
             start = time.monotonic()
             with self._lock:
                 required = dict(self._required)
+                report = self.report
             for node, chan in self._chans.items():
                 try:
                     have = routes_of(chan)
                 except OSError as exc:
-                    self.report.errors.append(f"{node}: {exc}")
+                    report.errors.append(f"{node}: {exc}")
                     continue
                 now = time.monotonic()
                 last = self._last.get(node)
                 if last is not None:
-                    self.report.max_gap_ms = max(self.report.max_gap_ms, (now - last) * 1000)
+                    report.max_gap_ms = max(report.max_gap_ms, (now - last) * 1000)
                 self._last[node] = now
+                self.latest[node] = have
                 for prefix in sorted(required.get(node, frozenset()) - have):
-                    self.report.misses.append(Miss(round(now - self._t0, 3), node, prefix))
-            self.report.samples += 1
+                    report.misses.append(Miss(round(now - self._t0, 3), node, prefix))
+            report.samples += 1
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - start)))
 
     def stop(self) -> FibReport:

@@ -53,7 +53,8 @@ def test_make_before_break_order() -> None:
     rr = plan(inv)
     steps = migration_steps(mesh_plan(inv), rr, batch=5)
     kinds = [s.kind for s in steps]
-    assert kinds[:2] == ["add", "gate"] and set(kinds[2:]) == {"remove"}
+    gate = kinds.index("gate")
+    assert kinds[0] == "add" and set(kinds[1:gate]) == {"retire"} and set(kinds[gate + 1 :]) == {"remove"}
     added = steps[0].sessions - mesh_plan(inv).sessions
     assert added == {s.on(True) for s in rr.sessions if s.kind is SessionKind.RR}  # beside, not instead
     assert all(

@@ -1,0 +1,171 @@
+"""Run a migration (effects): apply each step's configs to live speakers and wait, between
+steps, until the sessions are up and no node misses a prefix.
+
+The speakers are anything with ``apply(SpeakerConfig)``, ``sessions()`` and ``routes(family)``
+(the lab's BIRD and FRR managers; an agent on a real node would offer the same three calls).
+The steps and the checks are pure (``bgp.migration``); this module only drives and waits. On a
+timeout it stops with the problems it saw: the topology in force is the last step applied,
+which is always a complete, working one (make before break).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bgp.inventory import Inventory
+from bgp.migration import Step, convergence_problems, migration_steps, realize
+from bgp.model import NodeInfo, Session, SessionKind, SpeakerConfig, Timers, speaker_configs
+from bgp.planner import Plan, node_infos
+
+__all__ = ["MigrationError", "MigrationResult", "Speaker", "StepResult", "run_migration", "session_problems"]
+
+log = logging.getLogger("netkit.bgp.migrate")
+
+
+class PathLike(Protocol):
+    @property
+    def from_address(self) -> str | None: ...
+
+
+class Speaker(Protocol):
+    def apply(self, new: SpeakerConfig) -> None: ...
+
+    def sessions(self) -> dict[str, str]: ...
+
+    def routes(self, family: str = "ipv4") -> Mapping[str, Sequence[PathLike]]: ...
+
+
+class MigrationError(RuntimeError):
+    def __init__(self, step: Step, problems: Sequence[str]) -> None:
+        self.step = step
+        self.problems = list(problems)
+        shown = "\n  ".join(self.problems[:20])
+        more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
+        super().__init__(
+            f"step '{step}' did not settle; the topology in force is this step's. Problems:\n  {shown}{more}"
+        )
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: Step
+    apply_s: float
+    settle_s: float
+
+
+@dataclass
+class MigrationResult:
+    steps: list[StepResult] = field(default_factory=list)
+    seconds: float = 0.0
+    sessions: frozenset[Session] = frozenset()  # where the target now runs
+
+    def table(self) -> list[str]:
+        rows = [f"{'step':<60} {'apply s':>8} {'settle s':>9}"]
+        for r in self.steps:
+            rows.append(f"{str(r.step)[:60]:<60} {r.apply_s:8.2f} {r.settle_s:9.2f}")
+        rows.append(f"{'total':<60} {self.seconds:18.2f}")
+        return rows
+
+
+def _address_book(nodes: Iterable[NodeInfo]) -> dict[str, str]:
+    book: dict[str, str] = {}
+    for n in nodes:
+        book[n.address] = n.name
+        if n.alt_address:
+            book[n.alt_address] = n.name
+    return book
+
+
+def session_problems(configs: Mapping[str, SpeakerConfig], speakers: Mapping[str, Speaker]) -> list[str]:
+    """Configured sessions that are not Established, seen from either end."""
+    problems = []
+    for name, cfg in sorted(configs.items()):
+        if name not in speakers or not cfg.neighbors:
+            continue
+        states = speakers[name].sessions()
+        for n in cfg.neighbors:
+            state = states.get(n.address, "absent")
+            if state != "Established":
+                problems.append(f"{name}: session to {n.name} ({n.address}) is {state}")
+    return problems
+
+
+def learnt_routes(
+    speakers: Mapping[str, Speaker], book: Mapping[str, str], families: Sequence[str]
+) -> dict[str, dict[str, set[str]]]:
+    """{node: {prefix: names of the neighbours it holds a path from}}."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for name, sp in speakers.items():
+        mine: dict[str, set[str]] = {}
+        for family in families:
+            for prefix, paths in sp.routes(family).items():
+                via = {book.get(p.from_address, p.from_address) for p in paths if p.from_address}
+                mine.setdefault(prefix, set()).update(via)
+        out[name] = mine
+    return out
+
+
+def run_migration(
+    inv: Inventory,
+    current: Plan,
+    target: Plan,
+    speakers: Mapping[str, Speaker],
+    *,
+    batch: int = 10,
+    timers: Timers | None = None,
+    step_timeout: float = 60.0,
+    poll: float = 0.25,
+    alt_nodes: frozenset[str] | None = None,
+    on_step: Callable[[int, int, Step], None] | None = None,
+    steps: list[Step] | None = None,
+) -> MigrationResult:
+    """Migrate the live speakers from ``current`` to ``target``; see the module docstring."""
+    infos = node_infos(inv)
+    if alt_nodes is None:
+        alt_nodes = frozenset(n.name for n in infos if n.alt_address)
+    book = _address_book(infos)
+    steps = steps if steps is not None else migration_steps(current, target, batch, alt_nodes)
+    final, _ = realize(current, target, alt_nodes)
+    missing = sorted(set(inv.names) - set(speakers))
+    if missing:
+        raise ValueError(f"no speaker for {', '.join(missing)}")
+    expected = {p: n.name for n in infos if n.name in target.nodes for p in n.prefixes}
+    families = ["ipv4", "ipv6"] if any(":" in p for p in expected) else ["ipv4"]
+    result = MigrationResult(sessions=frozenset(final))
+    t0 = time.monotonic()
+    for i, step in enumerate(steps, 1):
+        if on_step is not None:
+            on_step(i, len(steps), step)
+        log.info(
+            "migration step", extra={"step": i, "of": len(steps), "title": str(step), "touched": step.touched}
+        )
+        a0 = time.monotonic()
+        configs = speaker_configs(infos, step.sessions, step.cluster_ids, timers)
+        for name in step.touched:
+            speakers[name].apply(configs[name])
+        applied = time.monotonic()
+        check_sessions = final if step.kind == "gate" else step.sessions
+        nodes = [n for n in inv.names if n in target.nodes]
+        deadline = applied + step_timeout
+        while True:
+            problems = session_problems(configs, speakers)
+            if not problems:
+                learnt = learnt_routes(speakers, book, families)
+                problems = convergence_problems(learnt, expected, _node_level(check_sessions), nodes)
+            if not problems:
+                break
+            if time.monotonic() > deadline:
+                raise MigrationError(step, problems)
+            time.sleep(poll)
+        result.steps.append(StepResult(step, applied - a0, time.monotonic() - applied))
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _node_level(sessions: Iterable[Session]) -> list[Session]:
+    """Sessions as node pairs (the convergence check looks at which node a path came from)."""
+    return [Session(s.a, s.b, SessionKind.PEER) for s in sessions]
