@@ -2,8 +2,8 @@
 
 Choices worth knowing:
 
-- Both address families are carried on every session (ipv4 and ipv6 channels): a node that
-  originates no IPv6 prefix must still learn and, as a reflector, reflect the others'.
+- Each session has one channel, of its own address family (see ``bgp.render``); originated
+  prefixes of both families are static routes, and the kernel gets BGP routes of both.
 - Next hops are resolved recursively (``gateway recursive``, BIRD's iBGP default) through the
   ``master4``/``master6`` tables, which ``protocol direct`` fills with the node's connected
   networks: on a shared segment (the lab's 198.18.0.0/24) a reflected next hop, the originator's
@@ -15,6 +15,9 @@ Choices worth knowing:
   address pairs changes no next hop in anybody's FIB.
 - Every neighbour gets its own ``protocol bgp`` named ``Neighbor.ident``; ``birdc show route``
   prints that name, which is how a reader tells which session a path came from.
+- Graceful restart is off (BIRD advertises GR and LLGR by default): when a speaker dies, its
+  peers drop its routes once the hold timer expires, instead of keeping them as stale for the
+  dead speaker's restart time (120 s on BIRD and FRR). The FRR renderer does the same.
 - ``connect delay time`` follows ``connect_retry`` and a short ``error wait time`` is set when
   ``connect_retry`` is small: BIRD's defaults (5 s, then 60-300 s) keep a lab peer that went
   away idle for minutes.
@@ -23,6 +26,7 @@ Choices worth knowing:
 from __future__ import annotations
 
 from bgp.model import Neighbor, Role, SpeakerConfig, Timers
+from bgp.render import family
 
 __all__ = ["STATIC_PROTOCOLS", "render_bird"]
 
@@ -55,6 +59,8 @@ def _bgp_protocol(cfg: SpeakerConfig, n: Neighbor) -> list[str]:
         f"local {n.local_address or cfg.address} as {cfg.asn};",
         f"neighbor {n.address} as {n.asn};",
         *_timer_lines(cfg.timers),
+        "graceful restart off;",
+        "long lived graceful restart off;",
     ]
     if n.password is not None:
         body.append(f"password {_quote(n.password)};")
@@ -62,25 +68,19 @@ def _bgp_protocol(cfg: SpeakerConfig, n: Neighbor) -> list[str]:
         body.append("rr client;")
         if cfg.cluster_id is not None:
             body.append(f"rr cluster id {cfg.cluster_id};")
-    session_fam = "ipv6" if ":" in n.address else "ipv4"
-    for fam in _FAMILIES:
-        body += [
-            f"{fam} {{",
-            "    import all;",
-            "    export where source ~ [ RTS_STATIC, RTS_BGP ];",
-            "    gateway recursive;",
-        ]
-        if n.local_address is not None and n.local_address != cfg.address:
-            body.append(f"    next hop address {cfg.address};")
-        if fam != session_fam:
-            # the other family's next hops are session addresses: IPv4-mapped IPv6 (RFC 4798) or
-            # IPv6 for IPv4 NLRI (RFC 8950); they resolve in the session family's table
-            body += [
-                "    extended next hop on;",
-                f"    igp table master{fam[-1]};",
-                f"    igp table master{session_fam[-1]};",
-            ]
-        body.append("};")
+    body += [
+        f"{family(n.address)} {{",
+        "    import all;",
+        "    export where source ~ [ RTS_STATIC, RTS_BGP ];",
+        "    gateway recursive;",
+    ]
+    if (
+        n.local_address is not None
+        and n.local_address != cfg.address
+        and family(cfg.address) == family(n.address)
+    ):
+        body.append(f"    next hop address {cfg.address};")
+    body.append("};")
     return [f"protocol bgp {n.ident} {{", *("    " + line for line in body), "}"]
 
 
@@ -101,23 +101,16 @@ def render_bird(cfg: SpeakerConfig) -> str:
         "}",
     ]
     if cfg.install_routes:
-        out += [
-            "",
-            "protocol kernel nk_kernel4 {",
-            "    ipv4 {",
-            "        import none;",
-            "        export where source = RTS_BGP;",
-            "    };",
-            "}",
-            "",
-            "# Linux takes no IPv6 route through an IPv4 gateway: such paths stay in BIRD",
-            "protocol kernel nk_kernel6 {",
-            "    ipv6 {",
-            "        import none;",
-            "        export where source = RTS_BGP && !gw.is_v4;",
-            "    };",
-            "}",
-        ]
+        for fam in _FAMILIES:
+            out += [
+                "",
+                f"protocol kernel nk_kernel{fam[-1]} {{",
+                f"    {fam} {{",
+                "        import none;",
+                "        export where source = RTS_BGP;",
+                "    };",
+                "}",
+            ]
     for fam, prefixes in (("ipv4", cfg.prefixes_v4), ("ipv6", cfg.prefixes_v6)):
         if prefixes:
             out += ["", f"protocol static {STATIC_PROTOCOLS[fam]} {{", f"    {fam};"]

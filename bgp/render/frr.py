@@ -1,13 +1,16 @@
 """FRR bgpd configuration for one speaker, and the vtysh commands that move a running bgpd
 from one config to another without a restart.
 
-Neighbours are keyed by address (as bgpd keys them). Both address families are activated on
-every session (``no bgp default ipv4-unicast`` makes that explicit); originated prefixes are
+Neighbours are keyed by address (as bgpd keys them). Each is activated in the address family
+of its own address only (see ``bgp.render``; ``no bgp default ipv4-unicast`` makes activation
+explicit); originated prefixes are
 ``network`` statements, which with ``no bgp network import-check`` need no route in the RIB.
 When ``install_routes`` is off, a ``table-map`` whose route-map denies everything keeps BGP's
 routes out of zebra (and so out of the kernel) without touching BGP's own RIB. A session on an
 alternate local address (``Neighbor.local_address``) gets an outbound route-map that sets the
-node's main address as next hop of its own prefixes (IPv4), as the BIRD renderer does.
+node's main address as next hop of its own prefixes, as the BIRD renderer does. Graceful
+restart is disabled (also helper mode), as in the BIRD renderer: a dead speaker's routes go when
+its session does.
 
 Measured on FRR 8.4.4: toggling ``route-reflector-client`` resets the session (bgpd sends a
 CEASE and reconnects); see ``frr_delta``.
@@ -16,6 +19,7 @@ CEASE and reconnects); see ``frr_delta``.
 from __future__ import annotations
 
 from bgp.model import Neighbor, Role, SpeakerConfig
+from bgp.render import family
 
 __all__ = ["NEXT_HOP_ROUTE_MAP", "NO_FIB_ROUTE_MAP", "frr_delta", "render_frr"]
 
@@ -43,17 +47,19 @@ def _session_lines(cfg: SpeakerConfig, n: Neighbor) -> dict[str, str]:
     return lines
 
 
-def _af_lines(cfg: SpeakerConfig, n: Neighbor, family: str) -> list[str]:
+def _af_lines(cfg: SpeakerConfig, n: Neighbor, fam: str) -> list[str]:
+    if family(n.address) != fam:
+        return []
     lines = [f"neighbor {n.address} activate"]
     if n.role is Role.CLIENT:
         lines.append(f"neighbor {n.address} route-reflector-client")
-    if family == "ipv4" and _alt(cfg, n):
+    if _alt(cfg, n):
         lines.append(f"neighbor {n.address} route-map {NEXT_HOP_ROUTE_MAP} out")
     return lines
 
 
-def _prefixes(cfg: SpeakerConfig, family: str) -> tuple[str, ...]:
-    return cfg.prefixes_v4 if family == "ipv4" else cfg.prefixes_v6
+def _prefixes(cfg: SpeakerConfig, fam: str) -> tuple[str, ...]:
+    return cfg.prefixes_v4 if fam == "ipv4" else cfg.prefixes_v6
 
 
 def _no_fib_route_map() -> list[str]:
@@ -61,10 +67,11 @@ def _no_fib_route_map() -> list[str]:
 
 
 def _next_hop_route_map(cfg: SpeakerConfig) -> list[str]:
+    ip = "ipv6 next-hop global" if family(cfg.address) == "ipv6" else "ip next-hop"
     return [
         f"route-map {NEXT_HOP_ROUTE_MAP} permit 10",
         " match peer local",
-        f" set ip next-hop {cfg.address}",
+        f" set {ip} {cfg.address}",
         "exit",
         f"route-map {NEXT_HOP_ROUTE_MAP} permit 20",
         "exit",
@@ -89,9 +96,10 @@ def render_frr(cfg: SpeakerConfig) -> str:
         " no bgp ebgp-requires-policy",
         " no bgp network import-check",
         " no bgp default ipv4-unicast",
+        " bgp graceful-restart-disable",
     ]
-    if cfg.cluster_id is not None:
-        out.append(f" bgp cluster-id {cfg.cluster_id}")
+    if _cluster_id(cfg) is not None:
+        out.append(f" bgp cluster-id {_cluster_id(cfg)}")
     for n in cfg.neighbors:
         out += [" " + line for line in _session_lines(cfg, n).values()]
     for fam in _FAMILIES:
@@ -104,6 +112,17 @@ def render_frr(cfg: SpeakerConfig) -> str:
         out.append(" exit-address-family")
     out += ["exit", "!"]
     return "\n".join(out) + "\n"
+
+
+def _cluster_id(cfg: SpeakerConfig) -> str | None:
+    """The ``bgp cluster-id`` line's value: none when it is the router id, bgpd's default.
+
+    Setting it, even to the value in effect, resets every iBGP session, so a node that starts
+    reflecting during a live migration (cluster id = its router id) must not get the line.
+    """
+    if cfg.cluster_id is None or cfg.cluster_id == cfg.router_id:
+        return None
+    return cfg.cluster_id
 
 
 def frr_delta(old: SpeakerConfig, new: SpeakerConfig) -> list[str]:
@@ -124,8 +143,9 @@ def frr_delta(old: SpeakerConfig, new: SpeakerConfig) -> list[str]:
     body = [f"no neighbor {a}" for a in olds if a not in news]
     if old.router_id != new.router_id:
         body.append(f"bgp router-id {new.router_id}")
-    if old.cluster_id != new.cluster_id:
-        body.append(f"bgp cluster-id {new.cluster_id}" if new.cluster_id else "no bgp cluster-id")
+    if _cluster_id(old) != _cluster_id(new):
+        cid = _cluster_id(new)
+        body.append(f"bgp cluster-id {cid}" if cid else "no bgp cluster-id")
     for a, n in news.items():
         was = _session_lines(old, olds[a]) if a in olds else {}
         now = _session_lines(new, n)

@@ -1,17 +1,19 @@
 """GoBGP (gobgpd 3) TOML configuration for one speaker, and the CLI commands that originate
 its prefixes (GoBGP's TOML has no place for locally originated routes).
 
-Both address families are enabled on every session. gobgpd installs nothing in the kernel by
-itself (only through zebra), so ``install_routes`` has no effect here. gobgpd listens on every
-address (no ``local-address-list``: a SIGHUP reload does not change global settings, and new
-sessions may use an alternate local address); each neighbour's ``transport.local-address`` pins
-the session's source. Originated prefixes carry the node's main address as next hop on every
-session.
+Each session carries the address family of its own addresses (see ``bgp.render``). gobgpd
+installs nothing in the kernel by itself (only through zebra), so ``install_routes`` has no
+effect here. gobgpd listens on every address (no ``local-address-list``: a SIGHUP reload does
+not change global settings, and new sessions may use an alternate local address); each
+neighbour's ``transport.local-address`` pins the session's source. Originated prefixes carry
+the node's main address as next hop on every session. No graceful restart is configured (as
+in the BIRD and FRR renderers).
 """
 
 from __future__ import annotations
 
 from bgp.model import Role, SpeakerConfig
+from bgp.render import family
 
 __all__ = ["gobgp_announce_commands", "gobgp_withdraw_commands", "render_gobgp"]
 
@@ -55,19 +57,19 @@ def render_gobgp(cfg: SpeakerConfig) -> str:
                 "    route-reflector-client = true",
                 f"    route-reflector-cluster-id = {_s(cfg.cluster_id or cfg.router_id)}",
             ]
-        for fam in ("ipv4-unicast", "ipv6-unicast"):
-            out += [
-                "  [[neighbors.afi-safis]]",
-                "    [neighbors.afi-safis.config]",
-                f"      afi-safi-name = {_s(fam)}",
-            ]
+        out += [
+            "  [[neighbors.afi-safis]]",
+            "    [neighbors.afi-safis.config]",
+            f"      afi-safi-name = {_s(family(n.address) + '-unicast')}",
+        ]
     return "\n".join(out) + "\n"
 
 
 def _next_hop(cfg: SpeakerConfig, prefix: str) -> str:
-    v6_prefix, v6_session = ":" in prefix, ":" in cfg.address
-    if v6_prefix and not v6_session:
-        return "::ffff:" + cfg.address  # IPv4-mapped (RFC 4798), as BIRD and FRR send it
+    if family(prefix) == "ipv6" and family(cfg.address) == "ipv4":
+        return "::ffff:" + cfg.address  # IPv4-mapped: the RIB wants one; no IPv4 session carries it
+    if family(prefix) == "ipv4" and family(cfg.address) == "ipv6":
+        return "0.0.0.0"  # likewise
     return cfg.address
 
 

@@ -59,7 +59,8 @@ def test_bird_reflector() -> None:
         "local 198.18.0.1 as 64512;" in protos["n_n3"] and "neighbor 198.18.0.3 as 64512;" in protos["n_n3"]
     )
     for body in protos.values():
-        assert body.count("export where source ~ [ RTS_STATIC, RTS_BGP ];") == 2  # ipv4 and ipv6
+        assert body.count("export where source ~ [ RTS_STATIC, RTS_BGP ];") == 1
+        assert "ipv4 {" in body and "ipv6 {" not in body  # an IPv4 session carries IPv4 only
         assert "gateway recursive;" in body
 
 
@@ -77,12 +78,19 @@ def test_bird_client_statics_and_kernel() -> None:
     assert "protocol kernel" not in render_bird(configs(install_routes=False)["n3"])
 
 
-def test_bird_ipv6_channel_over_ipv4_session_uses_extended_next_hop() -> None:
-    body = blocks(render_bird(configs()["n3"]), "bgp")["n_n1"]
-    v4 = body[body.index("ipv4 {") : body.index("ipv6 {")]
-    v6 = body[body.index("ipv6 {") :]
-    assert "extended next hop" not in v4
-    assert "extended next hop on;" in v6 and "igp table master4;" in v6
+def v6_configs() -> dict[str, SpeakerConfig]:
+    """The same plan on IPv6 session addresses (router ids stay dotted quads)."""
+    nodes = [replace(n, address=f"2001:db8:ff::{i}") for i, n in enumerate(NODES, 1)]
+    return speaker_configs(nodes, SESSIONS, {"n1": "1.1.1.1", "n2": "2.2.2.2"})
+
+
+def test_bird_ipv6_session_carries_ipv6() -> None:
+    text = render_bird(v6_configs()["n3"])
+    body = blocks(text, "bgp")["n_n1"]
+    assert "local 2001:db8:ff::3 as 64512;" in body and "neighbor 2001:db8:ff::1 as 64512;" in body
+    assert "ipv6 {" in body and "ipv4 {" not in body
+    assert "router id 198.18.0.3;" in text
+    assert "route 198.19.3.0/24 blackhole;" in blocks(text, "static")["nk_static4"]  # rendered, unused
 
 
 def test_bird_timers() -> None:
@@ -103,7 +111,7 @@ def test_bird_password_quoted_and_alt_session() -> None:
     cfg = speaker_configs(alt_nodes, [Session.rr("n1", "n3", alt=True)], {})["n3"]
     body = blocks(render_bird(cfg), "bgp")["n_n1_alt"]
     assert "local 198.18.1.3 as 64512;" in body and "neighbor 198.18.1.1 as 64512;" in body
-    assert body.count("next hop address 198.18.0.3;") == 2  # own prefixes keep the main next hop
+    assert body.count("next hop address 198.18.0.3;") == 1  # own prefixes keep the main next hop
 
 
 # -- FRR ----------------------------------------------------------------------------------------
@@ -127,14 +135,18 @@ def test_frr_reflector() -> None:
         " neighbor 198.18.0.3 update-source 198.18.0.1",
     ):
         assert line + "\n" in text
-    for fam, prefix in (("ipv4", "198.19.1.0/24"), ("ipv6", "2001:db8:1::/48")):
-        af = af_section(text, fam)
-        assert f"network {prefix}" in af
-        assert all(f"neighbor 198.18.0.{i} activate" in af for i in (2, 3, 4))
-        assert "neighbor 198.18.0.3 route-reflector-client" in af
-        assert "neighbor 198.18.0.4 route-reflector-client" in af
-        assert "neighbor 198.18.0.2 route-reflector-client" not in af
+    af = af_section(text, "ipv4")
+    assert "network 198.19.1.0/24" in af
+    assert all(f"neighbor 198.18.0.{i} activate" in af for i in (2, 3, 4))
+    assert "neighbor 198.18.0.3 route-reflector-client" in af
+    assert "neighbor 198.18.0.4 route-reflector-client" in af
+    assert "neighbor 198.18.0.2 route-reflector-client" not in af
+    # IPv4 sessions are not activated for IPv6; the IPv6 prefix is still a network statement
+    assert af_section(text, "ipv6").split("\n")[1:] == ["  network 2001:db8:1::/48", " "]
     assert NO_FIB_ROUTE_MAP not in text and NEXT_HOP_ROUTE_MAP not in text
+    v6 = render_frr(v6_configs()["n1"])
+    assert "neighbor 2001:db8:ff::3 route-reflector-client" in af_section(v6, "ipv6")
+    assert "activate" not in af_section(v6, "ipv4")
 
 
 def test_frr_client_timers_password_no_fib() -> None:
@@ -162,12 +174,13 @@ def test_frr_delta_remove_and_add_neighbours() -> None:
         "neighbor 198.18.0.5 remote-as 64512" in cmds
         and "neighbor 198.18.0.5 update-source 198.18.0.1" in cmds
     )
-    for fam in ("ipv4", "ipv6"):
-        i = cmds.index(f"address-family {fam} unicast")
-        assert cmds[i + 1 : i + 3] == [
-            "neighbor 198.18.0.5 activate",
-            "neighbor 198.18.0.5 route-reflector-client",
-        ]
+    i = cmds.index("address-family ipv4 unicast")
+    assert cmds[i + 1 : i + 4] == [
+        "neighbor 198.18.0.5 activate",
+        "neighbor 198.18.0.5 route-reflector-client",
+        "exit-address-family",
+    ]
+    assert "address-family ipv6 unicast" not in cmds
     # the removal comes first, and untouched neighbours are not mentioned
     assert cmds.index("no neighbor 198.18.0.4") == 1
     assert not any("198.18.0.2" in c or "198.18.0.3" in c for c in cmds)
@@ -179,9 +192,14 @@ def test_frr_delta_toggle_reflector_client_and_cluster_id() -> None:
         [s for s in SESSIONS if s.pair != frozenset(("n1", "n3"))] + [Session.peer("n1", "n3")]
     )["n1"]
     cmds = frr_delta(old, demoted)
-    assert cmds.count("no neighbor 198.18.0.3 route-reflector-client") == 2  # ipv4 and ipv6
-    assert not any(c.startswith("no neighbor 198.18.0.3 ") and "reflector" not in c for c in cmds)
-    assert frr_delta(demoted, old).count("neighbor 198.18.0.3 route-reflector-client") == 2
+    assert cmds == [
+        "router bgp 64512",
+        "address-family ipv4 unicast",
+        "no neighbor 198.18.0.3 route-reflector-client",
+        "exit-address-family",
+        "exit",
+    ]
+    assert frr_delta(demoted, old)[2] == "neighbor 198.18.0.3 route-reflector-client"
     # n3 stops reflecting altogether when its only clients go
     plain = configs([Session.peer("n1", "n2"), Session.peer("n1", "n3"), Session.peer("n1", "n4")])["n1"]
     cmds = frr_delta(old, plain)
@@ -246,7 +264,9 @@ def test_gobgp_toml() -> None:
     assert n3["timers"]["config"] == {"hold-time": 9, "keepalive-interval": 3, "connect-retry": 1}
     assert n3["transport"]["config"] == {"local-address": "198.18.0.1"}
     families = [a["config"]["afi-safi-name"] for a in n3["afi-safis"]]
-    assert families == ["ipv4-unicast", "ipv6-unicast"]
+    assert families == ["ipv4-unicast"]
+    v6 = tomllib.loads(render_gobgp(v6_configs()["n1"]))
+    assert {a["config"]["afi-safi-name"] for n in v6["neighbors"] for a in n["afi-safis"]} == {"ipv6-unicast"}
 
 
 def test_gobgp_announce_commands() -> None:
