@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from bgp.inventory import Inventory
-from bgp.migration import Step, convergence_problems, migration_steps, realize
-from bgp.model import NodeInfo, Session, SessionKind, SpeakerConfig, Timers, speaker_configs
+from bgp.migration import Step, expectations, migration_steps, realize, unmet
+from bgp.model import Session, SpeakerConfig, Timers, speaker_configs
 from bgp.planner import Plan, node_infos
 
 __all__ = ["MigrationError", "MigrationResult", "Speaker", "StepResult", "run_migration", "session_problems"]
@@ -71,15 +71,6 @@ class MigrationResult:
         return rows
 
 
-def _address_book(nodes: Iterable[NodeInfo]) -> dict[str, str]:
-    book: dict[str, str] = {}
-    for n in nodes:
-        book[n.address] = n.name
-        if n.alt_address:
-            book[n.alt_address] = n.name
-    return book
-
-
 def session_problems(configs: Mapping[str, SpeakerConfig], speakers: Mapping[str, Speaker]) -> list[str]:
     """Configured sessions that are not Established, seen from either end."""
     problems = []
@@ -94,16 +85,14 @@ def session_problems(configs: Mapping[str, SpeakerConfig], speakers: Mapping[str
     return problems
 
 
-def learnt_routes(
-    speakers: Mapping[str, Speaker], book: Mapping[str, str], families: Sequence[str]
-) -> dict[str, dict[str, set[str]]]:
-    """{node: {prefix: names of the neighbours it holds a path from}}."""
+def learnt_routes(speakers: Mapping[str, Speaker], families: Sequence[str]) -> dict[str, dict[str, set[str]]]:
+    """{node: {prefix: addresses of the neighbours it holds a path from}}."""
     out: dict[str, dict[str, set[str]]] = {}
     for name, sp in speakers.items():
         mine: dict[str, set[str]] = {}
         for family in families:
             for prefix, paths in sp.routes(family).items():
-                via = {book.get(p.from_address, p.from_address) for p in paths if p.from_address}
+                via = {p.from_address for p in paths if p.from_address}
                 mine.setdefault(prefix, set()).update(via)
         out[name] = mine
     return out
@@ -127,16 +116,17 @@ def run_migration(
     infos = node_infos(inv)
     if alt_nodes is None:
         alt_nodes = frozenset(n.name for n in infos if n.alt_address)
-    book = _address_book(infos)
     steps = steps if steps is not None else migration_steps(current, target, batch, alt_nodes)
     final, _ = realize(current, target, alt_nodes)
     missing = sorted(set(inv.names) - set(speakers))
     if missing:
         raise ValueError(f"no speaker for {', '.join(missing)}")
-    expected = {p: n.name for n in infos if n.name in target.nodes for p in n.prefixes}
+    expected = [p for n in infos if n.name in target.nodes for p in n.prefixes]
     families = ["ipv4", "ipv6"] if any(":" in p for p in expected) else ["ipv4"]
+    nodes = [n for n in inv.names if n in target.nodes]
     result = MigrationResult(sessions=frozenset(final))
     t0 = time.monotonic()
+    before: frozenset[Session] = current.sessions
     for i, step in enumerate(steps, 1):
         if on_step is not None:
             on_step(i, len(steps), step)
@@ -148,24 +138,18 @@ def run_migration(
         for name in step.touched:
             speakers[name].apply(configs[name])
         applied = time.monotonic()
-        check_sessions = final if step.kind == "gate" else step.sessions
-        nodes = [n for n in inv.names if n in target.nodes]
+        expects = expectations(step, before, final, infos, nodes)
         deadline = applied + step_timeout
         while True:
             problems = session_problems(configs, speakers)
             if not problems:
-                learnt = learnt_routes(speakers, book, families)
-                problems = convergence_problems(learnt, expected, _node_level(check_sessions), nodes)
+                problems = unmet(expects, learnt_routes(speakers, families))
             if not problems:
                 break
             if time.monotonic() > deadline:
                 raise MigrationError(step, problems)
             time.sleep(poll)
         result.steps.append(StepResult(step, applied - a0, time.monotonic() - applied))
+        before = step.sessions
     result.seconds = time.monotonic() - t0
     return result
-
-
-def _node_level(sessions: Iterable[Session]) -> list[Session]:
-    """Sessions as node pairs (the convergence check looks at which node a path came from)."""
-    return [Session(s.a, s.b, SessionKind.PEER) for s in sessions]

@@ -27,10 +27,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bgp.model import Session, SessionKind
+from bgp.model import NodeInfo, Session, SessionKind
 from bgp.planner import Plan
 
-__all__ = ["Step", "convergence_problems", "migration_steps", "realize"]
+__all__ = ["Expect", "Step", "expectations", "migration_steps", "realize", "unmet"]
 
 StepKind = Literal["add", "reflect", "retire", "gate", "remove", "unreflect"]
 
@@ -169,29 +169,68 @@ def migration_steps(
     return steps
 
 
-def convergence_problems(
-    learnt: Mapping[str, Mapping[str, Iterable[str]]],
-    expected: Mapping[str, str],
-    sessions: Iterable[Session],
-    nodes: Iterable[str],
-) -> list[str]:
-    """What keeps a topology from being converged.
+@dataclass(frozen=True)
+class Expect:
+    """``node`` must hold a path for ``prefix`` learnt from one of ``via`` (neighbour addresses)."""
 
-    ``learnt[node][prefix]`` is the set of neighbour node names ``node`` holds a path from;
-    ``expected`` maps each prefix to the node originating it. Converged: every node in ``nodes``
-    has every other node's prefix over a session of ``sessions``.
-    """
-    neighbours: dict[str, set[str]] = {}
+    node: str
+    prefix: str
+    via: frozenset[str]
+    why: str
+
+
+def _address(node: NodeInfo, alt: bool) -> str:
+    return (node.alt_address or node.address) if alt else node.address
+
+
+def _neighbour_addresses(sessions: Iterable[Session], infos: Mapping[str, NodeInfo]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
     for s in sessions:
-        neighbours.setdefault(s.a, set()).add(s.b)
-        neighbours.setdefault(s.b, set()).add(s.a)
+        out.setdefault(s.a, set()).add(_address(infos[s.b], s.alt))
+        out.setdefault(s.b, set()).add(_address(infos[s.a], s.alt))
+    return out
+
+
+def expectations(
+    step: Step,
+    before: Iterable[Session],
+    final: Iterable[Session],
+    infos: Iterable[NodeInfo],
+    nodes: Iterable[str],
+) -> list[Expect]:
+    """What must hold before the step after ``step`` may start.
+
+    Always: every node in ``nodes`` has every other node's prefixes over a session in force (no
+    loss). After **add**: each new session has carried both ends' own prefixes (a session that is
+    Established may not have sent its table yet, and the next step retires the old session).
+    After the **gate**: the paths come over sessions of the final topology.
+    """
+    by_name = {n.name: n for n in infos}
+    live = [n for n in sorted(nodes) if n in by_name]
+    origin = {p: n for n in live for p in by_name[n].prefixes}
+    scope = final if step.kind == "gate" else step.sessions
+    why = "over the target topology" if step.kind == "gate" else "over the sessions in force"
+    addresses = _neighbour_addresses(scope, by_name)
+    out = [
+        Expect(node, prefix, frozenset(addresses.get(node, ())), why)
+        for node in live
+        for prefix, owner in sorted(origin.items())
+        if owner != node
+    ]
+    if step.kind == "add":
+        for s in sorted(set(step.sessions) - set(before)):
+            for me, other in ((s.a, s.b), (s.b, s.a)):
+                if me not in by_name:
+                    continue
+                via = frozenset([_address(by_name[other], s.alt)])
+                out += [Expect(me, p, via, f"over the new session {s}") for p in by_name[other].prefixes]
+    return out
+
+
+def unmet(expects: Iterable[Expect], learnt: Mapping[str, Mapping[str, Iterable[str]]]) -> list[str]:
+    """The expectations ``learnt`` (node -> prefix -> neighbour addresses of its paths) misses."""
     problems = []
-    for node in sorted(nodes):
-        have = learnt.get(node, {})
-        for prefix, origin in sorted(expected.items()):
-            if origin == node:
-                continue
-            via = set(have.get(prefix, ())) & neighbours.get(node, set())
-            if not via:
-                problems.append(f"{node} lacks {prefix} (from {origin}) over target sessions")
+    for e in expects:
+        if not set(learnt.get(e.node, {}).get(e.prefix, ())) & e.via:
+            problems.append(f"{e.node} lacks {e.prefix} {e.why}")
     return problems

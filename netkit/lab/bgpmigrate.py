@@ -212,14 +212,19 @@ def run_migration_lab(
             phase(f"kill reflector {victim}", kill)
 
             def restart() -> tuple[None, str]:
+                # the others keep everything meanwhile; the victim's own FIB and its prefix at the
+                # others are required from the moment they are back
                 speakers[victim].start()
-                watch.require_all(required())
-                t = _wait(
-                    lambda: session_problems({victim: speakers[victim].cfg}, speakers) or watch.missing_now(),
-                    60,
-                    f"{victim} re-learning",
-                )
-                return None, f"{victim} back, re-learnt every prefix in {t:.1f} s"
+                want = required()
+
+                def back() -> list[str]:
+                    fib = watch.latest
+                    lacking = [f"{n} lacks {p}" for n, ps in want.items() for p in ps - fib.get(n, set())]
+                    return session_problems({victim: speakers[victim].cfg}, speakers) + lacking
+
+                t = _wait(back, 60, f"{victim} re-learning")
+                watch.require_all(want)
+                return None, f"{victim} back, re-learnt and re-advertised every prefix in {t:.1f} s"
 
             phase(f"restart reflector {victim}", restart)
 

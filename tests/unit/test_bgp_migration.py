@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bgp.inventory import Inventory, Policy
-from bgp.migration import convergence_problems, migration_steps
+from bgp.migration import migration_steps
 from bgp.model import Session, SessionKind
 from bgp.planner import mesh_plan, plan
 from bgp.propagation import missing_routes
@@ -95,11 +95,41 @@ def test_nothing_to_do() -> None:
         migration_steps(p, p, batch=0)
 
 
-def test_convergence_problems_name_the_gap() -> None:
-    sessions = [Session.rr("r", "a"), Session.rr("r", "b")]
-    expected = {"198.19.1.0/24": "a", "198.19.2.0/24": "b"}
-    learnt = {"a": {"198.19.2.0/24": {"r"}}, "b": {"198.19.1.0/24": {"a"}}}  # b has it only via a
-    problems = convergence_problems(learnt, expected, sessions, ["a", "b"])
-    assert problems == ["b lacks 198.19.1.0/24 (from a) over target sessions"]
-    learnt["b"]["198.19.1.0/24"] = {"a", "r"}
-    assert convergence_problems(learnt, expected, sessions, ["a", "b"]) == []
+def test_expectations_name_the_gap() -> None:
+    from bgp.migration import Step, expectations, unmet
+    from bgp.model import NodeInfo
+
+    infos = [
+        NodeInfo("a", "198.18.0.1", 64512, "198.18.0.1", ("198.19.1.0/24",), "198.18.1.1"),
+        NodeInfo("b", "198.18.0.2", 64512, "198.18.0.2", ("198.19.2.0/24",), "198.18.1.2"),
+        NodeInfo("r", "198.18.0.3", 64512, "198.18.0.3", (), "198.18.1.3"),
+    ]
+    old = frozenset([Session.peer("a", "b"), Session.peer("a", "r"), Session.peer("b", "r")])
+    new = frozenset([Session.rr("r", "a", alt=True), Session.rr("r", "b", alt=True)])
+    add = Step("add", "", old | new)
+    exp = expectations(add, old, new, infos, ["a", "b", "r"])
+    learnt = {
+        "a": {"198.19.2.0/24": {"198.18.0.2"}},
+        "b": {"198.19.1.0/24": {"198.18.0.1"}},
+        "r": {"198.19.1.0/24": {"198.18.0.1"}, "198.19.2.0/24": {"198.18.0.2"}},
+    }
+    assert unmet(exp, learnt)[0] == "r lacks 198.19.1.0/24 over the new session r -> a (alt)"
+    learnt["r"]["198.19.1.0/24"].add("198.18.1.1")
+    learnt["r"]["198.19.2.0/24"].add("198.18.1.2")
+    assert unmet(exp, learnt) == []
+    gate = Step("gate", "", old | new)
+    problems = unmet(expectations(gate, old | new, new, infos, ["a", "b", "r"]), learnt)
+    assert problems == [
+        "a lacks 198.19.2.0/24 over the target topology",
+        "b lacks 198.19.1.0/24 over the target topology",
+    ]
+    learnt["a"]["198.19.2.0/24"].add("198.18.1.3")
+    learnt["b"]["198.19.1.0/24"].add("198.18.1.3")
+    assert unmet(expectations(gate, old | new, new, infos, ["a", "b", "r"]), learnt) == []
+    # a new session between nodes with prefixes must carry them before the old one retires
+    direct = frozenset([Session.rr("a", "b", alt=True)])
+    exp = expectations(Step("add", "", old | direct), old, direct, infos, ["a", "b", "r"])
+    assert unmet(exp, learnt) == [
+        "a lacks 198.19.2.0/24 over the new session a -> b (alt)",
+        "b lacks 198.19.1.0/24 over the new session a -> b (alt)",
+    ]
