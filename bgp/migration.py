@@ -3,8 +3,8 @@
 Every step is a complete session set (with cluster ids), so each node's speaker config for a
 step is ``speakers_for(inventory, step.sessions, step.cluster_ids)``. Order:
 
-1. **add**: sessions the target has and the current topology lacks, all at once (nothing is
-   lost by adding a session). A pair whose session changes kind (mesh peer -> reflector client)
+1. **add**: sessions the target has and the current topology lacks (nothing is lost by adding
+   a session), first between nodes that had none, then beside old ones. A pair whose session changes kind (mesh peer -> reflector client)
    gets its new session *beside* the old one, on the nodes' alternate addresses: BIRD and FRR
    both reset a session whose reflector-client flag changes (measured: BIRD 2.0.12 dropped the
    peer's prefix for 3+ s), and in a mesh the two ends' own prefixes ride only on that session;
@@ -115,12 +115,20 @@ def migration_steps(
         now = set(new)
 
     flipped_slots = {f.slot for f in flips.values()}
-    # 1. add: new sessions beside the old ones (and cluster ids of new reflectors)
+    # 1. add: sessions between nodes that had none first, then those beside an old session of
+    # the same pair. A reflector that gains a plain session to its own client prefers that path
+    # (lower neighbour address) and stops reflecting the client's routes to other reflectors:
+    # by then they must hold them over their own new sessions.
     fresh = {s for s in realized if s not in now and s.slot not in flipped_slots}
+    old_pairs = {s.pair for s in now}
     ids = {**cids_now, **{r: c for r, c in target.cluster_ids.items() if r not in cids_now}}
-    if fresh:
-        alt = sum(1 for s in fresh if s.alt)
-        push("add", f"{len(fresh)} new sessions ({alt} on alternate addresses)", now | fresh, ids)
+    for part, where in (
+        ({s for s in fresh if s.pair not in old_pairs}, "between nodes without one"),
+        ({s for s in fresh if s.pair in old_pairs}, "beside old ones"),
+    ):
+        if part:
+            alt = sum(1 for s in part if s.alt)
+            push("add", f"{len(part)} new sessions {where} ({alt} on alternate addresses)", now | part, ids)
     # 2. reflect: in-place flips that add reflection and cluster-id changes, one reflector at a time
     gaining: dict[str, set[Session]] = {}
     for f in flips.values():
