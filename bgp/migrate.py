@@ -135,8 +135,14 @@ def run_migration(
         )
         a0 = time.monotonic()
         configs = speaker_configs(infos, step.sessions, step.cluster_ids, timers)
-        for name in step.touched:
-            speakers[name].apply(configs[name])
+        for n_applied, name in enumerate(step.touched):
+            try:
+                speakers[name].apply(configs[name])
+            except Exception as exc:  # a dead or unreachable speaker: stop here, say where
+                done = ", ".join(step.touched[:n_applied]) or "none"
+                raise MigrationError(
+                    step, [f"{name}: applying the step's config failed: {exc}", f"already applied on: {done}"]
+                ) from exc
         applied = time.monotonic()
         expects = expectations(step, before, final, infos, nodes)
         deadline = applied + step_timeout
