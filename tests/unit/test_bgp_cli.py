@@ -1,0 +1,68 @@
+"""`netkit bgp plan/render/migrate --dry-run` from the command line: output, files, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from netkit.cli import main
+
+INVENTORY = "asn: 64512\nnodes:\n" + "".join(
+    f"  - {{name: n{i}, address: 198.18.0.{i}, alt_address: 198.18.1.{i}, labels: {{zone: z{i % 3}}}, "
+    f"prefixes: [198.19.{i}.0/24]}}\n"
+    for i in range(1, 10)
+)
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(INVENTORY)
+    return path
+
+
+def test_plan_prints_reflectors_and_diff_and_writes_the_plan(
+    inventory: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_file = tmp_path / "plan.yaml"
+    assert main(["bgp", "plan", "-f", str(inventory), "-o", str(out_file)]) == 0
+    out = capsys.readouterr().out
+    assert "3 reflectors for 9 nodes" in out and "(full mesh: 36)" in out
+    assert "diff against the current plan (full mesh)" in out
+    saved = yaml.safe_load(out_file.read_text())
+    assert saved["kind"] == "rr" and len(saved["reflectors"]) == 3
+    # planning again against the plan in force changes nothing
+    assert main(["bgp", "plan", "-f", str(inventory), "--current", str(out_file)]) == 0
+    assert "0 sessions added, 0 removed, 0 changed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["bird", "frr", "gobgp"])
+def test_render_writes_one_file_per_node(inventory: Path, tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / fmt
+    assert main(["bgp", "render", "-f", str(inventory), "--to", fmt, "--out", str(out)]) == 0
+    assert len(list(out.iterdir())) == 9
+
+
+def test_migrate_dry_run_lists_make_before_break_steps(
+    inventory: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bgp", "migrate", "-f", str(inventory), "--dry-run", "--batch", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "add: " in out and "retire: " in out and "gate: " in out and "remove: " in out
+    assert out.index("add: ") < out.index("gate: ") < out.index("remove: ")
+
+
+def test_invalid_inventory_exits_2_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(INVENTORY.replace("address: 198.18.0.2,", "address: 198.18.0.1,"))
+    assert main(["bgp", "plan", "-f", str(bad)]) == 2
+    assert "duplicate address 198.18.0.1" in capsys.readouterr().err
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="cannot read"):
+        main(["bgp", "plan", "-f", str(tmp_path / "nope.yaml")])
