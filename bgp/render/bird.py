@@ -38,7 +38,10 @@ _SHORT_RETRY = 4  # connect_retry at or below this also shortens BIRD's error wa
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A BIRD string literal; BIRD's lexer has no escapes, so a quote or newline cannot be said."""
+    if '"' in text or "\n" in text:
+        raise ValueError(f"BIRD cannot quote {text!r} (a double quote or newline)")
+    return f'"{text}"'
 
 
 def _timer_lines(t: Timers) -> list[str]:

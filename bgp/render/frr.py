@@ -21,10 +21,11 @@ from __future__ import annotations
 from bgp.model import Neighbor, Role, SpeakerConfig
 from bgp.render import family
 
-__all__ = ["NEXT_HOP_ROUTE_MAP", "NO_FIB_ROUTE_MAP", "frr_delta", "render_frr"]
+__all__ = ["NEXT_HOP_ROUTE_MAP", "NO_FIB_ROUTE_MAP", "OWN_PREFIX_LIST", "frr_delta", "render_frr"]
 
 NO_FIB_ROUTE_MAP = "NK-NO-FIB"
 NEXT_HOP_ROUTE_MAP = "NK-NH-MAIN"
+OWN_PREFIX_LIST = "NK-OWN"
 _FAMILIES = ("ipv4", "ipv6")
 
 
@@ -66,16 +67,34 @@ def _no_fib_route_map() -> list[str]:
     return [f"route-map {NO_FIB_ROUTE_MAP} deny 10", "exit"]
 
 
+def _own_prefixes(cfg: SpeakerConfig) -> tuple[str, ...]:
+    return _prefixes(cfg, family(cfg.address))
+
+
 def _next_hop_route_map(cfg: SpeakerConfig) -> list[str]:
-    ip = "ipv6 next-hop global" if family(cfg.address) == "ipv6" else "ip next-hop"
-    return [
-        f"route-map {NEXT_HOP_ROUTE_MAP} permit 10",
-        " match peer local",
-        f" set {ip} {cfg.address}",
-        "exit",
-        f"route-map {NEXT_HOP_ROUTE_MAP} permit 20",
-        "exit",
+    """Own prefixes (by prefix-list: ``match peer`` in an outbound map matches the receiving peer,
+    not where the route came from) get the main address as next hop; everything else passes."""
+    v6 = family(cfg.address) == "ipv6"
+    ip = "ipv6" if v6 else "ip"
+    lines = [
+        f"{ip} prefix-list {OWN_PREFIX_LIST} seq {5 * k} permit {p}"
+        for k, p in enumerate(_own_prefixes(cfg), 1)
     ]
+    lines += [f"route-map {NEXT_HOP_ROUTE_MAP} permit 10"]
+    if lines[:-1]:
+        lines.append(f" match {ip} address prefix-list {OWN_PREFIX_LIST}")
+        lines.append(f" set {'ipv6 next-hop global' if v6 else 'ip next-hop'} {cfg.address}")
+    else:
+        lines.append(" match peer 255.255.255.255")  # no own prefix: let nothing match
+    return [*lines, "exit", f"route-map {NEXT_HOP_ROUTE_MAP} permit 20", "exit"]
+
+
+def _drop_next_hop_route_map(cfg: SpeakerConfig) -> list[str]:
+    ip = "ipv6" if family(cfg.address) == "ipv6" else "ip"
+    lines = [f"no route-map {NEXT_HOP_ROUTE_MAP}"]
+    if _own_prefixes(cfg):
+        lines.append(f"no {ip} prefix-list {OWN_PREFIX_LIST}")
+    return lines
 
 
 def render_frr(cfg: SpeakerConfig) -> str:
@@ -170,6 +189,11 @@ def frr_delta(old: SpeakerConfig, new: SpeakerConfig) -> list[str]:
     head: list[str] = []
     if not new.install_routes and old.install_routes:
         head += _no_fib_route_map()
-    if any(_alt(new, n) for n in new.neighbors):
-        head += _next_hop_route_map(new)  # idempotent; needed before a new alternate session
-    return [*head, f"router bgp {new.asn}", *body, "exit"]
+    had_alt, has_alt = any(_alt(old, n) for n in old.neighbors), any(_alt(new, n) for n in new.neighbors)
+    tail: list[str] = []
+    if has_alt and (not had_alt or _own_prefixes(old) != _own_prefixes(new) or old.address != new.address):
+        head += _drop_next_hop_route_map(old) if had_alt else []
+        head += _next_hop_route_map(new)  # before the alternate sessions that use it
+    elif had_alt and not has_alt:
+        tail += _drop_next_hop_route_map(old)  # after the last alternate session is gone
+    return [*head, f"router bgp {new.asn}", *body, "exit", *tail]

@@ -50,6 +50,9 @@ __all__ = [
     "FrrSpeaker",
     "GoBgpSpeaker",
     "PathInfo",
+    "check_bird_config",
+    "check_frr_config",
+    "check_gobgp_config",
     "normalise_state",
     "parse_bird_protocols",
     "parse_bird_routes",
@@ -333,6 +336,38 @@ def _frr_daemon(name: str) -> str:
     return str(path) if path.is_file() else require_binary(name, "frr")
 
 
+def _check_output(
+    argv: Sequence[str], what: str, bad: Callable[[subprocess.CompletedProcess[str]], bool]
+) -> None:
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    if bad(r):
+        raise DaemonError(f"{what} rejected by {Path(argv[0]).name}:\n{(r.stdout + r.stderr).strip()}")
+
+
+def check_bird_config(path: str | Path) -> None:
+    """Raise DaemonError unless ``bird -p`` accepts the config file (the message names the line)."""
+    _check_output(
+        [require_binary("bird", "bird2"), "-p", "-c", str(path)], str(path), lambda r: r.returncode != 0
+    )
+
+
+def check_frr_config(path: str | Path) -> None:
+    """Raise DaemonError unless ``bgpd --dryrun`` accepts every line of the config file (bgpd exits 0
+    even when lines fail, so its output is read)."""
+
+    def bad(r: subprocess.CompletedProcess[str]) -> bool:
+        out = r.stdout + r.stderr
+        return r.returncode != 0 or "Config Failed" in out or any(x.startswith("%") for x in out.splitlines())
+
+    _check_output([_frr_daemon("bgpd"), "-C", "-f", str(path), "-u", "root", "-g", "frrvty"], str(path), bad)
+
+
+def check_gobgp_config(path: str | Path) -> None:
+    """Raise DaemonError unless ``gobgpd --dry-run`` accepts the TOML file."""
+    argv = [require_binary("gobgpd", "gobgpd"), "-d", "-f", str(path)]
+    _check_output(argv, str(path), lambda r: r.returncode != 0)
+
+
 class BgpSpeaker(ABC):
     """One speaker (one or more daemons) in a namespace; see the module docstring."""
 
@@ -549,7 +584,7 @@ class BirdSpeaker(BgpSpeaker):
     def _start(self) -> None:
         exe = require_binary("bird", "bird2")
         self._write(self.cfg)
-        self._run([exe, "-p", "-c", str(self.conf_path)])  # a config error shows here, with its line
+        check_bird_config(self.conf_path)  # a config error shows here, with its line
         self._spawn(
             [
                 exe,
@@ -616,6 +651,7 @@ class FrrSpeaker(BgpSpeaker):
         api = self._socket_path("zserv.api")
         self._socket_path("bgpd.vty")
         self.conf_path.write_text(render_frr(self.cfg))
+        check_frr_config(self.conf_path)  # bgpd itself would run on, skipping the failed lines
         common = ["-z", str(api), "--vty_socket", str(d), "-u", "root", "-g", "frrvty"]
         self._spawn(
             [
@@ -697,6 +733,7 @@ class GoBgpSpeaker(BgpSpeaker):
     def _start(self) -> None:
         exe = require_binary("gobgpd", "gobgpd")
         self.conf_path.write_text(render_gobgp(self.cfg))
+        check_gobgp_config(self.conf_path)
         host, port = self.api
         argv = [exe, "-f", str(self.conf_path), "--api-hosts", f"{host}:{port}", "--pprof-disable", "-p"]
         self._spawn(argv, self.dir / "gobgpd.log")
@@ -718,6 +755,7 @@ class GoBgpSpeaker(BgpSpeaker):
         self._rib(gobgp_withdraw_commands(_with_prefixes(old, gone)))
         if render_gobgp(new) != render_gobgp(old):
             self.conf_path.write_text(render_gobgp(new))
+            check_gobgp_config(self.conf_path)
             os.kill(self._procs[0].pid, signal.SIGHUP)
             want = {n.address for n in new.neighbors}
             wait_for(lambda: set(self._neighbors()) == want, 10.0, f"{new.node}: gobgpd reloaded neighbours")

@@ -12,7 +12,7 @@ import pytest
 
 from bgp.model import Neighbor, NodeInfo, Role, Session, SpeakerConfig, Timers, speaker_configs
 from bgp.render.bird import render_bird
-from bgp.render.frr import NEXT_HOP_ROUTE_MAP, NO_FIB_ROUTE_MAP, frr_delta, render_frr
+from bgp.render.frr import NEXT_HOP_ROUTE_MAP, NO_FIB_ROUTE_MAP, OWN_PREFIX_LIST, frr_delta, render_frr
 from bgp.render.gobgp import gobgp_announce_commands, gobgp_withdraw_commands, render_gobgp
 
 ASN = 64512
@@ -104,9 +104,11 @@ def test_bird_timers() -> None:
 
 
 def test_bird_password_quoted_and_alt_session() -> None:
-    cfgs = configs(passwords={frozenset(("n1", "n3")): 'se"cret'})
-    assert 'password "se\\"cret";' in blocks(render_bird(cfgs["n3"]), "bgp")["n_n1"]
+    cfgs = configs(passwords={frozenset(("n1", "n3")): "se cr\\et"})
+    assert 'password "se cr\\et";' in blocks(render_bird(cfgs["n3"]), "bgp")["n_n1"]  # BIRD has no escapes
     assert "password" not in blocks(render_bird(cfgs["n3"]), "bgp")["n_n2"]
+    with pytest.raises(ValueError, match="BIRD cannot quote"):
+        render_bird(configs(passwords={frozenset(("n1", "n3")): 'se"cret'})["n3"])
     alt_nodes = [replace(n, alt_address=f"198.18.1.{i}") for i, n in enumerate(NODES, 1)]
     cfg = speaker_configs(alt_nodes, [Session.rr("n1", "n3", alt=True)], {})["n3"]
     body = blocks(render_bird(cfg), "bgp")["n_n1_alt"]
@@ -233,9 +235,19 @@ def test_frr_delta_alt_session_and_asn_change() -> None:
     old = speaker_configs(alt_nodes, [Session.rr("n1", "n3")], {})["n3"]
     new = speaker_configs(alt_nodes, [Session.rr("n1", "n3"), Session.rr("n1", "n3", alt=True)], {})["n3"]
     cmds = frr_delta(old, new)
-    assert f"route-map {NEXT_HOP_ROUTE_MAP} permit 10" in cmds and " set ip next-hop 198.18.0.3" in cmds
+    assert cmds[:5] == [
+        f"ip prefix-list {OWN_PREFIX_LIST} seq 5 permit 198.19.3.0/24",  # its IPv4 prefix only
+        f"route-map {NEXT_HOP_ROUTE_MAP} permit 10",
+        f" match ip address prefix-list {OWN_PREFIX_LIST}",
+        " set ip next-hop 198.18.0.3",
+        "exit",
+    ]
     assert "neighbor 198.18.1.1 update-source 198.18.1.3" in cmds
     assert f"neighbor 198.18.1.1 route-map {NEXT_HOP_ROUTE_MAP} out" in cmds
+    assert frr_delta(new, old)[-2:] == [
+        f"no route-map {NEXT_HOP_ROUTE_MAP}",
+        f"no ip prefix-list {OWN_PREFIX_LIST}",
+    ]
     with pytest.raises(ValueError, match="restart"):
         frr_delta(old, replace(old, asn=65000))
 
