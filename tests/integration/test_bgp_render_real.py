@@ -18,18 +18,27 @@ Binaries missing fail the tests (``make setup`` installs them); nothing is skipp
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
+import yaml
 
+from bgp.inventory import Inventory, Policy
+from bgp.inventory import Node as InvNode
 from bgp.model import NodeInfo, Session, SpeakerConfig, Timers, speaker_configs
+from bgp.planner import plan, speakers_for
 from bgp.render.bird import render_bird
+from bgp.render.calico import calico_yaml, render_calico
 from bgp.render.frr import frr_delta, render_frr
 from bgp.render.gobgp import render_gobgp
 from netkit.l2.lab import L2Lab
@@ -45,7 +54,8 @@ from netkit.lab.bgpspeakers import (
 )
 from netkit.lab.dnspeers import DaemonError
 
-pytestmark = [pytest.mark.peers, pytest.mark.root]
+PEERS = pytest.mark.peers  # needs bird2, frr, gobgpd
+ROOT = pytest.mark.root  # needs network namespaces
 
 ASN = 64512
 CLUSTER = {"n1": "1.1.1.1", "n2": "2.2.2.2"}
@@ -103,6 +113,7 @@ def zoo() -> dict[str, SpeakerConfig]:
 ZOO = zoo()
 
 
+@PEERS
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_bird_parses(name: str, tmp_path: Path) -> None:
     path = tmp_path / "bird.conf"
@@ -110,6 +121,7 @@ def test_bird_parses(name: str, tmp_path: Path) -> None:
     check_bird_config(path)
 
 
+@PEERS
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_frr_parses(name: str, tmp_path: Path) -> None:
     path = tmp_path / "frr.conf"
@@ -117,6 +129,7 @@ def test_frr_parses(name: str, tmp_path: Path) -> None:
     check_frr_config(path)
 
 
+@PEERS
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_gobgp_parses(name: str, tmp_path: Path) -> None:
     path = tmp_path / "gobgpd.toml"
@@ -124,6 +137,7 @@ def test_gobgp_parses(name: str, tmp_path: Path) -> None:
     check_gobgp_config(path)
 
 
+@PEERS
 def test_checkers_reject_broken_configs(tmp_path: Path) -> None:
     """The checks above could not pass vacuously: each tool rejects a one-word typo."""
     cfg = ZOO["reflector"]
@@ -167,6 +181,8 @@ def start_all(
     return {n: stack.enter_context(kinds[n](lab.ns(n), workdir, cfgs[n])) for n in kinds}
 
 
+@PEERS
+@ROOT
 def test_frr_and_gobgp_clients_of_bird_with_md5_and_alt_sessions(lab3: L2Lab, tmp_path: Path) -> None:
     nodes = [v4node(i) for i in (1, 2, 3)]
     for n in nodes:
@@ -199,6 +215,8 @@ def test_frr_and_gobgp_clients_of_bird_with_md5_and_alt_sessions(lab3: L2Lab, tm
             }
 
 
+@PEERS
+@ROOT
 def test_ipv6_sessions_reflect_and_install_ipv6(lab3: L2Lab, tmp_path: Path) -> None:
     nodes = [v6node(i) for i in (1, 2, 3)]
     for n in nodes:
@@ -274,6 +292,8 @@ def delta_cases() -> list[tuple[str, SpeakerConfig, SpeakerConfig]]:
     ]
 
 
+@PEERS
+@ROOT
 def test_frr_delta_reaches_the_fresh_config(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.fail("this test needs root (network namespaces); the suite runs as root")
@@ -286,3 +306,150 @@ def test_frr_delta_reaches_the_fresh_config(tmp_path: Path) -> None:
                 want = router_bgp_config(fresh)
             assert applied == want, f"{name}: frr_delta {frr_delta(old, new)}"
     assert lab.leftovers() == []
+
+
+# -- Calico resources against Calico's own schemas ---------------------------------------------
+
+CALICO = Path(__file__).resolve().parent.parent / "data" / "calico"
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+
+def _strict(schema: Any) -> Any:
+    """Close every object schema that lists its properties (the API server's strict field
+    validation rejects unknown fields; ``metadata`` has no properties and stays open)."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def _crd(name: str) -> tuple[str, str, dict[str, Any]]:
+    """(apiVersion, kind, schema) of a stored Calico CRD."""
+    crd = yaml.safe_load((CALICO / name).read_text())
+    (version,) = crd["spec"]["versions"]
+    api = f"{crd['spec']['group']}/{version['name']}"
+    return api, crd["spec"]["names"]["kind"], _strict(version["schema"]["openAPIV3Schema"])
+
+
+_FORMATS = jsonschema.FormatChecker(formats=())
+
+
+def _ipv4(value: object) -> bool:
+    return not isinstance(value, str) or value == "" or bool(ipaddress.IPv4Address(value))  # "" = omitempty
+
+
+def _cidrv4(value: object) -> bool:
+    return not isinstance(value, str) or value == "" or bool(ipaddress.IPv4Interface(value))
+
+
+def _cidr(value: object) -> bool:
+    return not isinstance(value, str) or bool(ipaddress.ip_network(value, strict=False))
+
+
+for _fmt, _check in (("ipv4", _ipv4), ("cidrv4", _cidrv4), ("cidr", _cidr)):
+    _FORMATS.checks(_fmt, raises=ValueError)(_check)
+
+
+def _validators() -> dict[str, tuple[str, jsonschema.protocols.Validator]]:
+    out = {}
+    for name in ("projectcalico.org_bgppeers.yaml", "projectcalico.org_bgpconfigurations.yaml"):
+        api, kind, schema = _crd(name)
+        out[kind] = (api, jsonschema.Draft4Validator(schema, format_checker=_FORMATS))
+    node = _strict(json.loads((CALICO / "node.schema.json").read_text()))
+    out["Node"] = ("projectcalico.org/v3", jsonschema.Draft4Validator(node, format_checker=_FORMATS))
+    return out
+
+
+VALIDATORS = _validators()
+
+
+def metadata_problems(meta: dict[str, Any]) -> list[str]:
+    """What the API server would refuse in the name and labels (null values: merge-patch removals)."""
+    problems = []
+    if not (len(meta["name"]) <= 253 and _DNS_SUBDOMAIN.match(meta["name"])):
+        problems.append(f"name {meta['name']!r}")
+    for key, value in meta.get("labels", {}).items():
+        prefix, _, name = key.rpartition("/")
+        if prefix and not (len(prefix) <= 253 and _DNS_SUBDOMAIN.match(prefix)):
+            problems.append(f"label prefix {key!r}")
+        if not (0 < len(name) <= 63 and _LABEL.match(name)):
+            problems.append(f"label name {key!r}")
+        if value is not None and not (len(value) <= 63 and _LABEL.match(value)):
+            problems.append(f"label value {key}={value!r}")
+    return problems
+
+
+def calico_problems(resources: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for r in resources:
+        where = f"{r['kind']}/{r['metadata']['name']}"
+        problems += [f"{where}: {p}" for p in metadata_problems(r["metadata"])]
+        if r["kind"] == "Secret":
+            assert r["apiVersion"] == "v1" and all(
+                re.fullmatch(r"[-._a-zA-Z0-9]+", k) for k in r["stringData"]
+            )
+            continue
+        api, validator = VALIDATORS[r["kind"]]
+        if r["apiVersion"] != api:
+            problems.append(f"{where}: apiVersion {r['apiVersion']} != {api}")
+        problems += [f"{where}: {e.json_path}: {e.message}" for e in validator.iter_errors(r)]
+    return problems
+
+
+def calico_plans() -> dict[str, list[dict[str, Any]]]:
+    nodes = [v4node(i) for i in (1, 2, 3, 4, 5)]
+    sessions = [
+        Session.peer("n1", "n2"),
+        *(Session.rr(r, c) for r in ("n1", "n2") for c in ("n3", "n4", "n5")),
+    ]
+    pw = {frozenset((r, c)): f"pw-{r}" for r in ("n1", "n2") for c in ("n3", "n4", "n5")}
+    lab = speaker_configs(nodes, sessions, CLUSTER, passwords=pw)
+    out = {"two reflectors, passwords": render_calico(lab, ASN)}
+    inv_nodes = tuple(
+        InvNode(
+            f"node-{i}.rack-{i % 4}",
+            f"198.18.0.{i + 1}",
+            f"198.18.0.{i + 1}",
+            ASN,
+            {"zone": f"z{i % 3}"},
+            None,
+            (),
+        )
+        for i in range(24)
+    )
+    for label, policy in (("planner per-reflector", Policy()), ("planner two levels", Policy(levels=2))):
+        inv = Inventory(inv_nodes, policy)
+        p = plan(inv)
+        out[label] = render_calico(speakers_for(inv, p.sessions, p.cluster_ids), ASN)
+    other = speaker_configs(nodes, sessions[:4], CLUSTER)
+    out["previous plan, other AS"] = render_calico(lab, 65000, previous=other)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(calico_plans()))
+def test_calico_resources_validate_against_calico_schemas(name: str) -> None:
+    resources = calico_plans()[name]
+    assert {r["kind"] for r in resources} >= {"BGPConfiguration", "Node", "BGPPeer"}
+    assert calico_problems(resources) == []
+    assert list(yaml.safe_load_all(calico_yaml(resources))) == resources
+
+
+def test_calico_validation_is_not_vacuous() -> None:
+    """The same checks refuse a typo, a wrong enum, a bad cluster id and a bad label."""
+    base = calico_plans()["two reflectors, passwords"]
+    peer = next(r for r in base if r["kind"] == "BGPPeer")
+    node = next(r for r in base if r["kind"] == "Node")
+    broken = [
+        {**peer, "spec": {**peer["spec"], "peerSelecter": "x"}},
+        {**peer, "spec": {**peer["spec"], "sourceAddress": "Node"}},
+        {**node, "spec": {"bgp": {"routeReflectorClusterID": "1.2.3"}}},
+        {**node, "metadata": {"name": "n1", "labels": {"netkit.io/rr-" + "x" * 70: "client"}}},
+        {**base[0], "spec": {**base[0]["spec"], "asNumber": "64512"}},
+    ]
+    for resource in broken:
+        assert calico_problems([resource]) != [], resource

@@ -4,14 +4,22 @@ these configs and bring sessions up is tests/integration/test_bgp_render_real.py
 
 from __future__ import annotations
 
+import random
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import pytest
+import yaml
 
+from bgp.inventory import Inventory, Policy
+from bgp.inventory import Node as InvNode
 from bgp.model import Neighbor, NodeInfo, Role, Session, SpeakerConfig, Timers, speaker_configs
+from bgp.planner import mesh_plan, plan, speakers_for
 from bgp.render.bird import render_bird
+from bgp.render.calico import PASSWORD_SECRET, calico_kind_changes, calico_yaml, plan_sessions, render_calico
 from bgp.render.frr import NEXT_HOP_ROUTE_MAP, NO_FIB_ROUTE_MAP, OWN_PREFIX_LIST, frr_delta, render_frr
 from bgp.render.gobgp import gobgp_announce_commands, gobgp_withdraw_commands, render_gobgp
 
@@ -302,3 +310,198 @@ def test_neighbor_ident_is_a_valid_name_everywhere() -> None:
     n = Neighbor("rack-1.node", "198.18.0.7", ASN, Role.PEER)
     cfg = SpeakerConfig("n1", "198.18.0.1", "198.18.0.1", ASN, (n,))
     assert "protocol bgp n_rack_1_node {" in render_bird(cfg)
+
+
+# -- Calico -------------------------------------------------------------------------------------
+
+
+def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
+    """Calico's selector syntax, for the subset the renderer emits: ``k == 'v'``, ``has(k)``, ``&&``."""
+    ok = True
+    for term in (t.strip() for t in selector.split("&&")):
+        if m := re.fullmatch(r"has\(([\w./-]+)\)", term):
+            ok &= m[1] in labels
+        elif m := re.fullmatch(r"([\w./-]+) == '([^']*)'", term):
+            ok &= labels.get(m[1]) == m[2]
+        else:
+            raise ValueError(f"selector term outside the evaluated subset: {term!r}")
+    return ok
+
+
+def test_selector_evaluator() -> None:
+    labels = {"netkit.io/rr-n1": "client", "netkit.io/mesh": "x"}
+    assert selector_matches("netkit.io/rr-n1 == 'client'", labels)
+    assert not selector_matches("netkit.io/rr-n2 == 'client'", labels)
+    assert selector_matches("has(netkit.io/mesh) && netkit.io/rr-n1 == 'client'", labels)
+    assert not selector_matches("has(netkit.io/node) && netkit.io/rr-n1 == 'client'", labels)
+    with pytest.raises(ValueError):
+        selector_matches("netkit.io/mesh != 'x'", labels)
+
+
+def calico_sessions(resources: list[dict[str, Any]]) -> dict[frozenset[str], str | None]:
+    """What calico/node would run: {node pair: the end that reflects, None for plain iBGP, "both"
+    for two reflectors with different cluster ids}. Pairs come from the BGPPeers as confd builds
+    them (node selector x peer selector, both directions, no self-peering); kinds from the Nodes'
+    cluster ids as Calico's BIRD template decides ``rr client``."""
+    nodes = {r["metadata"]["name"]: r for r in resources if r["kind"] == "Node"}
+    labels = {
+        n: {k: v for k, v in r["metadata"].get("labels", {}).items() if v is not None}
+        for n, r in nodes.items()
+    }
+    cid = {n: r["spec"]["bgp"]["routeReflectorClusterID"] for n, r in nodes.items()}
+    out: dict[frozenset[str], str | None] = {}
+    for peer in (r for r in resources if r["kind"] == "BGPPeer"):
+        spec = peer["spec"]
+        assert set(spec) <= {"nodeSelector", "peerSelector", "password"}
+        local = [n for n in nodes if selector_matches(spec["nodeSelector"], labels[n])]
+        remote = [n for n in nodes if selector_matches(spec["peerSelector"], labels[n])]
+        for a in local:
+            for b in remote:
+                if a == b:
+                    continue
+                if cid[a] and cid[b]:
+                    kind: str | None = None if cid[a] == cid[b] else "both"
+                else:
+                    kind = a if cid[a] else b if cid[b] else None
+                out[frozenset((a, b))] = kind
+    return out
+
+
+def planned(configs: Mapping[str, SpeakerConfig]) -> dict[frozenset[str], str | None]:
+    return plan_sessions(configs)[0]
+
+
+def check_calico(configs: Mapping[str, SpeakerConfig]) -> None:
+    """Calico runs exactly the planned pairs, with the planned reflector on every session except
+    those ``calico_kind_changes`` owns up to (and on those, what it says)."""
+    resources = render_calico(configs, ASN)
+    want, got = planned(configs), calico_sessions(resources)
+    assert set(got) == set(want), (sorted(map(sorted, set(got) ^ set(want))),)
+    changed = {tuple(line.split(":")[0].split(" -- ")): line for line in calico_kind_changes(configs)}
+    for pair, kind in want.items():
+        key = tuple(sorted(pair))
+        if got[pair] == kind:
+            assert key not in changed
+            continue
+        line = changed.pop(key)
+        if got[pair] == "both":
+            assert line.endswith("each reflects to the other")
+            assert all(configs[n].is_reflector for n in pair)
+        else:
+            assert kind is None and line.endswith(f"Calico: {got[pair]} reflects")
+    assert changed == {}
+
+
+def test_calico_resources_shape() -> None:
+    cfgs = configs(passwords={frozenset(("n1", "n3")): "pw", frozenset(("n1", "n4")): "pw"})
+    res = render_calico(cfgs, ASN)
+    kinds = [r["kind"] for r in res]
+    assert kinds[0] == "BGPConfiguration" and kinds.count("Node") == 5 and kinds[-1] == "Secret"
+    assert res[0]["metadata"] == {"name": "default"}
+    assert res[0]["spec"] == {"nodeToNodeMeshEnabled": False, "asNumber": ASN}
+    nodes = {r["metadata"]["name"]: r for r in res if r["kind"] == "Node"}
+    assert nodes["n1"]["spec"]["bgp"]["routeReflectorClusterID"] == "1.1.1.1"
+    assert nodes["n3"]["spec"]["bgp"]["routeReflectorClusterID"] == ""
+    assert nodes["n3"]["metadata"]["labels"] == {"netkit.io/rr-n1": "client", "netkit.io/rr-n2": "client"}
+    assert nodes["n4"]["metadata"]["labels"] == {"netkit.io/rr-n1": "client"}  # not every reflector
+    peers = {r["metadata"]["name"]: r["spec"] for r in res if r["kind"] == "BGPPeer"}
+    assert peers["netkit-rr-n1"]["nodeSelector"] == "netkit.io/rr-n1 == 'client'"
+    assert peers["netkit-rr-n1"]["peerSelector"] == "netkit.io/reflector == 'n1'"
+    assert peers["netkit-rr-n1"]["password"] == {
+        "secretKeyRef": {"name": PASSWORD_SECRET, "key": "netkit-rr-n1"}
+    }
+    assert "password" not in peers["netkit-rr-n2"]
+    assert res[-1]["stringData"] == {"netkit-rr-n1": "pw"}
+    docs = list(yaml.safe_load_all(calico_yaml(res)))
+    assert docs == res
+    check_calico(cfgs)
+
+
+def test_calico_reproduces_fixed_plans() -> None:
+    check_calico(configs())
+    # a full mesh (no reflector): one mesh BGPPeer
+    mesh = [Session.peer(f"n{i}", f"n{j}") for i in range(1, 6) for j in range(i + 1, 6)]
+    res = render_calico(configs(mesh), ASN)
+    assert next(r["metadata"]["name"] for r in res if r["kind"] == "BGPPeer").startswith("netkit-mesh-")
+    check_calico(configs(mesh))
+    # plain sessions that are no complete group: one BGPPeer per session
+    chain = [Session.peer("n1", "n2"), Session.peer("n2", "n3"), Session.rr("n4", "n5")]
+    res = render_calico(configs(chain), ASN)
+    names = sorted(r["metadata"]["name"] for r in res if r["kind"] == "BGPPeer")
+    assert names == ["netkit-peer-n1-n2", "netkit-peer-n2-n3", "netkit-rr-n4"]
+    check_calico(configs(chain))
+    # reflectors sharing a cluster id peer plainly; with different ids Calico makes them mutual clients
+    shared = speaker_configs(NODES, SESSIONS, {"n1": "9.9.9.9", "n2": "9.9.9.9"})
+    assert calico_sessions(render_calico(shared, ASN))[frozenset(("n1", "n2"))] is None
+    assert calico_kind_changes(shared) == []
+    assert calico_sessions(render_calico(configs(), ASN))[frozenset(("n1", "n2"))] == "both"
+    assert calico_kind_changes(configs()) == ["n1 -- n2: planned plain, Calico: each reflects to the other"]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_calico_reproduces_random_plans(seed: int) -> None:
+    rng = random.Random(seed)
+    n = rng.randint(3, 14)
+    names = [f"node-{i}" for i in range(n)]
+    nodes = [
+        NodeInfo(x, f"198.18.0.{i + 1}", ASN, f"198.18.0.{i + 1}", (f"198.19.{i}.0/24",))
+        for i, x in enumerate(names)
+    ]
+    reflectors = rng.sample(names, rng.randint(0, min(4, n - 1)))
+    others = [x for x in names if x not in reflectors]
+    sessions = {Session.peer(a, b) for a in reflectors for b in reflectors if a < b}
+    for c in others:
+        for r in rng.sample(reflectors, rng.randint(1, len(reflectors))) if reflectors else []:
+            sessions.add(Session.rr(r, c))
+    for _ in range(rng.randint(0, 4)):  # stray plain sessions between non-reflectors
+        a, b = rng.sample(others, 2) if len(others) >= 2 else (None, None)
+        if a is not None and b is not None:
+            sessions.add(Session.peer(a, b))
+    shared = rng.random() < 0.5
+    cids = {r: "10.0.0.1" if shared else f"10.0.0.{i + 2}" for i, r in enumerate(reflectors)}
+    check_calico(speaker_configs(nodes, sessions, cids))
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [Policy(), Policy(cluster_id="shared", reflectors_per_domain=2), Policy(redundancy=1), Policy(levels=2)],
+    ids=["per-reflector", "shared", "k1", "two-levels"],
+)
+def test_calico_reproduces_the_planners_plans(policy: Policy) -> None:
+    inv = Inventory(tuple(inv_node(i) for i in range(30)), policy)
+    p = plan(inv)
+    check_calico(speakers_for(inv, p.sessions, p.cluster_ids))
+    check_calico(speakers_for(inv, mesh_plan(inv).sessions, {}))
+
+
+def inv_node(i: int) -> InvNode:
+    return InvNode(f"n{i}", f"198.18.0.{i + 1}", f"198.18.0.{i + 1}", ASN, {"zone": f"z{i % 3}"}, None, ())
+
+
+def test_calico_previous_plan_labels_removed_and_errors() -> None:
+    old = configs()
+    new = configs([s for s in SESSIONS if s != Session.rr("n2", "n3")])
+    n3 = next(r for r in render_calico(new, ASN, previous=old) if r["metadata"]["name"] == "n3")
+    assert n3["metadata"]["labels"] == {"netkit.io/rr-n1": "client", "netkit.io/rr-n2": None}
+    assert "null" in calico_yaml([n3])
+    other_as = render_calico(configs(), 65000)
+    assert all(r["spec"]["bgp"]["asNumber"] == ASN for r in other_as if r["kind"] == "Node")
+    alt_nodes = [replace(n, alt_address=f"198.18.1.{i}") for i, n in enumerate(NODES, 1)]
+    with pytest.raises(ValueError, match="alternate"):
+        render_calico(speaker_configs(alt_nodes, [Session.rr("n1", "n3", alt=True)], {}), ASN)
+    with pytest.raises(ValueError, match="IPv4 cluster id"):
+        render_calico(speaker_configs(NODES, SESSIONS, {"n1": "7"}), ASN)
+    mixed = configs(passwords={frozenset(("n1", "n3")): "a", frozenset(("n1", "n4")): "b"})
+    with pytest.raises(ValueError, match="different passwords"):
+        render_calico(mixed, ASN)
+
+
+def test_calico_long_names_hash_into_labels() -> None:
+    long = "r" * 70
+    nodes = [replace(NODES[0], name=long), NODES[2]]
+    cfgs = speaker_configs(nodes, [Session.rr(long, "n3")], {})
+    res = render_calico(cfgs, ASN)
+    n3 = next(r for r in res if r["metadata"]["name"] == "n3")
+    (key,) = n3["metadata"]["labels"]
+    assert key.startswith("netkit.io/rr-h-") and len(key.split("/")[1]) <= 63
+    check_calico(cfgs)
