@@ -297,10 +297,10 @@ def model(pl: Planned, c: dict[str, float]) -> Modelled:
         s = n - 1
         paths = float(n - 1)
         mem = c["mem_base_bytes"] + s * c["mem_per_session_bytes"] + paths * c["mem_per_route_bytes"]
-        # one change: received once (1 update) by each of n-1 peers; the originator sends n-1
+        # one change: the originator (the busiest node for it) sends n-1; every other node gets 1
         return Modelled(
             n, "mesh", "any node", s, paths, paths, float(n - 1), 0.0, float(n - 1), mem,
-            c["cpu_per_update_s"], (n - 1) * c["cpu_per_update_s"] * 2, True,
+            (n - 1) * c["cpu_per_update_s"], (n - 1) * c["cpu_per_update_s"] * 2, True,
         )  # fmt: skip
     assert pl.plan is not None
     prop = model_propagation(pl.plan)
@@ -574,6 +574,8 @@ def fmt_s(x: float) -> str:
         return f"{x * 1e3:.1f} ms"
     if x >= 1e-5:
         return f"{x * 1e6:.0f} µs"
+    if x >= 1e-6:
+        return f"{x * 1e6:.1f} µs"
     return f"{x * 1e9:.0f} ns"
 
 
@@ -698,8 +700,8 @@ def report(r: dict[str, Any]) -> str:
                 fmt_int(m["busiest_paths"]),
                 fmt_int(m["client_paths"]),
                 fmt_bytes(m["busiest_mem_bytes"]),
-                f"{m['originator_sends']:.0f}",
-                f"{m['reflector_sends_per_change']:.0f}" if m["topology"] != "mesh" else "-",
+                fmt_int(m["originator_sends"]),
+                fmt_int(m["reflector_sends_per_change"]) if m["topology"] != "mesh" else "-",
                 fmt_int(m["total_updates_per_change"]),
                 fmt_s(m["busiest_cpu_per_change_s"]),
                 fmt_s(m["busiest_full_table_cpu_s"]),
