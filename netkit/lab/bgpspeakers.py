@@ -11,8 +11,16 @@ Each manager is built with (namespace, workdir, config) and:
   :class:`PathInfo` list); the parsers are pure functions over the tools' own output;
 - moves to a new config without a restart with :meth:`BgpSpeaker.apply`: BIRD rewrites
   ``bird.conf`` and runs ``birdc configure``; FRR sends ``bgp.render.frr.frr_delta`` through
-  vtysh; GoBGP rewrites its TOML and gets SIGHUP (gobgpd re-reads its neighbours and adds,
-  deletes or updates them), and its originated prefixes change through the gobgp CLI.
+  vtysh; GoBGP rewrites its TOML and gets SIGHUP (gobgpd adds and deletes neighbours; a changed
+  one is deleted and re-added, see :class:`GoBgpSpeaker`), and its originated prefixes change
+  through the gobgp CLI.
+
+Which changes restart a session (measured here, BIRD reflector or FRR reflector, BIRD client):
+BIRD restarts a protocol whose ``rr client``, ``rr cluster id`` or timers change (the peer sees
+it Active for 0.8-1 s); FRR resets a session whose ``route-reflector-client`` flips and every
+iBGP session on a ``bgp cluster-id`` change, but takes new timers without a reset (they apply
+from the next session); GoBGP (through this class) restarts a changed neighbour. Adding or
+removing other neighbours, or prefixes, touches no session anywhere.
 
 FRR's daemons run as root (``-u root -g frrvty``): per-run dirs are private to root (mode 0700),
 so user ``frr`` could not reach a runtime dir inside one. A failure raises
@@ -702,8 +710,11 @@ class FrrSpeaker(BgpSpeaker):
 
 class GoBgpSpeaker(BgpSpeaker):
     """gobgpd with its gRPC API on 127.0.0.1:``api_port`` inside the namespace; prefixes are
-    announced with the gobgp CLI. ``apply`` rewrites the TOML and sends SIGHUP (gobgpd adds,
-    deletes and updates neighbours from it) and adds/withdraws prefixes through the CLI."""
+    announced with the gobgp CLI. ``apply`` rewrites the TOML and sends SIGHUP: gobgpd adds and
+    deletes neighbours from it, but its in-place update of a changed neighbour misses settings
+    (measured on 3.10: route-reflector-client stayed on), so a changed neighbour is removed by
+    one reload and added back by a second (its session restarts). Prefixes change through the
+    CLI."""
 
     kind = "gobgp"
 
@@ -753,13 +764,30 @@ class GoBgpSpeaker(BgpSpeaker):
         gone = [p for p in old.prefixes if p not in new.prefixes]
         added = [p for p in new.prefixes if p not in old.prefixes]
         self._rib(gobgp_withdraw_commands(_with_prefixes(old, gone)))
-        if render_gobgp(new) != render_gobgp(old):
-            self.conf_path.write_text(render_gobgp(new))
-            check_gobgp_config(self.conf_path)
-            os.kill(self._procs[0].pid, signal.SIGHUP)
-            want = {n.address for n in new.neighbors}
-            wait_for(lambda: set(self._neighbors()) == want, 10.0, f"{new.node}: gobgpd reloaded neighbours")
+        olds = {n.address: n for n in old.neighbors}
+        changed = [
+            n
+            for n in new.neighbors
+            if n.address in olds
+            and render_gobgp(replace(new, neighbors=(n,)))
+            != render_gobgp(replace(old, neighbors=(olds[n.address],)))
+        ]
+        if changed:
+            # gobgpd's reload "updates" a changed neighbour without applying e.g. its
+            # route-reflector-client flag: take it out first, then add it back
+            kept = tuple(n for n in new.neighbors if n not in changed and n.address in olds)
+            self._reload(replace(new, neighbors=kept))
+        if render_gobgp(new) != render_gobgp(old) or changed:
+            self._reload(new)
         self._rib(gobgp_announce_commands(_with_prefixes(new, added)))
+
+    def _reload(self, cfg: SpeakerConfig) -> None:
+        """Write ``cfg``'s TOML, SIGHUP gobgpd, wait until its neighbours are exactly ``cfg``'s."""
+        self.conf_path.write_text(render_gobgp(cfg))
+        check_gobgp_config(self.conf_path)
+        os.kill(self._procs[0].pid, signal.SIGHUP)
+        want = {n.address for n in cfg.neighbors}
+        wait_for(lambda: set(self._neighbors()) == want, 10.0, f"{cfg.node}: gobgpd reloaded neighbours")
 
     def _neighbors(self) -> dict[str, str]:
         return parse_gobgp_neighbors(self.gobgp("neighbor", "-j"))

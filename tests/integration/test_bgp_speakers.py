@@ -228,3 +228,35 @@ def test_kill_is_a_crash_and_stop_is_clean(lab: L2Lab, nodes: list[NodeInfo], tm
         wait_for(lambda: v4(2) not in bird.routes(), 3.0, "n1 withdraws n2's prefix")
         bird_pids = bird.pids
     assert all(live_group_members(p) == [] for p in bird_pids)
+
+
+def test_gobgp_reflector_apply_flips_reflection(lab: L2Lab, nodes: list[NodeInfo], tmp_path: Path) -> None:
+    """GoBGP reflecting to two BIRD clients stops and starts reflecting through ``apply`` (its
+    SIGHUP reload alone leaves route-reflector-client on; the manager re-adds the neighbour)."""
+    star4 = [Session.rr("n4", "n1"), Session.rr("n4", "n3")]
+    plain4 = [Session.peer("n4", "n1"), Session.peer("n4", "n3")]
+    with ExitStack() as stack:
+        sp = {
+            "n1": stack.enter_context(BirdSpeaker(lab.ns("n1"), tmp_path, configs(nodes, star4)["n1"])),
+            "n3": stack.enter_context(BirdSpeaker(lab.ns("n3"), tmp_path, configs(nodes, star4)["n3"])),
+            "n4": stack.enter_context(GoBgpSpeaker(lab.ns("n4"), tmp_path, configs(nodes, star4)["n4"])),
+        }
+
+        def n3_prefix_at_n1() -> tuple[str | None, tuple[str, ...]] | None:
+            paths = sp["n1"].routes().get(v4(3), [])
+            return (paths[0].originator_id, paths[0].cluster_list) if paths else None
+
+        for s in sp.values():
+            s.wait_established()
+        assert wait_for(n3_prefix_at_n1, 10.0, "reflected") == (nodes[2].router_id, (nodes[3].router_id,))
+        for name, cfg in configs(nodes, plain4).items():
+            if name in sp:
+                sp[name].apply(cfg)
+        wait_for(lambda: n3_prefix_at_n1() is None, 10.0, "GoBGP stops reflecting")
+        for name, cfg in configs(nodes, star4).items():
+            if name in sp:
+                sp[name].apply(cfg)
+        assert wait_for(n3_prefix_at_n1, 15.0, "reflected again") == (
+            nodes[2].router_id,
+            (nodes[3].router_id,),
+        )
