@@ -1,0 +1,117 @@
+"""``netkit bgp reflector --config FILE``: the command line (registered by ``bgp.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from bgp.reflector.config import EXAMPLE, ConfigError, load_config
+
+__all__ = ["add_parser", "build_parser", "main", "run"]
+
+DESCRIPTION = """\
+A BGP route reflector (RFC 4456) on ExaBGP, with best-path selection, reflection rules, policy
+and metrics in Python.
+
+ExaBGP speaks BGP; this command renders its exabgp.conf from FILE, starts it, and ExaBGP starts
+the API process that decides what to send to whom:
+
+  - best path: LOCAL_PREF, AS_PATH length, ORIGIN, MED (same neighbour AS), eBGP over iBGP,
+    IGP cost (igp_metrics), router id / ORIGINATOR_ID, CLUSTER_LIST length, peer address;
+  - reflection: a client's routes go to every other peer, a non-client's to clients only;
+    ORIGINATOR_ID set, CLUSTER_ID prepended; loops (our cluster id in the CLUSTER_LIST, our
+    router id as ORIGINATOR_ID) dropped;
+  - sessions: a peer's routes are withdrawn when its session drops; a peer that (re)connects
+    gets the full table, then End-of-RIB; IPv4 and IPv6 unicast;
+  - policy per neighbour: allowed prefix blocks (never a default route unless allow_default),
+    max_prefix (keep the session and reject the excess, or tear it down), TCP MD5 passwords.
+
+Metrics (Prometheus, at `metrics:`): netkit_bgp_sessions{state},
+netkit_bgp_prefixes_{received,accepted,advertised}{peer}, netkit_bgp_prefixes_rejected_total{peer,
+reason}, netkit_bgp_updates_processed_total, netkit_bgp_update_processing_seconds, ...; /ready
+answers 200 once a session is Established; /status is JSON. Logs: JSON lines on stderr (ExaBGP's
+own lines are mixed in, in its format). Full reference: docs/bgp-reflector.md.
+"""
+
+EPILOG = f"""\
+example (netkit bgp reflector --config reflector.yaml):
+
+{EXAMPLE}
+`netkit bgp render --to exabgp` writes such a file for every reflector of a plan.
+--check validates FILE and prints the exabgp.conf it implies, without starting anything.
+"""
+
+
+def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", "-c", required=True, metavar="FILE", help="reflector YAML (see below)")
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where exabgp.conf and the API process marker go (default: a temp dir, removed at exit)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="validate FILE, print the exabgp.conf it implies, and exit"
+    )
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="overrides log_level"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``reflector`` on an argparse subparsers object (``netkit bgp``'s)."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "reflector",
+        help="run a route reflector on ExaBGP (RFC 4456; policy and metrics in Python)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return build_parser(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from bgp.reflector.exabgp_conf import exabgp_environment, render_exabgp_conf
+    from bgp.reflector.launcher import api_command
+    from bgp.reflector.launcher import run as launch
+    from bgp.reflector.process import LOG_LEVEL_ENV
+    from netkit import logs
+
+    path = Path(args.config)
+    try:
+        cfg = load_config(path.read_text(), str(path))
+    except OSError as exc:
+        print(f"netkit bgp reflector: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"netkit bgp reflector: invalid config: {exc}", file=sys.stderr)
+        return 2
+    if args.log_level:
+        cfg = replace(cfg, log_level=args.log_level)
+    if args.check:
+        print(render_exabgp_conf(cfg, api_command()))
+        for key, value in sorted(exabgp_environment(cfg, "USER").items()):
+            print(f"# env {key}={value}")
+        return 0
+    logs.setup(cfg.log_level)
+    state = Path(args.state_dir) if args.state_dir else None
+    env = {LOG_LEVEL_ENV: cfg.log_level}
+    return launch(cfg, path, state, env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="netkit bgp reflector",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    build_parser(parser)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result

@@ -1,0 +1,112 @@
+"""``netkit bgp reflector``: render exabgp.conf from the reflector config and run ExaBGP (effects).
+
+ExaBGP runs as a child in this process's process group, so killing the group (or Ctrl-C) stops
+the whole reflector; Linux also sends it SIGTERM should this process die first
+(``PR_SET_PDEATHSIG``). ExaBGP starts the API process (``bgp.reflector.process``) in its own group
+and stops it on shutdown; should ExaBGP die, the API process sees its stdin close and exits.
+SIGTERM, SIGINT and SIGHUP are passed on to ExaBGP (SIGTERM and SIGINT: shut down, closing every
+session with a NOTIFICATION). The exit status is ExaBGP's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import getpass
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+
+from bgp.reflector.config import ReflectorConfig
+from bgp.reflector.exabgp_conf import exabgp_environment, render_exabgp_conf
+from bgp.reflector.process import CONFIG_ENV, STATE_ENV
+
+__all__ = ["api_command", "exabgp_command", "prepare", "run"]
+
+log = logging.getLogger("netkit.bgp.reflector")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def api_command(python: str = sys.executable) -> list[str]:
+    return [python, "-m", "bgp.reflector.process"]
+
+
+def exabgp_command(cfg: ReflectorConfig, conf: Path, python: str = sys.executable) -> list[str]:
+    tuned = ["--tuned"] if cfg.exabgp.tuned else []
+    return [python, "-m", "bgp.reflector.exabgp_main", *tuned, str(conf)]
+
+
+def prepare(cfg: ReflectorConfig, config_path: Path, state_dir: Path) -> tuple[Path, dict[str, str]]:
+    """Write ``exabgp.conf`` into ``state_dir``; returns its path and ExaBGP's environment."""
+    conf = state_dir / "exabgp.conf"
+    conf.write_text(render_exabgp_conf(cfg, api_command()))
+    env = dict(os.environ)
+    env.update(exabgp_environment(cfg, getpass.getuser(), log_destination="stderr"))
+    env[CONFIG_ENV] = str(config_path.resolve())
+    env[STATE_ENV] = str(state_dir)
+    (state_dir / "environment").write_text(
+        "".join(f"{k}={v}\n" for k, v in sorted(env.items()) if k.startswith(("exabgp.", "NETKIT_")))
+    )
+    return conf, env
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def run(
+    cfg: ReflectorConfig,
+    config_path: Path,
+    state_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Run the reflector until ExaBGP exits; returns its exit status."""
+    own_dir = state_dir is None
+    sdir = Path(tempfile.mkdtemp(prefix="netkit-reflector-")) if state_dir is None else state_dir
+    sdir.mkdir(parents=True, exist_ok=True)
+    marker = sdir / "api-process-started"
+    marker.unlink(missing_ok=True)  # a fresh ExaBGP: the first API process is not a respawn
+    try:
+        conf, exa_env = prepare(cfg, config_path, sdir)
+        if env:
+            exa_env.update(env)
+        argv = exabgp_command(cfg, conf)
+        log.info(
+            "starting ExaBGP",
+            extra={"argv": argv, "state_dir": str(sdir), "neighbors": [n.address for n in cfg.neighbors]},
+        )
+        proc = subprocess.Popen(argv, env=exa_env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+        def forward(signum: int, frame: FrameType | None) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        try:
+            while True:
+                try:
+                    rc = proc.wait()
+                    break
+                except InterruptedError:
+                    continue
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        log.info("ExaBGP exited", extra={"status": rc})
+        return rc
+    finally:
+        if own_dir:
+            shutil.rmtree(sdir, ignore_errors=True)
