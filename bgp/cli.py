@@ -13,6 +13,7 @@ import yaml
 from bgp.inventory import Inventory, InventoryError, load_inventory
 from bgp.migration import migration_steps
 from bgp.planner import Plan, diff_plans, mesh_plan, plan, plan_from_dict, speakers_for
+from bgp.reflector.cli import add_parser as add_reflector
 
 DESCRIPTION = """\
 iBGP route reflectors (RFC 4456) instead of the n(n-1)/2 full mesh.
@@ -24,6 +25,7 @@ iBGP route reflectors (RFC 4456) instead of the n(n-1)/2 full mesh.
   netkit bgp migrate --lab                        the same, live: 12 BIRD/FRR nodes in namespaces,
                                                   every FIB sampled every 80 ms; then kills a
                                                   reflector, restarts it, migrates back
+  netkit bgp reflector --config FILE              a route reflector in Python on ExaBGP
 
 The inventory (nodes, failure-domain labels, "may reflect" marks) and the policy (reflectors per
 domain, redundancy, cluster-id scheme, levels) are one YAML file; see docs/bgp.md.
@@ -248,12 +250,7 @@ def add_parser(sub: Any) -> None:
     m.add_argument("--no-reverse", action="store_true", help="lab: skip the migration back to the mesh")
     m.set_defaults(func=_guard(cmd_migrate))
 
-    try:
-        from bgp.reflector.cli import add_parser as add_reflector
-    except ImportError:  # the reflector is built separately; plan/render/migrate do not need it
-        pass
-    else:
-        add_reflector(cmds)
+    add_reflector(cmds)
 
 
 def _guard(fn: Any) -> Any:
