@@ -4,8 +4,9 @@ Every step is a complete session set (with cluster ids), so each node's speaker 
 step is ``speakers_for(inventory, step.sessions, step.cluster_ids)``. Order:
 
 1. **add**: sessions the target has and the current topology lacks (nothing is lost by adding
-   a session), first between nodes that had none, then beside old ones. A pair whose session changes kind (mesh peer -> reflector client)
-   gets its new session *beside* the old one, on the nodes' alternate addresses: BIRD and FRR
+   a session), first between nodes that had none, then beside old ones. A pair whose session
+   changes kind (mesh peer -> reflector client) gets its new session *beside* the old one, on
+   the nodes' alternate addresses: BIRD and FRR
    both reset a session whose reflector-client flag changes (measured: BIRD 2.0.12 dropped the
    peer's prefix for 3+ s), and in a mesh the two ends' own prefixes ride only on that session;
 2. **reflect**: only for pairs without alternate addresses: flip in place, one reflector at a
