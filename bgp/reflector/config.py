@@ -63,10 +63,13 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ExabgpSettings:
-    """How ExaBGP is run. ``reactor_speed``: ExaBGP's ``exabgp.reactor.speed`` (its main loop
-    sleeps speed/100 s when idle); ``tuned``: apply the scheduling fixes in ``exabgp_main``;
-    ``chunk``: prefixes per API command line; ``log_level``: ExaBGP's own log level."""
+    """How ExaBGP is run. ``api``: ``wire`` (UPDATEs pass ExaBGP as bytes, see ``exabgp_main``)
+    or ``text`` (ExaBGP's own JSON and text API); ``reactor_speed``: ExaBGP's
+    ``exabgp.reactor.speed`` (its main loop sleeps speed/100 s when idle); ``tuned``: in text
+    mode, the two scheduling fixes of ``exabgp_main``; ``chunk``: prefixes per command;
+    ``log_level``: ExaBGP's own log level."""
 
+    api: str = "wire"
     reactor_speed: float = 0.1
     tuned: bool = True
     chunk: int = 1000
@@ -353,7 +356,10 @@ def parse_config(data: object) -> ReflectorConfig:
     exabgp = ExabgpSettings()
     if "exabgp" in top:
         e = _mapping(top["exabgp"], "exabgp")
-        _unknown(e, {"reactor_speed", "tuned", "chunk", "log_level"}, "exabgp")
+        _unknown(e, {"api", "reactor_speed", "tuned", "chunk", "log_level"}, "exabgp")
+        api = e.get("api", exabgp.api)
+        if api not in ("wire", "text"):
+            raise ConfigError(f"exabgp.api: expected wire or text, got {api!r}")
         speed = e.get("reactor_speed", exabgp.reactor_speed)
         if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0.001 <= speed <= 10:
             raise ConfigError(f"exabgp.reactor_speed: expected a number between 0.001 and 10, got {speed!r}")
@@ -363,6 +369,7 @@ def parse_config(data: object) -> ReflectorConfig:
                 f"exabgp.log_level: expected one of {', '.join(_EXABGP_LOG_LEVELS)}, got {level!r}"
             )
         exabgp = ExabgpSettings(
+            api=api,
             reactor_speed=float(speed),
             tuned=_bool(e.get("tuned", exabgp.tuned), "exabgp.tuned"),
             chunk=_int(e.get("chunk", exabgp.chunk), "exabgp.chunk", 1, 100000),

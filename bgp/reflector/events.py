@@ -15,6 +15,7 @@ __all__ = [
     "Command",
     "EndOfRib",
     "Event",
+    "Malformed",
     "PeerDown",
     "PeerOpen",
     "PeerUp",
@@ -55,12 +56,14 @@ class PeerOpen:
 @dataclass(frozen=True, slots=True)
 class Update:
     """One UPDATE: ``announce`` groups prefixes by their attributes (next hop included);
-    ``unsupported`` counts NLRI of families the reflector does not carry."""
+    ``unsupported`` counts NLRI of families the reflector does not carry; ``error`` says why
+    announced NLRI were turned into withdrawals (RFC 7606 treat-as-withdraw)."""
 
     peer: str
     announce: tuple[tuple[Attrs, tuple[str, ...]], ...] = ()
     withdraw: tuple[str, ...] = ()
     unsupported: int = 0
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,16 @@ class RouteRefresh:
 
 
 @dataclass(frozen=True, slots=True)
+class Malformed:
+    """An UPDATE from the peer that cannot be parsed (RFC 7606: the session must be reset)."""
+
+    peer: str
+    code: int
+    subcode: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class SpeakerAck:
     """ExaBGP's answer to one command: ``ok`` False when it rejected the command."""
 
@@ -89,7 +102,9 @@ class SpeakerShutdown:
     """ExaBGP is shutting down."""
 
 
-Event = PeerUp | PeerDown | PeerOpen | Update | EndOfRib | RouteRefresh | SpeakerAck | SpeakerShutdown
+Event = (
+    PeerUp | PeerDown | PeerOpen | Update | EndOfRib | RouteRefresh | Malformed | SpeakerAck | SpeakerShutdown
+)
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -118,10 +133,12 @@ class SendEndOfRib:
 
 @dataclass(frozen=True, slots=True)
 class Teardown:
-    """Close the session with a Cease NOTIFICATION (RFC 4486 subcode)."""
+    """Close the session with a NOTIFICATION: Cease (6) with an RFC 4486 subcode, or an UPDATE
+    Message Error (3) for a malformed UPDATE."""
 
     peer: str
     subcode: int
+    code: int = 6
 
 
 Command = Announce | Withdraw | SendEndOfRib | Teardown

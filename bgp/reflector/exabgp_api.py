@@ -1,8 +1,19 @@
-"""ExaBGP's API: its JSON messages in, its text commands out (pure).
+"""ExaBGP's API: its JSON messages in, its commands out, in two modes (pure).
 
-ExaBGP 4.2 writes one JSON object per line to the API process (``encoder json``; with
-``receive { parsed; update; open; refresh; notification; }`` and ``neighbor-changes``) and, after
-each command, ``done`` or ``error`` (``exabgp.api.ack``). The shapes this module reads:
+ExaBGP 4.2 writes one JSON object per line to the API process (``encoder json``) and, after each
+command, ``done`` or ``error`` (``exabgp.api.ack``). Session changes come as
+``{"type": "state", "neighbor": {"address": {"peer": P}, "state": "up"|"down"|"connected"}}`` in
+both modes; ``{"type": "notification", "notification": "shutdown"}`` says ExaBGP is stopping.
+
+``WireCodec`` (``receive { packets; open; update; refresh; }``, with the hooks of
+``exabgp_main``): every OPEN, UPDATE and ROUTE-REFRESH arrives as received,
+``{"type": "update", "neighbor": {..., "message": {"category": 2, "header": "0xFF..", "body":
+"0x.."}}}``, and is parsed by ``wire``; commands are ``neighbor A netkit-raw HEX HEX ...`` (whole
+BGP messages built by ``wire.UpdateEncoder``), ``neighbor A netkit-notify CODE SUBCODE`` and
+``neighbor A teardown SUBCODE``.
+
+``TextCodec`` (ExaBGP's own API, ``receive { parsed; update; open; refresh; }``), the shapes it
+reads:
 
 - ``{"type": "state", "neighbor": {"address": {"peer": P}, "state": "up"|"down"|"connected",
   "reason": ...}}``
@@ -16,7 +27,8 @@ each command, ``done`` or ``error`` (``exabgp.api.ack``). The shapes this module
 
 Commands are one line each, naming one neighbour; announcements sharing attributes go as one
 ``neighbor X announce attributes ATTRS nlri P1 P2 ...`` line (ExaBGP packs them into as few
-UPDATEs as fit), withdrawals as ``neighbor X withdraw attributes next-hop 0.0.0.0 nlri P1 P2 ...`` (one family per line).
+UPDATEs as fit), withdrawals as ``neighbor X withdraw attributes next-hop 0.0.0.0 nlri P1 P2 ...``
+(one family per line).
 
 Anything else raises :class:`DecodeError` with a short reason (a metric label); the caller counts
 and logs it and goes on.
@@ -25,7 +37,7 @@ and logs it and goes on.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bgp.reflector.events import (
@@ -33,6 +45,7 @@ from bgp.reflector.events import (
     Command,
     EndOfRib,
     Event,
+    Malformed,
     PeerDown,
     PeerOpen,
     PeerUp,
@@ -45,8 +58,18 @@ from bgp.reflector.events import (
     Withdraw,
 )
 from bgp.reflector.route import EGP, IGP, INCOMPLETE, ORIGIN_NAMES, Attrs, ipv4_int
+from bgp.reflector.wire import UpdateDecoder, UpdateEncoder, WireError, end_of_rib, parse_open, parse_refresh
 
-__all__ = ["DecodeError", "Decoder", "encode", "encode_attrs"]
+__all__ = [
+    "RAW_LINE_BYTES",
+    "Codec",
+    "DecodeError",
+    "TextCodec",
+    "WireCodec",
+    "encode",
+    "encode_attrs",
+    "make_codec",
+]
 
 _ORIGINS = {"igp": IGP, "egp": EGP, "incomplete": INCOMPLETE}
 _FAMILY_KEYS = {"ipv4 unicast": "ipv4", "ipv6 unicast": "ipv6"}
@@ -98,12 +121,26 @@ def _nlri(items: object, family: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-class Decoder:
-    """Stateful only in that it interns attribute objects (equal attributes: one object)."""
+class _Decoder:
+    """The parts both modes share: acks, the JSON envelope, session states."""
+
+    mode = ""
 
     def __init__(self) -> None:
-        self._intern: dict[Attrs, Attrs] = {}
         self.ignored_attributes = 0  # attributes dropped as not meaningful to a unicast reflector
+
+    def _update(self, peer: str, message: Mapping[str, Any]) -> Event:
+        raise NotImplementedError
+
+    def _open(self, peer: str, neighbor: Mapping[str, Any]) -> Event | None:
+        raise NotImplementedError
+
+    def _refresh(self, peer: str, neighbor: Mapping[str, Any]) -> Event | None:
+        raise NotImplementedError
+
+    def encode(self, commands: Sequence[Command]) -> str:
+        """Commands as API lines (each with its newline)."""
+        raise NotImplementedError
 
     def decode(self, line: str) -> Event | None:
         """One line from ExaBGP -> an event, or None for a message that needs no action."""
@@ -155,18 +192,39 @@ class Decoder:
         if kind == "open":
             if neighbor.get("direction") != "receive":
                 return None
-            return self._open(peer, neighbor["open"])
+            return self._open(peer, neighbor)
         if kind == "refresh":
-            refresh = neighbor["route-refresh"]
-            if refresh.get("subtype", "query") != "query":
-                return None  # enhanced route refresh markers (RFC 7313)
-            family = _FAMILY_KEYS.get(f"{refresh['afi']} {refresh['safi']}")
-            return RouteRefresh(peer, family) if family else None
+            return self._refresh(peer, neighbor)
         if kind == "notification":
             return None  # a NOTIFICATION from the peer: the state "down" that follows is what matters
         raise DecodeError("unexpected_message", f"type {kind!r}")
 
-    def _open(self, peer: str, body: Mapping[str, Any]) -> PeerOpen:
+
+class TextCodec(_Decoder):
+    """ExaBGP's JSON and text API. Interns attribute objects (equal attributes: one object)."""
+
+    mode = "text"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._intern: dict[Attrs, Attrs] = {}
+        self._attrs_text: dict[Attrs, str] = {}
+
+    def encode(self, commands: Sequence[Command]) -> str:
+        cache = self._attrs_text
+        if len(cache) > _INTERN_LIMIT:
+            cache.clear()
+        return "".join(encode(c, cache) for c in commands)
+
+    def _refresh(self, peer: str, neighbor: Mapping[str, Any]) -> Event | None:
+        refresh = neighbor["route-refresh"]
+        if refresh.get("subtype", "query") != "query":
+            return None  # enhanced route refresh markers (RFC 7313)
+        family = _FAMILY_KEYS.get(f"{refresh['afi']} {refresh['safi']}")
+        return RouteRefresh(peer, family) if family else None
+
+    def _open(self, peer: str, neighbor: Mapping[str, Any]) -> PeerOpen:
+        body = neighbor["open"]
         router_id = _router_id(body.get("router_id"), "router_id")
         families: set[str] = set()
         multiprotocol = False
@@ -217,7 +275,8 @@ class Decoder:
                         withdraw.extend(prefixes)
                         continue
                     announce.append((self.attrs(raw, next_hop), prefixes))
-        return Update(peer, tuple(announce), tuple(withdraw), unsupported)
+        error = "ExaBGP found a malformed attribute" if treat_as_withdraw and ann else None
+        return Update(peer, tuple(announce), tuple(withdraw), unsupported, error)
 
     def attrs(self, raw: Mapping[str, Any], next_hop: str) -> Attrs:
         """ExaBGP's ``attribute`` object and a next hop -> interned ``Attrs``."""
@@ -354,5 +413,117 @@ def encode(command: Command, attrs_text: dict[Attrs, str] | None = None) -> str:
     if isinstance(command, SendEndOfRib):
         return f"neighbor {command.peer} announce eor {command.family} unicast\n"
     if isinstance(command, Teardown):
+        if command.code != 6:
+            raise ValueError("ExaBGP's text API closes sessions with Cease (6) only")
         return f"neighbor {command.peer} teardown {command.subcode}\n"
     raise TypeError(f"not a command: {command!r}")
+
+
+# a netkit-raw line carries at most about this much hex (ExaBGP reads its API pipe 16 KiB at a
+# time and joins the pieces; shorter lines keep that cheap)
+RAW_LINE_BYTES = 64 * 1024
+
+
+def _hex_body(message: Mapping[str, Any]) -> bytes:
+    body = message.get("body", "")
+    if not isinstance(body, str):
+        raise DecodeError("bad_structure", "packet body is not a string")
+    try:
+        return bytes.fromhex(body[2:] if body.startswith("0x") else body)
+    except ValueError:
+        raise DecodeError("bad_structure", "packet body is not hex") from None
+
+
+class WireCodec(_Decoder):
+    """Raw BGP messages through ExaBGP (see the module docstring and ``exabgp_main``).
+
+    Remembers, per peer, whether its OPEN announced 4-octet AS numbers (RFC 6793), which decides
+    how AS_PATH is read from it and written to it."""
+
+    mode = "wire"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates = UpdateDecoder()
+        self.encoder = UpdateEncoder()
+        self.asn4: dict[str, bool] = {}
+
+    @property
+    def ignored(self) -> int:
+        return self.ignored_attributes + self.updates.ignored_attributes
+
+    def _open(self, peer: str, neighbor: Mapping[str, Any]) -> Event | None:
+        try:
+            info = parse_open(_hex_body(neighbor["message"]))
+        except WireError as exc:
+            raise DecodeError("bad_open", exc.detail) from None
+        self.asn4[peer] = info.asn4
+        return PeerOpen(peer, info.router_id, info.families)
+
+    def _refresh(self, peer: str, neighbor: Mapping[str, Any]) -> Event | None:
+        try:
+            family = parse_refresh(_hex_body(neighbor["message"]))
+        except WireError as exc:
+            raise DecodeError("bad_refresh", exc.detail) from None
+        return RouteRefresh(peer, family) if family else None
+
+    def _update(self, peer: str, message: Mapping[str, Any]) -> Event:
+        body = _hex_body(message)
+        try:
+            parsed = self.updates.decode(body, self.asn4.get(peer, True))
+        except WireError as exc:
+            return Malformed(peer, exc.code, exc.subcode, exc.detail)
+        if parsed.end_of_rib is not None:
+            return EndOfRib(peer, parsed.end_of_rib)
+        return Update(
+            peer,
+            tuple((a, tuple(p)) for a, p in parsed.announced),
+            tuple(parsed.withdrawn),
+            parsed.unsupported,
+            parsed.error,
+        )
+
+    def messages(self, command: Command) -> list[bytes]:
+        """The BGP messages for one announce, withdraw or End-of-RIB command."""
+        if isinstance(command, Announce):
+            return self.encoder.announce(command.attrs, command.prefixes, self.asn4.get(command.peer, True))
+        if isinstance(command, Withdraw):
+            return self.encoder.withdraw(command.prefixes)
+        if isinstance(command, SendEndOfRib):
+            return [end_of_rib(command.family)]
+        raise TypeError(f"no BGP message for {command!r}")
+
+    def encode(self, commands: Sequence[Command]) -> str:
+        lines: list[str] = []
+        for command in commands:
+            if isinstance(command, Teardown):
+                if command.code == 6:
+                    lines.append(f"neighbor {command.peer} teardown {command.subcode}\n")
+                else:
+                    lines.append(f"neighbor {command.peer} netkit-notify {command.code} {command.subcode}\n")
+                continue
+            head = f"neighbor {command.peer} netkit-raw"
+            parts: list[str] = [head]
+            size = 0
+            for msg in self.messages(command):
+                text = msg.hex().upper()
+                if size and size + len(text) > RAW_LINE_BYTES:
+                    lines.append(" ".join(parts) + "\n")
+                    parts, size = [head], 0
+                parts.append(text)
+                size += len(text) + 1
+            if size:
+                lines.append(" ".join(parts) + "\n")
+        return "".join(lines)
+
+
+Codec = TextCodec | WireCodec
+
+
+def make_codec(mode: str) -> Codec:
+    """``wire`` or ``text``."""
+    if mode == "wire":
+        return WireCodec()
+    if mode == "text":
+        return TextCodec()
+    raise ValueError(f"unknown API mode {mode!r}")

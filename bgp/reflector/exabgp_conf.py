@@ -1,10 +1,14 @@
 """The ``exabgp.conf`` and environment a ``ReflectorConfig`` implies (pure).
 
+In ``wire`` API mode the API process receives OPEN, UPDATE and ROUTE-REFRESH messages as they
+came (``receive { packets; ... }``) and sends whole UPDATEs (see ``exabgp_main``); in ``text``
+mode it uses ExaBGP's parsed JSON and text commands. Either way it learns the peer's router id
+and families from its OPEN, and gets route-refresh requests and session changes.
+
 Per neighbour: ``adj-rib-in false`` and ``adj-rib-out false`` (the API process keeps both RIBs;
 ExaBGP keeping copies would double the memory and its resend-on-reconnect would race ours),
-``manual-eor true`` (the API process sends End-of-RIB after the full table, not ExaBGP before it)
-and ``group-updates true``. The API process gets every parsed UPDATE, the OPEN (for the peer's
-router id and families), route-refresh requests and session changes.
+``manual-eor true`` (the API process sends End-of-RIB after the full table, not ExaBGP before
+it) and ``group-updates true``.
 
 Environment (ExaBGP reads its settings from ``exabgp.<section>.<key>`` variables):
 ``exabgp.daemon.user`` is the current user (as root ExaBGP would otherwise drop to ``nobody``
@@ -44,6 +48,10 @@ def render_exabgp_conf(cfg: ReflectorConfig, api_command: list[str]) -> str:
         "",
     ]
     fams = [f"{fam} unicast;" for fam in cfg.families]
+    # wire: OPEN, UPDATE and ROUTE-REFRESH as received (parsed by the API process)
+    receive = (
+        "packets; open; update; refresh;" if cfg.exabgp.api == "wire" else "parsed; update; open; refresh;"
+    )
     for n in cfg.neighbors:
         local = n.local_address or (
             cfg.local_address_v6 if ":" in n.address and cfg.local_address_v6 else cfg.local_address
@@ -74,7 +82,7 @@ def render_exabgp_conf(cfg: ReflectorConfig, api_command: list[str]) -> str:
             "api {",
             f"    processes [ {PROCESS_NAME} ];",
             "    neighbor-changes;",
-            "    receive { parsed; update; open; refresh; }",
+            f"    receive {{ {receive} }}",
             "}",
         ]
         out += [f"neighbor {n.address} {{", *(f"    {line}" for line in body), "}", ""]

@@ -40,8 +40,8 @@ def api_command(python: str = sys.executable) -> list[str]:
 
 
 def exabgp_command(cfg: ReflectorConfig, conf: Path, python: str = sys.executable) -> list[str]:
-    tuned = ["--tuned"] if cfg.exabgp.tuned else []
-    return [python, "-m", "bgp.reflector.exabgp_main", *tuned, str(conf)]
+    flags = ["--wire"] if cfg.exabgp.api == "wire" else ["--tuned"] if cfg.exabgp.tuned else []
+    return [python, "-m", "bgp.reflector.exabgp_main", *flags, str(conf)]
 
 
 def prepare(cfg: ReflectorConfig, config_path: Path, state_dir: Path) -> tuple[Path, dict[str, str]]:

@@ -117,7 +117,17 @@ class PrefixFilter:
         self.allow_default = allow_default
 
     def check(self, prefix: str) -> Reject | None:
-        """None if ``prefix`` may be accepted, else the reason it may not."""
+        """None if ``prefix`` may be accepted, else the reason it may not.
+
+        Without blocks (the common case, on the hot path) only the default route is refused and a
+        prefix is not parsed: the decoders hand over prefixes in canonical form."""
+        if self.blocks is None:
+            slash = prefix.rfind("/")
+            if slash < 0:
+                return Reject.MALFORMED
+            if prefix[slash + 1 :] == "0" and not self.allow_default:
+                return Reject.DEFAULT_ROUTE
+            return None
         parsed = _parse_prefix(prefix)
         if parsed is None:
             return Reject.MALFORMED

@@ -37,10 +37,9 @@ from typing import IO, Any
 
 from bgp.reflector.config import ConfigError, ReflectorConfig, load_config
 from bgp.reflector.events import Update
-from bgp.reflector.exabgp_api import DecodeError, Decoder, encode
+from bgp.reflector.exabgp_api import DecodeError, WireCodec, make_codec
 from bgp.reflector.metrics import LATENCY_BUCKETS, MetricsServer
 from bgp.reflector.rib import Reflector
-from bgp.reflector.route import Attrs
 from netkit import logs
 
 __all__ = ["ApiProcess", "main"]
@@ -63,11 +62,12 @@ class ApiProcess:
         inp: IO[bytes],
         out: IO[bytes],
         *,
+        mode: str = "wire",
         budget: int = 4000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.reflector = reflector
-        self.decoder = Decoder()
+        self.codec = make_codec(mode)
         self.inp = inp
         self.out = out
         self.budget = budget
@@ -76,7 +76,6 @@ class ApiProcess:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._update_times: list[float] = []  # read times of UPDATEs not yet fully flushed
-        self._attrs_text: dict[Attrs, str] = {}
         self.bad_messages: Counter[str] = Counter()
         self.commands_written = 0
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -90,7 +89,7 @@ class ApiProcess:
         """Decode and apply one line from ExaBGP; never raises for bad input."""
         t = self.clock()
         try:
-            event = self.decoder.decode(line.decode("utf-8", errors="replace"))
+            event = self.codec.decode(line.decode("utf-8", errors="replace"))
         except DecodeError as exc:
             self._bad(exc.reason, str(exc), line)
             return
@@ -166,10 +165,7 @@ class ApiProcess:
                 if done:
                     times, self._update_times = self._update_times, []
             if commands:
-                cache = self._attrs_text
-                if len(cache) > 65536:
-                    cache.clear()
-                data = "".join(encode(c, cache) for c in commands).encode()
+                data = self.codec.encode(commands).encode()
                 self.out.write(data)
                 self.out.flush()
                 self.commands_written += len(commands)
@@ -191,7 +187,8 @@ class ApiProcess:
         s["commands_written"] = self.commands_written
         s["latency_counts"] = list(self.latency_counts)
         s["latency_sum"] = self.latency_sum
-        s["ignored_attributes"] = self.decoder.ignored_attributes
+        codec = self.codec
+        s["ignored_attributes"] = codec.ignored if isinstance(codec, WireCodec) else codec.ignored_attributes
         return s
 
     def ready(self) -> bool:
@@ -231,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     if _respawned(os.environ.get(STATE_ENV)):
         log.warning("API process restarted by ExaBGP: resetting every session so peers resend their routes")
         reflector.teardown_all()
-    app = ApiProcess(reflector, sys.stdin.buffer, sys.stdout.buffer, budget=4 * cfg.exabgp.chunk)
+    app = ApiProcess(
+        reflector, sys.stdin.buffer, sys.stdout.buffer, mode=cfg.exabgp.api, budget=4 * cfg.exabgp.chunk
+    )
     metrics = None
     if cfg.metrics is not None:
         metrics = MetricsServer(cfg.metrics, app.snapshot, app.ready)

@@ -53,6 +53,7 @@ from bgp.reflector.events import (
     Command,
     EndOfRib,
     Event,
+    Malformed,
     PeerDown,
     PeerOpen,
     PeerUp,
@@ -103,6 +104,8 @@ class PeerStats:
     end_of_rib: set[str] = field(default_factory=set)  # families whose EoR arrived this session
     advertised_total: int = 0
     withdrawn_total: int = 0
+    malformed: int = 0
+    treat_as_withdraw: int = 0
 
 
 @dataclass
@@ -256,6 +259,26 @@ class Reflector:
             log.info("end-of-rib received", extra={"peer": peer.address, "family": event.family})
         elif isinstance(event, RouteRefresh):
             self._refresh(peer)
+        elif isinstance(event, Malformed):
+            self._malformed(peer, event)
+
+    def _malformed(self, peer: Peer, event: Malformed) -> None:
+        st = self._state[peer]
+        st.stats.malformed += 1
+        log.warning(
+            "malformed UPDATE: resetting the session",
+            extra={
+                "peer": peer.address,
+                "neighbor": peer.name,
+                "detail": event.detail,
+                "notification": f"{event.code}/{event.subcode}",
+            },
+        )
+        if st.blocked:
+            return
+        self._forget(peer, st)
+        st.blocked = True
+        self._pending.append(Teardown(peer.address, event.subcode, event.code))
 
     def _up(self, peer: Peer) -> None:
         st = self._state[peer]
@@ -350,6 +373,12 @@ class Reflector:
             self._up(peer)
         if upd.unsupported:
             st.stats.rejected[Reject.FAMILY] += upd.unsupported
+        if upd.error is not None:
+            st.stats.treat_as_withdraw += 1
+            log.warning(
+                "UPDATE treated as withdraw (RFC 7606)",
+                extra={"peer": peer.address, "error": upd.error, "prefixes": len(upd.withdraw)},
+            )
         if upd.withdraw:
             self._withdraw(peer, st, upd.withdraw)
         for attrs, prefixes in upd.announce:
@@ -667,7 +696,7 @@ class Reflector:
             st = self._state[peer]
             peers.append(
                 {
-                    "neighbor": peer.name,
+                    "name": peer.name,
                     "address": peer.address,
                     "asn": peer.asn,
                     "kind": "ebgp" if peer.ebgp else ("client" if peer.client else "non-client"),
@@ -679,6 +708,8 @@ class Reflector:
                     "advertised": len(st.adj_out),
                     "rejected": dict(st.stats.rejected),
                     "max_prefix_breaches": st.stats.max_prefix_breaches,
+                    "malformed": st.stats.malformed,
+                    "treat_as_withdraw": st.stats.treat_as_withdraw,
                     "updates": st.stats.updates,
                     "transitions": dict(st.stats.transitions),
                     "end_of_rib": sorted(st.stats.end_of_rib),
