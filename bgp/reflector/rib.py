@@ -214,6 +214,10 @@ class Reflector:
     def advertised(self, address: str) -> int:
         return len(self._state[self.peers[address]].adj_out)
 
+    def families_of(self, address: str) -> frozenset[str]:
+        """The unicast families negotiated with the peer (from its OPEN)."""
+        return self._state[self.peers[address]].families
+
     def adj_out(self, address: str) -> Mapping[str, Attrs]:
         return self._state[self.peers[address]].adj_out
 
@@ -353,12 +357,12 @@ class Reflector:
             self._dirty[prefix] = None
 
     def _loop(self, peer: Peer, attrs: Attrs) -> Reject | None:
+        if peer.ebgp:  # ORIGINATOR_ID and CLUSTER_LIST mean nothing from another AS (dropped on export)
+            return Reject.AS_LOOP if self.asn in attrs.as_path or self.asn in attrs.as_set else None
         if self.cluster_id in attrs.cluster_list:
             return Reject.CLUSTER_LOOP
         if attrs.originator_id == self.router_id:
             return Reject.ORIGINATOR_LOOP
-        if peer.ebgp and (self.asn in attrs.as_path or self.asn in attrs.as_set):
-            return Reject.AS_LOOP
         return None
 
     def _update(self, peer: Peer, upd: Update) -> None:
@@ -526,7 +530,10 @@ class Reflector:
         if out is None:
             if len(self._ibgp_memo) >= _MEMO_LIMIT:
                 self._ibgp_memo.clear()
-            out = attrs.evolve(local_pref=self.selection.local_pref(attrs))
+            # RFC 4456 attributes are non-transitive: an eBGP peer has no business sending them
+            out = attrs.evolve(
+                local_pref=self.selection.local_pref(attrs), originator_id=None, cluster_list=()
+            )
             self._ibgp_memo[attrs] = out
         return out
 
