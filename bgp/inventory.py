@@ -40,6 +40,8 @@ from typing import Any, Literal
 
 import yaml
 
+from netkit.fields import Errors, int_in, unknown_keys
+
 __all__ = ["Inventory", "InventoryError", "Node", "Policy", "TopPolicy", "load_inventory", "parse_inventory"]
 
 Mode = Literal["in-node", "dedicated"]
@@ -131,76 +133,48 @@ class Inventory:
 # ------------------------------------------------------------------------------------------
 
 
-class _Errors:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(f"{path}: {message}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _int_in(v: Any, lo: int, hi: int, path: str, err: _Errors) -> int | None:
-    if not _is_int(v):
-        err.add(path, f"{v!r} is not an integer")
-        return None
-    if not lo <= v <= hi:
-        err.add(path, f"{v} is out of range {lo}-{hi}")
-        return None
-    return int(v)
-
-
-def _choice(v: Any, choices: Sequence[str], path: str, err: _Errors) -> str | None:
+def _choice(v: Any, choices: Sequence[str], path: str, err: Errors) -> str | None:
     if v not in choices:
         err.add(path, f"{v!r} is not one of {', '.join(choices)}")
         return None
     return str(v)
 
 
-def _unknown_keys(raw: Mapping[str, Any], allowed: Sequence[str], path: str, err: _Errors) -> None:
-    for key in raw:
-        if key not in allowed:
-            err.add(f"{path}.{key}", f"unknown key (allowed: {', '.join(allowed)})")
-
-
-def _label(v: Any, path: str, err: _Errors) -> str | None:
+def _label(v: Any, path: str, err: Errors) -> str | None:
     if not isinstance(v, str) or not v:
         err.add(path, f"{v!r} is not a label key")
         return None
     return v
 
 
-def _parse_top(raw: Any, err: _Errors) -> TopPolicy:
+def _parse_top(raw: Any, err: Errors) -> TopPolicy:
     if raw is None:
         return TopPolicy()
     if not isinstance(raw, Mapping):
         err.add("policy.top", "must be a mapping")
         return TopPolicy()
-    _unknown_keys(raw, TOP_KEYS, "policy.top", err)
+    unknown_keys(raw, TOP_KEYS, "policy.top", err)
     fd = _label(raw.get("failure_domain", "zone"), "policy.top.failure_domain", err) or "zone"
-    rpd = _int_in(raw.get("reflectors_per_domain", 1), 1, 64, "policy.top.reflectors_per_domain", err) or 1
+    rpd = int_in(raw.get("reflectors_per_domain", 1), 1, 64, "policy.top.reflectors_per_domain", err) or 1
     return TopPolicy(fd, rpd)
 
 
-def _parse_policy(raw: Any, err: _Errors) -> Policy:
+def _parse_policy(raw: Any, err: Errors) -> Policy:
     if raw is None:
         return Policy()
     if not isinstance(raw, Mapping):
         err.add("policy", "must be a mapping")
         return Policy()
-    _unknown_keys(raw, POLICY_KEYS, "policy", err)
+    unknown_keys(raw, POLICY_KEYS, "policy", err)
     d = Policy()
     fd = _label(raw.get("failure_domain", d.failure_domain), "policy.failure_domain", err)
-    redundancy = _int_in(raw.get("redundancy", d.redundancy), 1, 8, "policy.redundancy", err)
-    rpd = _int_in(
+    redundancy = int_in(raw.get("redundancy", d.redundancy), 1, 8, "policy.redundancy", err)
+    rpd = int_in(
         raw.get("reflectors_per_domain", d.reflectors_per_domain), 1, 64, "policy.reflectors_per_domain", err
     )
     mode = _choice(raw.get("mode", d.mode), ("in-node", "dedicated"), "policy.mode", err)
     cid = _choice(raw.get("cluster_id", d.cluster_id), ("per-reflector", "shared"), "policy.cluster_id", err)
-    levels = _int_in(raw.get("levels", d.levels), 1, 2, "policy.levels", err)
+    levels = int_in(raw.get("levels", d.levels), 1, 2, "policy.levels", err)
     scope = _choice(raw.get("asn_scope", d.asn_scope), ("single", "per-as"), "policy.asn_scope", err)
     top = _parse_top(raw.get("top"), err)
     if "top" in raw and levels == 1:
@@ -217,11 +191,11 @@ def _parse_policy(raw: Any, err: _Errors) -> Policy:
     )
 
 
-def _parse_node(raw: Any, default_asn: int | None, path: str, err: _Errors) -> Node | None:
+def _parse_node(raw: Any, default_asn: int | None, path: str, err: Errors) -> Node | None:
     if not isinstance(raw, Mapping):
         err.add(path, "must be a mapping with at least name and address")
         return None
-    _unknown_keys(raw, NODE_KEYS, path, err)
+    unknown_keys(raw, NODE_KEYS, path, err)
     before = len(err.items)
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
@@ -258,7 +232,7 @@ def _parse_node(raw: Any, default_asn: int | None, path: str, err: _Errors) -> N
         err.add(f"{path}.asn", "missing, and the file has no top-level asn")
         asn = 0
     else:
-        asn = _int_in(asn_raw, 1, ASN_MAX, f"{path}.asn", err) or 0
+        asn = int_in(asn_raw, 1, ASN_MAX, f"{path}.asn", err) or 0
     labels_raw = raw.get("labels", {}) or {}
     labels: dict[str, str] = {}
     if not isinstance(labels_raw, Mapping):
@@ -322,13 +296,13 @@ def check_inventory(inv: Inventory) -> None:
 
 def parse_inventory(raw: Any) -> Inventory:
     """Build an ``Inventory`` from parsed YAML; raises ``InventoryError`` listing every problem."""
-    err = _Errors()
+    err = Errors()
     if not isinstance(raw, Mapping):
         raise InventoryError(["<file>: must be a mapping with nodes: and optionally asn: and policy:"])
-    _unknown_keys(raw, ("asn", "nodes", "policy"), "<file>", err)
+    unknown_keys(raw, ("asn", "nodes", "policy"), "<file>", err)
     default_asn = None
     if "asn" in raw:
-        default_asn = _int_in(raw["asn"], 1, ASN_MAX, "asn", err)
+        default_asn = int_in(raw["asn"], 1, ASN_MAX, "asn", err)
     policy = _parse_policy(raw.get("policy"), err)
     raw_nodes = raw.get("nodes")
     nodes: list[Node] = []

@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 import yaml
 
+from netkit.fields import Errors, int_in, unknown_keys
 from netkit.l2.state import bridge_name, ifname_problem, vlan_name, vxlan_name
 
 Kind = Literal["vxlan", "vlan"]
@@ -189,29 +190,7 @@ def overlay_mtu(network: L2Network, underlay_mtu: int) -> int:
 # ------------------------------------------------------------------------------------------
 
 
-class _Errors:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(f"{path}: {message}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _int_in(v: Any, lo: int, hi: int, path: str, err: _Errors) -> int | None:
-    if not _is_int(v):
-        err.add(path, f"{v!r} is not an integer")
-        return None
-    if not lo <= v <= hi:
-        err.add(path, f"{v} is out of range {lo}-{hi}")
-        return None
-    return int(v)
-
-
-def _ip(v: Any, path: str, err: _Errors) -> str | None:
+def _ip(v: Any, path: str, err: Errors) -> str | None:
     try:
         addr = ipaddress.ip_address(str(v)) if isinstance(v, str) else None
     except ValueError:
@@ -222,7 +201,7 @@ def _ip(v: Any, path: str, err: _Errors) -> str | None:
     return str(addr)
 
 
-def _vtep(v: Any, path: str, err: _Errors) -> str | None:
+def _vtep(v: Any, path: str, err: Errors) -> str | None:
     ip = _ip(v, path, err)
     if ip is None:
         return None
@@ -233,14 +212,14 @@ def _vtep(v: Any, path: str, err: _Errors) -> str | None:
     return ip
 
 
-def _node(v: Any, path: str, err: _Errors) -> str | None:
+def _node(v: Any, path: str, err: Errors) -> str | None:
     if not isinstance(v, str) or not _NODE.match(v):
         err.add(path, f"{v!r} is not a node name")
         return None
     return v
 
 
-def _ifname(v: Any, path: str, err: _Errors) -> str | None:
+def _ifname(v: Any, path: str, err: Errors) -> str | None:
     if not isinstance(v, str):
         err.add(path, f"{v!r} is not an interface name")
         return None
@@ -251,7 +230,7 @@ def _ifname(v: Any, path: str, err: _Errors) -> str | None:
     return v
 
 
-def _mac(v: Any, path: str, err: _Errors) -> str | None:
+def _mac(v: Any, path: str, err: Errors) -> str | None:
     text = v.lower() if isinstance(v, str) else ""
     if not _MAC.match(text):
         err.add(path, f"{v!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
@@ -262,13 +241,7 @@ def _mac(v: Any, path: str, err: _Errors) -> str | None:
     return text
 
 
-def _unknown_keys(raw: Mapping[Any, Any], allowed: Sequence[str], path: str, err: _Errors) -> None:
-    for key in raw:
-        if key not in allowed:
-            err.add(f"{path}.{key}", f"unknown field (expected one of: {', '.join(allowed)})")
-
-
-def _members(raw: Any, kind: str, path: str, err: _Errors) -> tuple[Member, ...]:
+def _members(raw: Any, kind: str, path: str, err: Errors) -> tuple[Member, ...]:
     if kind == "vlan":
         if raw is None:
             return ()
@@ -312,7 +285,7 @@ def _members(raw: Any, kind: str, path: str, err: _Errors) -> tuple[Member, ...]
     return tuple(members)
 
 
-def _ports(raw: Any, nodes: set[str] | None, path: str, err: _Errors) -> tuple[Port, ...]:
+def _ports(raw: Any, nodes: set[str] | None, path: str, err: Errors) -> tuple[Port, ...]:
     if raw is None:
         return ()
     out: list[Port] = []
@@ -348,7 +321,7 @@ def _ports(raw: Any, nodes: set[str] | None, path: str, err: _Errors) -> tuple[P
     return tuple(out)
 
 
-def _endpoints(raw: Any, nodes: set[str] | None, path: str, err: _Errors) -> tuple[Endpoint, ...]:
+def _endpoints(raw: Any, nodes: set[str] | None, path: str, err: Errors) -> tuple[Endpoint, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -360,7 +333,7 @@ def _endpoints(raw: Any, nodes: set[str] | None, path: str, err: _Errors) -> tup
         if not isinstance(item, Mapping):
             err.add(p, "expected a mapping with mac, node and optionally ip")
             continue
-        _unknown_keys(item, ENDPOINT_KEYS, p, err)
+        unknown_keys(item, ENDPOINT_KEYS, p, err)
         mac = _mac(item.get("mac"), f"{p}.mac", err) if "mac" in item else None
         if "mac" not in item:
             err.add(f"{p}.mac", "is required")
@@ -383,12 +356,12 @@ def _endpoints(raw: Any, nodes: set[str] | None, path: str, err: _Errors) -> tup
     return tuple(out)
 
 
-def _network(raw: Any, path: str, err: _Errors) -> L2Network | None:
+def _network(raw: Any, path: str, err: Errors) -> L2Network | None:
     if not isinstance(raw, Mapping):
         err.add(path, "expected a mapping (name, kind, vni or vlan, members, ...)")
         return None
     before = len(err.items)
-    _unknown_keys(raw, NETWORK_KEYS, path, err)
+    unknown_keys(raw, NETWORK_KEYS, path, err)
     name = raw.get("name")
     if name is None:
         err.add(f"{path}.name", "is required")
@@ -403,23 +376,23 @@ def _network(raw: Any, path: str, err: _Errors) -> L2Network | None:
         if "vni" not in raw:
             err.add(f"{path}.vni", "is required for a vxlan network")
         else:
-            vni = _int_in(raw["vni"], 1, VNI_MAX, f"{path}.vni", err)
+            vni = int_in(raw["vni"], 1, VNI_MAX, f"{path}.vni", err)
         if "vlan" in raw:
             err.add(f"{path}.vlan", "is for vlan networks (this one is vxlan)")
     else:
         if "vlan" not in raw:
             err.add(f"{path}.vlan", "is required for a vlan network")
         else:
-            vlan_id = _int_in(raw["vlan"], 1, VLAN_MAX, f"{path}.vlan", err)
+            vlan_id = int_in(raw["vlan"], 1, VLAN_MAX, f"{path}.vlan", err)
         for key in ("vni", "port"):
             if key in raw:
                 err.add(f"{path}.{key}", "is for vxlan networks (this one is vlan)")
     port = VXLAN_PORT
     if "port" in raw and kind == "vxlan":
-        port = _int_in(raw["port"], 1, 65535, f"{path}.port", err) or VXLAN_PORT
+        port = int_in(raw["port"], 1, 65535, f"{path}.port", err) or VXLAN_PORT
     mtu = None
     if raw.get("mtu") is not None:
-        mtu = _int_in(raw["mtu"], MTU_MIN, MTU_MAX, f"{path}.mtu", err)
+        mtu = int_in(raw["mtu"], MTU_MIN, MTU_MAX, f"{path}.mtu", err)
     underlay = raw.get("underlay")
     if underlay is not None:
         if not isinstance(underlay, str):
@@ -453,7 +426,7 @@ def _network(raw: Any, path: str, err: _Errors) -> L2Network | None:
     )
 
 
-def _cross_checks(nets: list[tuple[int, L2Network]], err: _Errors) -> None:
+def _cross_checks(nets: list[tuple[int, L2Network]], err: Errors) -> None:
     names: dict[str, int] = {}
     vnis: dict[int, tuple[int, str]] = {}
     vlans: dict[tuple[str | None, int], tuple[int, str]] = {}
@@ -501,11 +474,11 @@ def _cross_checks(nets: list[tuple[int, L2Network]], err: _Errors) -> None:
 
 def parse_networks(doc: Any) -> list[L2Network]:
     """Validate an already-parsed document (``{"networks": [...]}`` or a bare list)."""
-    err = _Errors()
+    err = Errors()
     if doc is None:
         raise ConfigError(["networks: the file is empty (expected a 'networks' list; use [] for none)"])
     if isinstance(doc, Mapping):
-        _unknown_keys(doc, ("networks",), "file", err)
+        unknown_keys(doc, ("networks",), "file", err)
         if "networks" not in doc:
             err.add("networks", "is required (a list of networks; [] for none)")
         items = doc.get("networks")

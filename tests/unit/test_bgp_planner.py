@@ -189,7 +189,7 @@ def test_yaml_loads() -> None:
         (YAML_OK + "  - {name: d, address: 198.18.0.4, asn: 65000}\n", "mixed AS numbers 64512, 65000"),
         (YAML_OK + "policy: {redundancy: 3}\n", "need 3 reflectors in distinct 'zone' failure domains"),
         (YAML_OK + "policy: {mode: dedicated}\n", "dedicated needs nodes marked reflector: true"),
-        (YAML_OK + "policy: {redundancy: 2, colour: red}\n", "policy.colour: unknown key"),
+        (YAML_OK + "policy: {redundancy: 2, colour: red}\n", "policy.colour: unknown field"),
         (YAML_OK + "policy: {levels: 3}\n", "policy.levels: 3 is out of range 1-2"),
         (YAML_OK.replace("198.19.3.0/24", "198.19.3.1/24"), "nodes[c].prefixes[0]"),
         (YAML_OK.replace("address: 198.18.0.3", "address: 198.18.0.300"), "nodes[c].address"),
