@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
 
+from bgp.inventory import Inventory
 from bgp.migrate import MigrationError, run_migration
 from bgp.model import Timers
-from bgp.planner import mesh_plan, plan, speakers_for
+from bgp.planner import Plan, mesh_plan, plan, speakers_for
+from netkit.l2.lab import L2Lab
 from netkit.lab.bgpmigrate import _lab, _speaker_class, lab_inventory, run_migration_lab
+from netkit.lab.bgpspeakers import BgpSpeaker
 from netkit.lab.runid import RunDir
 
 pytestmark = [pytest.mark.peers, pytest.mark.root]
+
+MeshLab = tuple[Inventory, Plan, Plan, dict[str, BgpSpeaker], L2Lab]
 
 
 def test_mesh_to_reflectors_and_back_loses_no_prefix_at_any_sample() -> None:
@@ -36,44 +42,40 @@ def test_mesh_to_reflectors_and_back_loses_no_prefix_at_any_sample() -> None:
     print(text)
 
 
-def test_a_dead_peer_stops_the_migration_with_the_topology_still_whole() -> None:
+@pytest.fixture
+def mesh_lab() -> Iterator[tuple[Inventory, Plan, Plan, dict[str, BgpSpeaker], L2Lab]]:
+    """Four nodes (BIRD, FRR, BIRD, FRR) up in a full mesh."""
     inv = lab_inventory(4)
     mesh, rr = mesh_plan(inv), plan(inv)
-    timers = Timers.lab()
     with RunDir() as run, _lab(4, run) as lab, ExitStack() as stack:
-        cfg = speakers_for(inv, mesh.sessions, {}, timers)
+        cfg = speakers_for(inv, mesh.sessions, {}, Timers.lab())
         speakers = {
             n: stack.enter_context(_speaker_class(int(n[1:]))(lab.ns(n), run.path, cfg[n])) for n in inv.names
         }
         for sp in speakers.values():
             sp.wait_established(timeout=30)
-        client = next(n for n in inv.names if n not in rr.reflectors)
-        speakers[client].kill()
-        time.sleep(0.5)
-        with pytest.raises(MigrationError) as info:
-            run_migration(inv, mesh, rr, speakers, timers=timers, step_timeout=6)
-        message = str(info.value)
-        assert f"{client}: applying the step's config failed" in message and "did not settle" in message
-        assert info.value.step.kind == "add"  # stopped before anything old was removed
+        yield inv, mesh, rr, speakers, lab
 
 
-def test_an_unreachable_peer_times_out_naming_the_sessions() -> None:
-    inv = lab_inventory(4)
-    mesh, rr = mesh_plan(inv), plan(inv)
-    timers = Timers.lab()
-    with RunDir() as run, _lab(4, run) as lab, ExitStack() as stack:
-        cfg = speakers_for(inv, mesh.sessions, {}, timers)
-        speakers = {
-            n: stack.enter_context(_speaker_class(int(n[1:]))(lab.ns(n), run.path, cfg[n])) for n in inv.names
-        }
-        for sp in speakers.values():
-            sp.wait_established(timeout=30)
-        client = next(n for n in inv.names if n not in rr.reflectors)
-        subprocess.run(["ip", "-n", lab.ns(client), "link", "set", lab.underlay[client], "down"], check=True)
-        with pytest.raises(MigrationError) as info:
-            run_migration(inv, mesh, rr, speakers, timers=timers, step_timeout=5)
-        message = str(info.value)
-        assert info.value.step.kind == "add" and "did not settle" in message
-        assert any(
-            p.startswith(f"{client}: session to") or f"session to {client}" in p for p in info.value.problems
-        )
+def test_a_dead_peer_stops_the_migration_with_the_topology_still_whole(mesh_lab: MeshLab) -> None:
+    inv, mesh, rr, speakers, _ = mesh_lab
+    client = next(n for n in inv.names if n not in rr.reflectors)
+    speakers[client].kill()
+    time.sleep(0.5)
+    with pytest.raises(MigrationError) as info:
+        run_migration(inv, mesh, rr, speakers, timers=Timers.lab(), step_timeout=6)
+    message = str(info.value)
+    assert f"{client}: applying the step's config failed" in message and "did not settle" in message
+    assert info.value.step.kind == "add"  # stopped before anything old was removed
+
+
+def test_an_unreachable_peer_times_out_naming_the_sessions(mesh_lab: MeshLab) -> None:
+    inv, mesh, rr, speakers, lab = mesh_lab
+    client = next(n for n in inv.names if n not in rr.reflectors)
+    subprocess.run(["ip", "-n", lab.ns(client), "link", "set", lab.underlay[client], "down"], check=True)
+    with pytest.raises(MigrationError) as info:
+        run_migration(inv, mesh, rr, speakers, timers=Timers.lab(), step_timeout=5)
+    assert info.value.step.kind == "add" and "did not settle" in str(info.value)
+    assert any(
+        p.startswith(f"{client}: session to") or f"session to {client}" in p for p in info.value.problems
+    )
