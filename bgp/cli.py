@@ -22,6 +22,8 @@ iBGP route reflectors (RFC 4456) instead of the n(n-1)/2 full mesh.
                                                   and the diff against the plan in force (--current)
   netkit bgp render -f inventory.yaml --to bird   the plan as BIRD 2 / FRR / GoBGP / Calico / ExaBGP
   netkit bgp migrate -f inventory.yaml --dry-run  the make-before-break steps, mesh -> reflectors
+  netkit bgp migrate -f inventory.yaml --speakers speakers.yaml -o plan.yaml
+                                                  run them on the speakers, checking between steps
   netkit bgp migrate --lab                        the same, live: 12 BIRD/FRR nodes in namespaces,
                                                   every FIB sampled every 80 ms; then kills a
                                                   reflector, restarts it, migrates back
@@ -182,12 +184,51 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     print(f"{len(steps)} steps from {args.current or 'mesh'} to {args.to}:")
     for i, step in enumerate(steps, 1):
         print(f"{i:>3}. {step}  [{len(step.sessions)} sessions; configs change on {len(step.touched)} nodes]")
-    if not args.dry_run:
-        print(
-            "\nThis build drives speakers it manages itself (--lab). To migrate your nodes, apply each "
-            "step's configs (netkit bgp render --plan STEP) with your configuration management, waiting "
-            "between steps for the check the step names."
+    if args.dry_run:
+        return 0
+    if not args.speakers:
+        raise SystemExit(
+            "netkit bgp migrate: give --speakers FILE (how to reach each node's speaker), or --dry-run"
         )
+    return _migrate_live(args, inv, current, target, steps)
+
+
+def _migrate_live(
+    args: argparse.Namespace, inv: Inventory, current: Plan, target: Plan, steps: list[Any]
+) -> int:
+    from bgp.control import ControlError, load_speakers
+    from bgp.migrate import MigrationError, run_migration
+
+    try:
+        spec = load_speakers(Path(args.speakers).read_text(), args.speakers)
+        configs = speakers_for(inv, current.sessions, current.cluster_ids, spec.timers)
+        controls = spec.controls(configs)
+    except (OSError, ControlError) as exc:
+        print(f"netkit bgp migrate: {exc}", file=sys.stderr)
+        return 2
+
+    def show(i: int, n: int, step: Any) -> None:
+        print(f"step {i}/{n}: {step}", flush=True)
+
+    try:
+        result = run_migration(
+            inv,
+            current,
+            target,
+            controls,
+            timers=spec.timers,
+            steps=steps,
+            on_step=show,
+            step_timeout=args.step_timeout,
+        )
+    except MigrationError as exc:
+        print(f"netkit bgp migrate: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(result.table()))
+    done = Plan(target.kind, target.reflectors, result.sessions, target.nodes)
+    if args.output:
+        Path(args.output).write_text(yaml.safe_dump(done.to_dict(), sort_keys=False))
+        print(f"the plan now in force is in {args.output} (give it as --current next time)")
     return 0
 
 
@@ -244,6 +285,14 @@ def add_parser(sub: Any) -> None:
     m.add_argument("--to", help="target: 'rr' (default), 'mesh' or a plan file", default="rr")
     m.add_argument("--batch", type=int, default=10, help="old sessions removed per step (default 10)")
     m.add_argument("--dry-run", action="store_true", help="print the steps only")
+    m.add_argument(
+        "--speakers",
+        metavar="FILE",
+        help="drive the running speakers listed here (BIRD control socket + config, or FRR vty socket; "
+        "see docs/bgp.md); they must run the rendered config of --current",
+    )
+    m.add_argument("-o", "--output", metavar="FILE", help="write the plan in force afterwards here")
+    m.add_argument("--step-timeout", type=float, default=60.0, help="seconds a step may take to settle")
     m.add_argument("--lab", action="store_true", help="run it live in a namespace lab (root; BIRD and FRR)")
     m.add_argument("--nodes", type=int, default=12, help="lab size (default 12)")
     m.add_argument("--no-kill", action="store_true", help="lab: skip killing and restarting a reflector")

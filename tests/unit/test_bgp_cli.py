@@ -66,3 +66,26 @@ def test_invalid_inventory_exits_2_naming_the_field(
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="cannot read"):
         main(["bgp", "plan", "-f", str(tmp_path / "nope.yaml")])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("speakers: [\n", "not valid YAML"),
+        ("nodes: {}\n", "must be a mapping with speakers:"),
+        ("speakers: {n1: {kind: quagga}}\n", "speakers.n1: must be a mapping with kind: bird or kind: frr"),
+        ("speakers: {n1: {kind: bird, control: /x}}\n", "speakers.n1.config: required"),
+        ("timers: {hold: 1}\nspeakers: {n1: {kind: frr}}\n", "timers.hold: 1 is out of range 3-65535"),
+    ],
+)
+def test_speakers_file_errors_name_the_field(text: str, message: str) -> None:
+    from bgp.control import ControlError, load_speakers
+
+    with pytest.raises(ControlError) as info:
+        load_speakers(text)
+    assert message in str(info.value)
+
+
+def test_migrate_without_speakers_or_dry_run_is_refused(inventory: Path) -> None:
+    with pytest.raises(SystemExit, match="give --speakers FILE"):
+        main(["bgp", "migrate", "-f", str(inventory)])

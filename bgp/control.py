@@ -1,0 +1,198 @@
+"""Control of running speakers (effects): what ``netkit bgp migrate --speakers FILE`` drives.
+
+A speakers file says how to reach each node's speaker on this host (optionally inside a network
+namespace)::
+
+    timers: {hold: 90, keepalive: 30, connect_retry: 5}   # what the speakers run (default RFC)
+    speakers:
+      node-a: {kind: bird, control: /run/bird/bird.ctl, config: /etc/bird/bird.conf}
+      node-b: {kind: frr, vty_socket: /run/frr}
+      node-c: {kind: bird, control: /run/nk/c.ctl, config: /etc/nk/c.conf, netns: node-c}
+
+The speakers must run the netkit-rendered config of the plan in force (``netkit bgp render``):
+BIRD gets a whole new ``bird.conf`` and ``birdc configure`` per step; FRR gets the vtysh
+commands of ``frr_delta(old, new)``, computed from the plan in force, so its running config must
+be that plan's. Sessions and routes are read back through ``birdc`` and ``vtysh``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bgp.model import SpeakerConfig, Timers
+from bgp.render.bird import render_bird
+from bgp.render.frr import frr_delta
+from bgp.speakerstate import (
+    PathInfo,
+    parse_bird_protocols,
+    parse_bird_routes,
+    parse_frr_neighbors,
+    parse_frr_prefixes,
+    parse_frr_routes,
+)
+from netkit.fields import Errors, int_in, unknown_keys
+
+__all__ = ["BirdControl", "ControlError", "FrrControl", "SpeakersFile", "load_speakers"]
+
+
+class ControlError(RuntimeError):
+    """A control command failed or a speaker answered unexpectedly."""
+
+
+@dataclass
+class _Runner:
+    node: str
+    netns: str | None = None
+    timeout: float = 15.0
+
+    def run(self, argv: Sequence[str], stdin: str | None = None) -> str:
+        cmd = [*(["ip", "netns", "exec", self.netns] if self.netns else []), *argv]
+        try:
+            r = subprocess.run(
+                cmd, input=stdin, capture_output=True, text=True, timeout=self.timeout, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ControlError(f"{self.node}: {' '.join(argv)}: {exc}") from exc
+        if r.returncode != 0:
+            raise ControlError(
+                f"{self.node}: {' '.join(argv)} exited {r.returncode}: {(r.stderr or r.stdout).strip()}"
+            )
+        return r.stdout
+
+
+class BirdControl:
+    """A running BIRD 2, through its control socket and config file."""
+
+    def __init__(self, cfg: SpeakerConfig, control: str, config: str, netns: str | None = None) -> None:
+        self.cfg = cfg
+        self.control = control
+        self.config = Path(config)
+        self._run = _Runner(cfg.node, netns)
+
+    def birdc(self, *args: str) -> str:
+        return self._run.run(["birdc", "-s", self.control, *args])
+
+    def apply(self, new: SpeakerConfig) -> None:
+        tmp = self.config.with_name(self.config.name + ".netkit-new")
+        tmp.write_text(render_bird(new))
+        try:
+            self._run.run(["bird", "-p", "-c", str(tmp)])  # a config BIRD rejects never goes live
+        except ControlError:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(self.config)
+        reply = self.birdc("configure")
+        if "Reconfigured" not in reply and "Reconfiguration in progress" not in reply:
+            raise ControlError(f"{self.cfg.node}: birdc configure: {reply.strip()}")
+        self.cfg = new
+
+    def _protocols(self) -> dict[str, str]:
+        return {n.ident: n.address for n in self.cfg.neighbors}
+
+    def sessions(self) -> dict[str, str]:
+        return parse_bird_protocols(self.birdc("show", "protocols"), self._protocols())
+
+    def routes(self, family: str = "ipv4") -> dict[str, list[PathInfo]]:
+        table = {"ipv4": "master4", "ipv6": "master6"}[family]
+        return parse_bird_routes(self.birdc("show", "route", "all", "table", table), self._protocols())
+
+
+class FrrControl:
+    """A running FRR bgpd, through vtysh."""
+
+    def __init__(self, cfg: SpeakerConfig, vty_socket: str | None = None, netns: str | None = None) -> None:
+        self.cfg = cfg
+        self.vty_socket = vty_socket
+        self._run = _Runner(cfg.node, netns)
+
+    def vtysh(self, *commands: str) -> str:
+        argv = ["vtysh", *(["--vty_socket", self.vty_socket] if self.vty_socket else [])]
+        for c in commands:
+            argv += ["-c", c]
+        return self._run.run(argv)
+
+    def apply(self, new: SpeakerConfig) -> None:
+        commands = frr_delta(self.cfg, new)
+        if commands:
+            out = self.vtysh("configure terminal", *commands)
+            errors = [line for line in out.splitlines() if line.startswith("%")]
+            if errors:
+                raise ControlError(f"{self.cfg.node}: vtysh rejected {commands}: {errors}")
+        self.cfg = new
+
+    def sessions(self) -> dict[str, str]:
+        return parse_frr_neighbors(self.vtysh("show bgp neighbors json"))
+
+    def routes(self, family: str = "ipv4") -> dict[str, list[PathInfo]]:
+        prefixes = parse_frr_prefixes(self.vtysh(f"show bgp {family} unicast json"))
+        if not prefixes:
+            return {}
+        return parse_frr_routes(self.vtysh(*(f"show bgp {family} unicast {p} json" for p in prefixes)))
+
+
+@dataclass(frozen=True)
+class SpeakersFile:
+    timers: Timers
+    entries: Mapping[str, Mapping[str, str]]
+
+    def controls(self, configs: Mapping[str, SpeakerConfig]) -> dict[str, BirdControl | FrrControl]:
+        """One control per node, each starting from the node's config in force (``configs``)."""
+        missing = sorted(set(configs) - set(self.entries))
+        if missing:
+            raise ControlError(f"the speakers file has no entry for {', '.join(missing)}")
+        out: dict[str, BirdControl | FrrControl] = {}
+        for node, cfg in configs.items():
+            e = self.entries[node]
+            if e["kind"] == "bird":
+                out[node] = BirdControl(cfg, e["control"], e["config"], e.get("netns"))
+            else:
+                out[node] = FrrControl(cfg, e.get("vty_socket"), e.get("netns"))
+        return out
+
+
+_KEYS = {"bird": ("kind", "control", "config", "netns"), "frr": ("kind", "vty_socket", "netns")}
+
+
+def load_speakers(text: str, source: str = "<speakers>") -> SpeakersFile:
+    """Parse a speakers file; raises ``ControlError`` listing every problem, each naming its field."""
+    try:
+        raw: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ControlError(f"{source}: not valid YAML: {exc}") from exc
+    err = Errors()
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("speakers"), Mapping):
+        raise ControlError(f"{source}: must be a mapping with speakers: (node -> how to reach it)")
+    unknown_keys(raw, ("timers", "speakers"), source, err)
+    timers = Timers()
+    t = raw.get("timers")
+    if t is not None:
+        if not isinstance(t, Mapping):
+            err.add("timers", "must be a mapping of hold, keepalive, connect_retry")
+        else:
+            unknown_keys(t, ("hold", "keepalive", "connect_retry"), "timers", err)
+            timers = Timers(
+                hold=int_in(t.get("hold", 90), 3, 65535, "timers.hold", err) or 90,
+                keepalive=int_in(t.get("keepalive", 30), 1, 21845, "timers.keepalive", err) or 30,
+                connect_retry=int_in(t.get("connect_retry", 5), 1, 65535, "timers.connect_retry", err) or 5,
+            )
+    entries: dict[str, dict[str, str]] = {}
+    for node, e in raw["speakers"].items():
+        path = f"speakers.{node}"
+        if not isinstance(e, Mapping) or e.get("kind") not in _KEYS:
+            err.add(path, "must be a mapping with kind: bird or kind: frr")
+            continue
+        unknown_keys(e, _KEYS[str(e["kind"])], path, err)
+        if e["kind"] == "bird":
+            for key in ("control", "config"):
+                if not isinstance(e.get(key), str):
+                    err.add(f"{path}.{key}", "required (a path)")
+        entries[str(node)] = {str(k): str(v) for k, v in e.items()}
+    if err.items:
+        raise ControlError("\n".join(err.items))
+    return SpeakersFile(timers, entries)

@@ -1,0 +1,107 @@
+"""`netkit bgp migrate --speakers FILE` drives running BIRD and FRR speakers it did not start
+(reached through their control sockets, in namespaces), mesh -> reflectors -> mesh; a bad
+speakers file is refused before anything changes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bgp.model import Timers
+from bgp.planner import mesh_plan, speakers_for
+from netkit.cli import main
+from netkit.lab.bgpmigrate import _lab, _speaker_class, lab_inventory
+from netkit.lab.bgpspeakers import BgpSpeaker, BirdSpeaker
+from netkit.lab.runid import RunDir
+
+pytestmark = [pytest.mark.peers, pytest.mark.root]
+
+NODES = 6
+TIMERS = {"hold": 9, "keepalive": 3, "connect_retry": 1}  # Timers.lab()
+
+
+def inventory_yaml() -> str:
+    inv = lab_inventory(NODES)
+    nodes = [
+        {
+            "name": n.name,
+            "address": n.address,
+            "alt_address": n.alt_address,
+            "labels": dict(n.labels),
+            "prefixes": list(n.prefixes),
+        }
+        for n in inv.nodes
+    ]
+    return yaml.safe_dump({"asn": 64512, "nodes": nodes})
+
+
+@pytest.fixture
+def running_mesh(tmp_path: Path) -> Iterator[tuple[Path, Path, dict[str, BgpSpeaker]]]:
+    inv = lab_inventory(NODES)
+    with RunDir() as run, _lab(NODES, run) as lab, ExitStack() as stack:
+        cfg = speakers_for(inv, mesh_plan(inv).sessions, {}, Timers.lab())
+        speakers = {
+            n: stack.enter_context(_speaker_class(int(n[1:]))(lab.ns(n), run.path, cfg[n])) for n in inv.names
+        }
+        for sp in speakers.values():
+            sp.wait_established(timeout=30)
+        entries = {}
+        for n, sp in speakers.items():
+            if isinstance(sp, BirdSpeaker):
+                entries[n] = {"kind": "bird", "control": str(sp.ctl_path), "config": str(sp.conf_path)}
+            else:
+                entries[n] = {"kind": "frr", "vty_socket": str(sp.dir)}
+            entries[n]["netns"] = lab.ns(n)
+        spk = tmp_path / "speakers.yaml"
+        spk.write_text(yaml.safe_dump({"timers": TIMERS, "speakers": entries}))
+        inventory = tmp_path / "inventory.yaml"
+        inventory.write_text(inventory_yaml())
+        yield inventory, spk, speakers
+
+
+def every_prefix_everywhere(speakers: dict[str, BgpSpeaker]) -> list[str]:
+    want = {f"198.19.{i}.0/24" for i in range(1, NODES + 1)}
+    return [
+        f"{n} lacks {sorted(want - set(sp.routes()))}"
+        for n, sp in speakers.items()
+        if want - set(sp.routes())
+    ]
+
+
+def test_migrate_running_speakers_to_reflectors_and_back(
+    running_mesh: tuple[Path, Path, dict[str, BgpSpeaker]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory, spk, speakers = running_mesh
+    plan_file = tmp_path / "plan.yaml"
+    args = ["bgp", "migrate", "-f", str(inventory), "--speakers", str(spk), "-o", str(plan_file)]
+    assert main(args) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "step 1/" in out and "gate" in out and "total" in out
+    in_force = yaml.safe_load(plan_file.read_text())
+    assert in_force["kind"] == "rr" and any(s.get("alt") for s in in_force["sessions"])
+    assert every_prefix_everywhere(speakers) == []
+    assert main([*args[:-2], "--current", str(plan_file), "--to", "mesh"]) == 0, capsys.readouterr()
+    assert every_prefix_everywhere(speakers) == []
+
+
+def test_a_bad_speakers_file_changes_nothing(
+    running_mesh: tuple[Path, Path, dict[str, BgpSpeaker]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory, spk, speakers = running_mesh
+    raw = yaml.safe_load(spk.read_text())
+    del raw["speakers"]["n3"]
+    raw["speakers"]["n1"]["colour"] = "red"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    before = {n: sp.sessions() for n, sp in speakers.items()}
+    assert main(["bgp", "migrate", "-f", str(inventory), "--speakers", str(bad)]) == 2
+    assert "speakers.n1.colour: unknown field" in capsys.readouterr().err
+    del raw["speakers"]["n1"]["colour"]
+    bad.write_text(yaml.safe_dump(raw))
+    assert main(["bgp", "migrate", "-f", str(inventory), "--speakers", str(bad)]) == 2
+    assert "no entry for n3" in capsys.readouterr().err
+    assert {n: sp.sessions() for n, sp in speakers.items()} == before
