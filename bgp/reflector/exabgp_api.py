@@ -257,6 +257,7 @@ class TextCodec(_Decoder):
                 continue
             withdraw.extend(_nlri(items, fam_key))
         announce: list[tuple[Attrs, tuple[str, ...]]] = []
+        treat_as_withdraw = False
         ann = body.get("announce") or {}
         if ann:
             raw = body.get("attribute") or {}
@@ -333,7 +334,8 @@ class TextCodec(_Decoder):
                 else:
                     self.ignored_attributes += 1  # optional non-transitive: not passed on
             elif key in _IGNORED:
-                self.ignored_attributes += 1
+                if value:  # ExaBGP prints an empty confederation-path on every UPDATE
+                    self.ignored_attributes += 1
             else:
                 raise DecodeError("bad_attribute", f"unknown attribute {key!r}")
         a = Attrs(
