@@ -42,6 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self, TypeVar
 
+from bgp.control import BirdControl, FrrControl
 from bgp.model import SpeakerConfig
 from bgp.render.bird import render_bird
 from bgp.render.frr import frr_delta, render_frr
@@ -390,15 +391,14 @@ class BirdSpeaker(BgpSpeaker):
         if "Reconfigured" not in out and "Reconfiguration in progress" not in out:
             raise DaemonError(f"{self.cfg.node}: birdc configure failed: {out.strip()}\n{self.log_tail()}")
 
-    def _protocols(self) -> dict[str, str]:
-        return {n.ident: n.address for n in self.cfg.neighbors}
+    def _control(self) -> BirdControl:
+        return BirdControl(self.cfg, str(self.ctl_path), str(self.conf_path), self.netns)
 
     def sessions(self) -> dict[str, str]:
-        return parse_bird_protocols(self.birdc("show", "protocols"), self._protocols())
+        return self._control().sessions()
 
     def routes(self, family: str = "ipv4") -> dict[str, list[PathInfo]]:
-        table = {"ipv4": "master4", "ipv6": "master6"}[family]
-        return parse_bird_routes(self.birdc("show", "route", "all", "table", table), self._protocols())
+        return self._control().routes(family)
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,14 +465,14 @@ class FrrSpeaker(BgpSpeaker):
                 raise DaemonError(f"{self.cfg.node}: vtysh rejected {commands}: {errors}\n{self.log_tail()}")
         self.conf_path.write_text(render_frr(new))  # what bgpd now runs, for a later restart
 
+    def _control(self) -> FrrControl:
+        return FrrControl(self.cfg, str(self.dir), self.netns)
+
     def sessions(self) -> dict[str, str]:
-        return parse_frr_neighbors(self.vtysh("show bgp neighbors json"))
+        return self._control().sessions()
 
     def routes(self, family: str = "ipv4") -> dict[str, list[PathInfo]]:
-        prefixes = parse_frr_prefixes(self.vtysh(f"show bgp {family} unicast json"))
-        if not prefixes:
-            return {}
-        return parse_frr_routes(self.vtysh(*(f"show bgp {family} unicast {p} json" for p in prefixes)))
+        return self._control().routes(family)
 
 
 # --------------------------------------------------------------------------------------------
