@@ -144,8 +144,6 @@ class ApiProcess:
         while True:
             self._wake.wait()
             self._wake.clear()
-            if self._stop.is_set():
-                return
             try:
                 self._drain()
             except OSError as exc:  # ExaBGP is gone (EPIPE) or its pipe broke
@@ -155,9 +153,11 @@ class ApiProcess:
             except Exception:
                 log.exception("computing commands failed")
                 self.bad_messages["internal_error"] += 1
+            if self._stop.is_set():
+                return
 
     def _drain(self) -> None:
-        while not self._stop.is_set():
+        while True:
             with self.lock:
                 commands = self.reflector.flush(self.budget)
                 done = not self.reflector.pending

@@ -1,0 +1,394 @@
+"""The API process and its edges, without ExaBGP: lines in and commands out through real pipes
+(reader and writer threads), bad input and internal errors counted and survived, a broken output
+pipe ending the process, the respawn reset, the metrics endpoint, the CLI and the launcher's
+files, and ExaBGP's hooks installing on the pinned version (in a subprocess)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from bgp.reflector import cli
+from bgp.reflector.config import EXAMPLE, load_config
+from bgp.reflector.events import Event
+from bgp.reflector.launcher import exabgp_command, prepare
+from bgp.reflector.metrics import MetricsServer, ReflectorCollector
+from bgp.reflector.process import CONFIG_ENV, MARKER, STATE_ENV, ApiProcess
+from bgp.reflector.rib import Reflector
+from bgp.reflector.route import Attrs
+from bgp.reflector.wire import UpdateDecoder, UpdateEncoder
+from netkit.addr import HostPort
+from netkit.lab.runid import free_port
+
+CONFIG = """
+router_id: 198.18.0.100
+asn: 64512
+neighbors:
+  - {name: a, address: 198.18.0.1, asn: 64512}
+  - {name: b, address: 198.18.0.2, asn: 64512}
+"""
+
+
+def line(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj) + "\n").encode()
+
+
+def state(peer: str, st: str) -> bytes:
+    return line({"type": "state", "neighbor": {"address": {"peer": peer}, "state": st}})
+
+
+def packet(peer: str, kind: str, msg: bytes) -> bytes:
+    return line(
+        {
+            "type": kind,
+            "neighbor": {
+                "address": {"peer": peer},
+                "direction": "receive",
+                "message": {"header": "0x" + msg[:19].hex(), "body": "0x" + msg[19:].hex()},
+            },
+        }
+    )
+
+
+def open_msg(router_id: str) -> bytes:
+    caps = bytes([1, 4, 0, 1, 0, 1, 65, 4]) + (64512).to_bytes(4, "big")
+    params = bytes([2, len(caps)]) + caps
+    rid = bytes(int(x) for x in router_id.split("."))
+    body = (
+        bytes([4])
+        + (64512).to_bytes(2, "big")
+        + (90).to_bytes(2, "big")
+        + rid
+        + bytes([len(params)])
+        + params
+    )
+    return b"\xff" * 16 + (19 + len(body)).to_bytes(2, "big") + b"\x01" + body
+
+
+def app_for(text: str = CONFIG, **kw: Any) -> tuple[ApiProcess, io.BytesIO]:
+    out = io.BytesIO()
+    return ApiProcess(load_config(text).reflector(), io.BytesIO(), out, **kw), out
+
+
+def test_lines_in_commands_out_through_pipes() -> None:
+    r_in, w_in = os.pipe()
+    r_out, w_out = os.pipe()
+    app = ApiProcess(load_config(CONFIG).reflector(), os.fdopen(r_in, "rb"), os.fdopen(w_out, "wb"))
+    result: list[int] = []
+    runner = threading.Thread(target=lambda: result.append(app.run()))
+    runner.start()
+    feed = os.fdopen(w_in, "wb")
+    for peer in ("198.18.0.1", "198.18.0.2"):
+        feed.write(packet(peer, "open", open_msg(peer)) + state(peer, "up"))
+    prefixes = [f"198.19.{i // 256}.{i % 256}/32" for i in range(5000)]
+    for m in UpdateEncoder().announce(Attrs(next_hop="198.18.0.1", local_pref=100), prefixes):
+        feed.write(packet("198.18.0.1", "update", m))
+    feed.write(b"done\n")
+    feed.flush()
+    reader = os.fdopen(r_out, "rb")
+    got: list[str] = []
+    dec = UpdateDecoder()
+    deadline = time.monotonic() + 10
+    while len(got) < len(prefixes) and time.monotonic() < deadline:
+        text = reader.readline().decode()
+        head, _, rest = text.partition(" netkit-raw ")
+        if head != "neighbor 198.18.0.2":
+            continue
+        for h in rest.split():
+            u = dec.decode(bytes.fromhex(h)[19:])
+            for a, ps in u.announced:
+                assert (a.originator_id, a.cluster_list) == ("198.18.0.1", ("198.18.0.100",))
+                got += ps
+    assert sorted(got) == sorted(prefixes)
+    feed.close()  # ExaBGP closes the pipe: the process ends
+    runner.join(5)
+    assert result == [0]
+    snap = app.snapshot()
+    assert snap["routes"]["ipv4"] == 5000 and snap["commands_written"] > 0
+    assert sum(snap["latency_counts"]) == snap["updates_processed"] > 0
+    assert app.ready()
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"garbage\n", "not_json"),
+        (b"\xff\xfe{bad utf8\n", "not_json"),
+        (b'{"type": "state"}\n', "unexpected_message"),
+        (
+            b'{"type": "update", "neighbor": {"address": {"peer": "198.18.0.1"}, '
+            b'"message": {"body": "0xZZ"}}}\n',
+            "bad_structure",
+        ),
+    ],
+)
+def test_bad_lines_are_counted_and_skipped(raw: bytes, reason: str) -> None:
+    app, _ = app_for()
+    app.handle_line(raw)
+    app.handle_line(state("198.18.0.1", "up"))
+    assert app.bad_messages == {reason: 1}
+    assert app.reflector.peers["198.18.0.1"].established
+
+
+def test_an_internal_error_is_counted_not_fatal() -> None:
+    app, _ = app_for()
+
+    class Broken(Reflector):
+        def handle(self, event: Event) -> None:
+            raise RuntimeError("bug")
+
+    app.reflector.__class__ = Broken
+    app.handle_line(state("198.18.0.1", "up"))
+    assert app.bad_messages == {"internal_error": 1}
+
+
+def test_many_bad_lines_are_logged_sparingly(caplog: pytest.LogCaptureFixture) -> None:
+    app, _ = app_for()
+    for _ in range(2000):
+        app.handle_line(b"garbage\n")
+    assert app.bad_messages["not_json"] == 2000
+    assert len([r for r in caplog.records if r.getMessage() == "ignored a message from ExaBGP"]) == 20 + 2
+
+
+def test_a_broken_output_pipe_ends_the_process() -> None:
+    class Closed(io.BytesIO):
+        def write(self, data: Any) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    lines = io.BytesIO(b"".join(state(p, "up") for p in ("198.18.0.1", "198.18.0.2")) + b"done\n" * 50)
+    app = ApiProcess(load_config(CONFIG).reflector(), lines, Closed())
+    app.reflector.teardown_all()  # something to write at once
+    assert app.run() == 1 and app.write_failed
+
+
+def test_text_mode_process_writes_text_commands() -> None:
+    app, out = app_for(mode="text")
+    app.reflector.teardown_all()
+    app._drain()
+    assert out.getvalue().decode().splitlines() == [
+        "neighbor 198.18.0.1 teardown 4",
+        "neighbor 198.18.0.2 teardown 4",
+    ]
+
+
+def run_process(
+    tmp_path: Path, config: str | None, stdin: bytes = b"", marker: bool = False
+) -> subprocess.CompletedProcess[bytes]:
+    env = dict(os.environ)
+    env.pop(CONFIG_ENV, None)
+    if config is not None:
+        path = tmp_path / "rr.yaml"
+        path.write_text(config)
+        env[CONFIG_ENV] = str(path)
+    env[STATE_ENV] = str(tmp_path)
+    if marker:
+        (tmp_path / MARKER).write_text("1\n")
+    return subprocess.run(
+        [sys.executable, "-m", "bgp.reflector.process"],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_process_main_first_start_and_respawn(tmp_path: Path) -> None:
+    first = run_process(tmp_path, CONFIG)
+    assert first.returncode == 0 and first.stdout == b""
+    assert (tmp_path / MARKER).read_text().strip().isdigit()
+    # ExaBGP restarted the API process: every session is reset so peers send their tables again
+    again = run_process(tmp_path, CONFIG, marker=True)
+    assert again.returncode == 0
+    assert again.stdout.decode().splitlines() == [
+        "neighbor 198.18.0.1 teardown 4",
+        "neighbor 198.18.0.2 teardown 4",
+    ]
+    assert b"API process restarted by ExaBGP" in again.stderr
+
+
+def test_process_main_refuses_missing_or_bad_config(tmp_path: Path) -> None:
+    none = run_process(tmp_path, None)
+    assert none.returncode == 2 and b"no --config" in none.stderr
+    bad = run_process(tmp_path, "router_id: 1.2.3.4\n")
+    assert bad.returncode == 2 and b"asn: required" in bad.stderr
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+
+def snapshot() -> dict[str, Any]:
+    app, _ = app_for()
+    app.handle_line(state("198.18.0.1", "up"))
+    app.handle_line(b"garbage\n")
+    return app.snapshot()
+
+
+def test_collector_exports_every_metric() -> None:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(ReflectorCollector(snapshot))
+    text = generate_latest(reg).decode()
+    for name in (
+        'netkit_bgp_sessions{state="established"} 1.0',
+        'netkit_bgp_sessions{state="idle"} 1.0',
+        'netkit_bgp_session_established{name="a",peer="198.18.0.1"} 1.0',
+        'netkit_bgp_session_transitions_total{direction="up",peer="198.18.0.1"} 1.0',
+        'netkit_bgp_prefixes_received{peer="198.18.0.1"} 0.0',
+        'netkit_bgp_prefixes_accepted{peer="198.18.0.2"} 0.0',
+        'netkit_bgp_prefixes_advertised{peer="198.18.0.1"} 0.0',
+        'netkit_bgp_max_prefix_breaches_total{peer="198.18.0.1"} 0.0',
+        'netkit_bgp_updates_received_total{peer="198.18.0.1"} 0.0',
+        'netkit_bgp_prefixes_sent_total{kind="announce",peer="198.18.0.1"} 0.0',
+        'netkit_bgp_routes{family="ipv4"} 0.0',
+        "netkit_bgp_updates_processed_total 0.0",
+        'netkit_bgp_bad_messages_total{reason="not_json"} 1.0',
+        'netkit_bgp_bad_messages_total{reason="unknown_peer"} 0.0',
+        "netkit_bgp_speaker_command_errors_total 0.0",
+        "netkit_bgp_api_commands_total 0.0",
+        'netkit_bgp_update_processing_seconds_bucket{le="+Inf"} 0.0',
+    ):
+        assert name in text, name
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_metrics_server_endpoints_and_bind_failure() -> None:
+    port = free_port()
+    ready = [False]
+    server = MetricsServer(HostPort("127.0.0.1", port), snapshot, lambda: ready[0])
+    assert server.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert get(base + "/metrics")[0] == 200 and "netkit_bgp_sessions" in get(base + "/metrics")[1]
+        assert get(base + "/health") == (200, "OK\n")
+        assert get(base + "/ready")[0] == 503
+        ready[0] = True
+        assert get(base + "/ready") == (200, "OK\n")
+        status = json.loads(get(base + "/status")[1])
+        assert status["router_id"] == "198.18.0.100" and len(status["peers"]) == 2
+        assert get(base + "/nope")[0] == 404
+        # a second server on the same port cannot bind: logged, reported, no exception
+        assert MetricsServer(HostPort("127.0.0.1", port), snapshot, lambda: True).start() is False
+    finally:
+        server.stop()
+
+
+def test_metrics_server_survives_a_failing_snapshot() -> None:
+    port = free_port()
+
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("bug")
+
+    server = MetricsServer(HostPort("127.0.0.1", port), broken, lambda: True)
+    assert server.start()
+    try:
+        assert get(f"http://127.0.0.1:{port}/status")[0] == 500
+        assert get(f"http://127.0.0.1:{port}/health")[0] == 200
+    finally:
+        server.stop()
+
+
+# -- CLI and launcher --------------------------------------------------------------------------------
+
+
+def test_cli_help_teaches_and_check_renders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    help_text = capsys.readouterr().out
+    assert "RFC 4456" in help_text and "neighbors:" in help_text and "max_prefix" in help_text
+    path = tmp_path / "rr.yaml"
+    path.write_text(EXAMPLE)
+    assert cli.main(["--config", str(path), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "neighbor 198.18.0.1 {" in out and "# env exabgp.tcp.bind=198.18.0.2" in out
+
+
+def test_cli_reports_bad_config_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "rr.yaml"
+    path.write_text("router_id: 1.2.3.4\nasn: 1\nneighbors: [{address: x, asn: 1}]\n")
+    assert cli.main(["--config", str(path)]) == 2
+    assert "neighbors[0].address: expected an IP address" in capsys.readouterr().err
+    assert cli.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_add_parser_registers_the_subcommand() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    cli.add_parser(sub)
+    args = parser.parse_args(["reflector", "--config", "x.yaml", "--check"])
+    assert args.func is cli.run and args.config == "x.yaml" and args.check
+
+
+def test_launcher_writes_exabgp_conf_and_environment(tmp_path: Path) -> None:
+    cfg = load_config(EXAMPLE)
+    conf, env = prepare(cfg, tmp_path / "rr.yaml", tmp_path)
+    assert conf.read_text().startswith("# netkit bgp reflector")
+    assert env[CONFIG_ENV] == str((tmp_path / "rr.yaml").resolve()) and env[STATE_ENV] == str(tmp_path)
+    assert env["exabgp.api.cli"] == "false"
+    assert "exabgp.tcp.bind=198.18.0.2" in (tmp_path / "environment").read_text()
+    assert exabgp_command(cfg, conf)[-2:] == ["--wire", str(conf)]
+    text = load_config(EXAMPLE.replace("timers:", "exabgp: {api: text}\ntimers:"))
+    assert exabgp_command(text, conf)[-2:] == ["--tuned", str(conf)]
+
+
+# -- ExaBGP hooks ----------------------------------------------------------------------------------
+
+HOOKS = """
+import json
+from bgp.reflector import exabgp_main
+wire = exabgp_main.apply_wire_hooks()
+again = exabgp_main.apply_wire_hooks()
+tuned = exabgp_main.apply_tuning()
+from exabgp.reactor.api.command.command import Command
+from exabgp.reactor.asynchronous import ASYNC
+from exabgp.reactor.api.response import json as rjson
+print(json.dumps({"wire": wire, "again": again, "tuned": tuned, "limit": ASYNC.LIMIT,
+                  "commands": [c for c in Command.functions if c.startswith("netkit")],
+                  "hex": rjson.hexstring(bytes([1, 171]))}))
+"""
+
+
+def test_exabgp_hooks_install_on_the_pinned_version() -> None:
+    r = subprocess.run([sys.executable, "-c", HOOKS], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["wire"] == ["packets as bytes.hex", "no UPDATE parsing", "netkit-raw", "netkit-notify"]
+    assert out["again"] == [] and out["limit"] == 5000 and len(out["tuned"]) == 2
+    assert sorted(out["commands"]) == ["netkit-notify", "netkit-raw"] and out["hex"] == "0x01AB"
+
+
+def test_exabgp_hooks_refuse_another_version() -> None:
+    code = (
+        "import exabgp.version as v; v.version = '5.0.0'\n"
+        "from bgp.reflector import exabgp_main\nexabgp_main.apply_wire_hooks()"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode != 0 and "ExaBGP 5.0.0 is installed" in r.stderr
+
+
+def test_free_port_helper_is_usable() -> None:  # the metrics tests rely on binding what it returns
+    port = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
