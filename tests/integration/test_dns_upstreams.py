@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from typing import Any
 
 import dns.message
 import dns.rcode
@@ -13,12 +14,12 @@ import pytest
 from netkit.lab.dnspeers import NsdServer, Zone
 from netkit.lab.runid import free_port
 from tests.conftest import hp
-from tests.dnshelpers import ScriptedUpstream, answers, reply_to, running_server, wait_for
+from tests.dnshelpers import ScriptedUpstream, ServerThread, answers, reply_to, running_server, wait_for
 
 pytestmark = pytest.mark.peers
 
 
-def upstream(srv, address: str) -> dict:
+def upstream(srv: ServerThread, address: str) -> dict[str, Any]:
     snap = srv.run(srv.server.snapshot)
     return next(u for u in snap["upstreams"] if u["upstream"] == address)
 
@@ -275,9 +276,17 @@ def test_a_question_less_refusal_from_upstream_is_not_garbage(nsd: NsdServer) ->
     def refusing(q: dns.message.Message, raw: bytes) -> list[bytes]:
         return [raw[:2] + b"\x81\x81" + b"\x00" * 8]  # FORMERR, no question, as NSD does
 
-    with ScriptedUpstream(refusing) as up, running_server(upstream=[up.address, hp(nsd)]) as srv:
-        srv.prefer(up.address)
+    # No hedge: the next upstream is asked only once the refusal has been judged, so the answer
+    # below proves the failover and the refusal is already counted when it arrives. (With the
+    # hedge, a refusal slower than the 150 ms hedge delay under load lost the race to the other
+    # upstream and was counted only after the assertion had looked.)
+    with (
+        ScriptedUpstream(refusing) as up,
+        running_server(upstream=[up.address, hp(nsd)], hedge=False) as srv,
+    ):
+        srv.prefer(up.address)  # asked first, without exploration
         assert srv.query("h1.example.test").rcode() == dns.rcode.NOERROR  # the next upstream answered
+        assert len(up.seen) == 1
         assert upstream(srv, up.address)["results"] == {"refused": 1}
 
 
@@ -290,7 +299,11 @@ def test_a_server_in_two_zones_logs_each_transition_once(
 
     caplog.set_level(logging.INFO, logger="netkit.dns")
     with running_server(upstream=[hp(nsd), hp(nsd2)], zone=[f"example.test={hp(nsd)},{hp(nsd2)}"]) as srv:
-        srv.prefer(hp(nsd))
+        # nsd must stay the first choice until it has failed max_fails (2) times, or it is never
+        # marked down: a failure adds 1/8 s to its SRTT and an answer takes 1/8 of the distance
+        # to the RTT off nsd2's, so from 0.2 s both met at 0.175 s after the first query, the
+        # near-best shuffle put nsd2 first half the time and only exploration reached nsd again.
+        srv.prefer(hp(nsd), others_rtt=1.0)
         nsd.stop()
         for i in range(30):
             srv.query(f"h{i}.example.test")
@@ -298,6 +311,6 @@ def test_a_server_in_two_zones_logs_each_transition_once(
         def downs() -> list[logging.LogRecord]:
             return [r for r in caplog.records if r.getMessage() == "upstream marked down"]
 
-        assert wait_for(lambda: len(downs()) >= 1, timeout=5)
+        assert wait_for(lambda: len(downs()) >= 1, timeout=5), srv.run(srv.server.snapshot)["upstreams"]
         time.sleep(1.0)  # several probe ticks: a flapping log would add lines now
         assert len(downs()) <= 2, [(r.upstream, r.zone) for r in downs()]  # type: ignore[attr-defined]
