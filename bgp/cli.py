@@ -43,6 +43,8 @@ example inventory.yaml:
   policy: {failure_domain: zone, redundancy: 2, reflectors_per_domain: 1}
 """
 
+BUSY_REFLECTOR = 500  # sessions; BIRD handles more, but every one is a full table to resend
+
 FORMATS = ("bird", "frr", "gobgp", "calico", "exabgp")
 
 
@@ -76,6 +78,12 @@ def _plan_text(inv: Inventory, p: Plan) -> list[str]:
     for r in sorted(p.reflectors.values(), key=lambda r: (-r.level, r.node)):
         n_sessions = counts.get(r.node, 0)
         lines.append(f"{r.node:<24} {r.level:>5} {r.cluster_id:<16} {r.domain:<12} {n_sessions:>8}")
+    busiest = max((counts.get(r, 0) for r in p.reflectors), default=0)
+    if busiest > BUSY_REFLECTOR:
+        lines.append(
+            f"note: a reflector carries {busiest} sessions (above {BUSY_REFLECTOR}); raise "
+            "policy.reflectors_per_domain or use levels: 2 (benchmarks/bgp_scale.py shows the effect)"
+        )
     lines.append(f"{'node':<24} reflectors")
     for node in inv.names:
         if node not in p.reflectors:
