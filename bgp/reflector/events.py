@@ -1,13 +1,15 @@
 """What the reflector is told (events) and what it asks the speaker to do (commands) (pure).
 
-``exabgp_api`` turns ExaBGP's JSON into events and commands into ExaBGP's text API; ``rib``
-consumes events and produces commands. Peers are named by their session address.
+``exabgp_api`` turns ExaBGP's JSON into events and commands into ExaBGP's API; ``rib`` consumes
+events and produces commands. Peers are named by their session address, prefixes are keys of
+``bgp.reflector.prefix``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bgp.reflector.prefix import Prefix
 from bgp.reflector.route import Attrs
 
 __all__ = [
@@ -60,8 +62,8 @@ class Update:
     announced NLRI were turned into withdrawals (RFC 7606 treat-as-withdraw)."""
 
     peer: str
-    announce: tuple[tuple[Attrs, tuple[str, ...]], ...] = ()
-    withdraw: tuple[str, ...] = ()
+    announce: tuple[tuple[Attrs, tuple[Prefix, ...]], ...] = ()
+    withdraw: tuple[Prefix, ...] = ()
     unsupported: int = 0
     error: str | None = None
 
@@ -116,13 +118,13 @@ class Announce:
 
     peer: str
     attrs: Attrs
-    prefixes: tuple[str, ...]
+    prefixes: tuple[Prefix, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Withdraw:
     peer: str
-    prefixes: tuple[str, ...]
+    prefixes: tuple[Prefix, ...]
 
 
 @dataclass(frozen=True, slots=True)

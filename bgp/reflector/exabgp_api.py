@@ -57,6 +57,7 @@ from bgp.reflector.events import (
     Update,
     Withdraw,
 )
+from bgp.reflector.prefix import V6, Prefix, from_text, to_text
 from bgp.reflector.route import EGP, IGP, INCOMPLETE, ORIGIN_NAMES, Attrs, ipv4_int
 from bgp.reflector.wire import UpdateDecoder, UpdateEncoder, WireError, end_of_rib, parse_open, parse_refresh
 
@@ -109,15 +110,18 @@ def _router_id(value: object, what: str) -> str:
     return value
 
 
-def _nlri(items: object, family: str) -> tuple[str, ...]:
+def _nlri(items: object, family: str) -> tuple[Prefix, ...]:
     if not isinstance(items, list):
         raise DecodeError("bad_update", f"{family} NLRI is not a list")
     out = []
     for item in items:
         prefix = item.get("nlri") if isinstance(item, dict) else item
-        if not isinstance(prefix, str) or "/" not in prefix:
+        if not isinstance(prefix, str):
             raise DecodeError("bad_update", f"{family} NLRI without a prefix: {item!r}")
-        out.append(prefix)
+        try:
+            out.append(from_text(prefix))
+        except ValueError:
+            raise DecodeError("bad_update", f"{family} NLRI is not a prefix: {prefix!r}") from None
     return tuple(out)
 
 
@@ -250,13 +254,13 @@ class TextCodec(_Decoder):
             return EndOfRib(peer, family or f"{eor['afi']} {eor['safi']}")
         body = message["update"]
         unsupported = 0
-        withdraw: list[str] = []
+        withdraw: list[Prefix] = []
         for fam_key, items in (body.get("withdraw") or {}).items():
             if fam_key not in _FAMILY_KEYS:
                 unsupported += len(items) if isinstance(items, list) else 1
                 continue
             withdraw.extend(_nlri(items, fam_key))
-        announce: list[tuple[Attrs, tuple[str, ...]]] = []
+        announce: list[tuple[Attrs, tuple[Prefix, ...]]] = []
         treat_as_withdraw = False
         ann = body.get("announce") or {}
         if ann:
@@ -404,13 +408,15 @@ def encode(command: Command, attrs_text: dict[Attrs, str] | None = None) -> str:
             if cached is None:
                 cached = attrs_text[command.attrs] = encode_attrs(command.attrs)
             text = cached
-        return f"neighbor {command.peer} announce attributes {text} nlri {' '.join(command.prefixes)}\n"
+        prefixes = " ".join(map(to_text, command.prefixes))
+        return f"neighbor {command.peer} announce attributes {text} nlri {prefixes}\n"
     if isinstance(command, Withdraw):
         # ExaBGP 4.2 needs a next hop of the prefixes' family even to withdraw them (without one,
         # building the UPDATE raises and the session is reset); its value is not sent
-        nh = "::" if ":" in command.prefixes[0] else "0.0.0.0"
+        nh = "::" if command.prefixes[0][0] == V6 else "0.0.0.0"
         return (
-            f"neighbor {command.peer} withdraw attributes next-hop {nh} nlri {' '.join(command.prefixes)}\n"
+            f"neighbor {command.peer} withdraw attributes next-hop {nh} nlri "
+            f"{' '.join(map(to_text, command.prefixes))}\n"
         )
     if isinstance(command, SendEndOfRib):
         return f"neighbor {command.peer} announce eor {command.family} unicast\n"

@@ -19,7 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bgp.reflector.prefix import V6, Prefix
+
 __all__ = [
+    "DEFAULT_ROUTES",
     "MaxPrefix",
     "MaxPrefixAction",
     "PeerPolicy",
@@ -37,7 +40,7 @@ class PolicyError(ValueError):
 class Reject(StrEnum):
     """Why a route was not accepted (label values of the rejected-prefixes metric)."""
 
-    MALFORMED = "malformed"  # the prefix does not parse
+    MALFORMED = "malformed"  # not a prefix
     FAMILY = "family"  # an address family the reflector does not carry
     DEFAULT_ROUTE = "default_route"  # 0.0.0.0/0 or ::/0 from a peer not allowed to send one
     NOT_ALLOWED = "not_allowed"  # outside the peer's allowed blocks
@@ -79,31 +82,7 @@ def parse_block(text: str) -> Block:
     return (net.version, int(net.network_address), net.prefixlen, longest)
 
 
-def _parse_prefix(prefix: str) -> tuple[int, int, int] | None:
-    """(version, network int, length) of a prefix in text form; None if malformed or host bits set.
-
-    IPv4 is parsed by hand (this runs for every announced prefix); IPv6 through ``ipaddress``."""
-    addr, sep, length_text = prefix.partition("/")
-    if not sep or not length_text.isdigit():
-        return None
-    length = int(length_text)
-    if ":" not in addr:
-        parts = addr.split(".")
-        if len(parts) != 4 or length > 32:
-            return None
-        value = 0
-        for part in parts:
-            if not part.isdigit() or len(part) > 3 or int(part) > 255:
-                return None
-            value = value << 8 | int(part)
-        if length < 32 and value & ((1 << (32 - length)) - 1):
-            return None
-        return (4, value, length)
-    try:
-        net = ipaddress.IPv6Network(prefix, strict=True)
-    except ValueError:
-        return None
-    return (6, int(net.network_address), net.prefixlen)
+DEFAULT_ROUTES = (b"\x00", bytes((V6, 0)))  # 0.0.0.0/0 and ::/0 as prefix keys
 
 
 class PrefixFilter:
@@ -116,27 +95,27 @@ class PrefixFilter:
         self.blocks = tuple(parse_block(b) for b in self.texts) if self.texts is not None else None
         self.allow_default = allow_default
 
-    def check(self, prefix: str) -> Reject | None:
-        """None if ``prefix`` may be accepted, else the reason it may not.
+    def check(self, prefix: Prefix) -> Reject | None:
+        """None if ``prefix`` (a key of ``bgp.reflector.prefix``) may be accepted, else the reason.
 
-        Without blocks (the common case, on the hot path) only the default route is refused and a
-        prefix is not parsed: the decoders hand over prefixes in canonical form."""
+        Without blocks (the common case, on the hot path) only the default route is refused."""
         if self.blocks is None:
-            slash = prefix.rfind("/")
-            if slash < 0:
-                return Reject.MALFORMED
-            if prefix[slash + 1 :] == "0" and not self.allow_default:
+            if prefix in DEFAULT_ROUTES and not self.allow_default:
                 return Reject.DEFAULT_ROUTE
             return None
-        parsed = _parse_prefix(prefix)
-        if parsed is None:
+        if not prefix:
             return Reject.MALFORMED
-        version, value, length = parsed
+        v6 = prefix[0] == V6
+        body = prefix[1:] if v6 else prefix
+        size = 16 if v6 else 4
+        if not body or len(body) != 1 + ((body[0] + 7) >> 3) or body[0] > 8 * size:
+            return Reject.MALFORMED
+        length = body[0]
         if length == 0:
             return None if self.allow_default else Reject.DEFAULT_ROUTE
-        if self.blocks is None:
-            return None
-        bits = 32 if version == 4 else 128
+        bits = 8 * size
+        value = int.from_bytes(body[1:], "big") << (8 * (size + 1 - len(body)))
+        version = 6 if v6 else 4
         for b_version, b_value, b_length, b_longest in self.blocks:
             if (
                 b_version == version

@@ -6,9 +6,10 @@ drives it from a reader thread and a writer thread; tests drive it directly.
 
 State:
 
-- Adj-RIB-In: per peer, the prefixes accepted from it; the paths themselves live in
-  ``paths[prefix][peer]`` (one path per peer and prefix: no ADD-PATH), so a peer's new
-  announcement replaces its old one (implicit withdraw) and reselection looks at one prefix;
+- Adj-RIB-In: per peer, the prefixes accepted from it. A prefix with one path (the common case:
+  one originator, no second reflector) is kept only as its best path; ``paths[prefix][peer]``
+  holds the candidates of prefixes that have several (one per peer: no ADD-PATH), so a peer's
+  new announcement replaces its old one (implicit withdraw) and reselection looks at one prefix;
 - Loc-RIB: ``best[prefix] = (peer, attrs)``, reselected (``bestpath``) whenever a prefix's
   candidates change; a prefix whose best path changed is marked dirty;
 - Adj-RIB-Out: per peer, what it was last sent. :meth:`flush` computes, for every dirty prefix
@@ -42,7 +43,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,8 @@ from bgp.reflector.events import (
     Update,
     Withdraw,
 )
-from bgp.reflector.policy import MaxPrefixAction, PeerPolicy, Reject
+from bgp.reflector.policy import DEFAULT_ROUTES, MaxPrefixAction, PeerPolicy, Reject
+from bgp.reflector.prefix import V6, Prefix, to_text
 from bgp.reflector.route import Attrs, Peer, ipv4_int
 
 __all__ = ["CEASE_ADMIN_RESET", "CEASE_MAX_PREFIX", "PeerSpec", "PeerStats", "Reflector"]
@@ -112,7 +114,7 @@ class PeerStats:
 class _Sync:
     """A full-table send in progress to one peer (it came up, or asked for a route refresh)."""
 
-    keys: list[str]
+    keys: list[Prefix]
     pos: int = 0
     end_of_rib: bool = True
 
@@ -133,11 +135,11 @@ class _PeerState:
 
     def __init__(self, policy: PeerPolicy) -> None:
         self.policy = policy
-        self.adj_in: set[str] = set()  # accepted prefixes (their paths are in Reflector.paths)
-        self.rejected: dict[str, Reject] = {}  # announced but not accepted, and why
-        self.over_limit: dict[str, Attrs] = {}  # max-prefix keep: waiting for room, in arrival order
-        self.adj_out: dict[str, Attrs] = {}  # what the peer was sent
-        self.ghosts: set[str] = set()  # sent before its session last dropped
+        self.adj_in: set[Prefix] = set()  # accepted prefixes (their paths are in Reflector.paths)
+        self.rejected: dict[Prefix, Reject] = {}  # announced but not accepted, and why
+        self.over_limit: dict[Prefix, Attrs] = {}  # max-prefix keep: waiting for room, in arrival order
+        self.adj_out: dict[Prefix, Attrs] = {}  # what the peer was sent
+        self.ghosts: set[Prefix] = set()  # sent before its session last dropped
         self.families: frozenset[str] = frozenset({"ipv4"})  # negotiated (from its OPEN)
         self.blocked = False  # torn down for max-prefix: ignore it until its session drops
         self.breached = False  # max-prefix keep: over the limit (logged once per episode)
@@ -184,9 +186,9 @@ class Reflector:
             self.peers[spec.address] = peer
             self._state[peer] = _PeerState(spec.policy)
         self._order = sorted(self.peers.values(), key=lambda p: p.addr_key)
-        self.paths: dict[str, dict[Peer, Attrs]] = {}
-        self.best: dict[str, Best] = {}
-        self._dirty: dict[str, None] = {}
+        self.paths: dict[Prefix, dict[Peer, Attrs]] = {}
+        self.best: dict[Prefix, Best] = {}
+        self._dirty: dict[Prefix, None] = {}
         self._syncs: dict[Peer, _Sync] = {}
         self._pending: list[Command] = []
         self._reflect_memo: dict[tuple[Peer, Attrs], Attrs] = {}
@@ -218,10 +220,10 @@ class Reflector:
         """The unicast families negotiated with the peer (from its OPEN)."""
         return self._state[self.peers[address]].families
 
-    def adj_out(self, address: str) -> Mapping[str, Attrs]:
+    def adj_out(self, address: str) -> Mapping[Prefix, Attrs]:
         return self._state[self.peers[address]].adj_out
 
-    def rejected(self, address: str) -> Mapping[str, Reject]:
+    def rejected(self, address: str) -> Mapping[Prefix, Reject]:
         return self._state[self.peers[address]].rejected
 
     @property
@@ -333,19 +335,25 @@ class Reflector:
         self._syncs[peer] = _Sync(list(self.best), end_of_rib=False)
 
     def _withdraw_all(self, peer: Peer, st: _PeerState) -> None:
-        paths, best, dirty = self.paths, self.best, self._dirty
+        drop = self._drop
         for p in st.adj_in:
-            cands = paths[p]
-            del cands[peer]
-            if not cands:
-                del paths[p]
-                del best[p]
-                dirty[p] = None
-            elif best[p][0] is peer:
-                self._reselect(p, cands)
+            drop(peer, p)
         st.adj_in = set()
 
-    def _reselect(self, prefix: str, cands: dict[Peer, Attrs]) -> None:
+    def _drop(self, peer: Peer, p: Prefix) -> None:
+        """Remove ``peer``'s path for ``p`` (it has one) and reselect."""
+        cands = self.paths.get(p)
+        if cands is None:  # it was the only path
+            del self.best[p]
+            self._dirty[p] = None
+            return
+        del cands[peer]
+        if len(cands) == 1:
+            del self.paths[p]
+        if self.best[p][0] is peer:
+            self._reselect(p, cands)
+
+    def _reselect(self, prefix: Prefix, cands: dict[Peer, Attrs]) -> None:
         if len(cands) == 1:
             new = next(iter(cands.items()))
         else:
@@ -355,6 +363,14 @@ class Reflector:
         if old is None or old[0] is not new[0] or old[1] is not new[1]:
             self.best[prefix] = new
             self._dirty[prefix] = None
+
+    def candidates(self, prefix: Prefix) -> dict[Peer, Attrs]:
+        """Every accepted path for ``prefix`` (a copy)."""
+        cands = self.paths.get(prefix)
+        if cands is not None:
+            return dict(cands)
+        b = self.best.get(prefix)
+        return {} if b is None else {b[0]: b[1]}
 
     def _loop(self, peer: Peer, attrs: Attrs) -> Reject | None:
         if peer.ebgp:  # ORIGINATOR_ID and CLUSTER_LIST mean nothing from another AS (dropped on export)
@@ -390,26 +406,23 @@ class Reflector:
             if st.blocked:
                 return
 
-    def _withdraw(self, peer: Peer, st: _PeerState, prefixes: Iterable[str]) -> None:
-        paths, best, adj_in = self.paths, self.best, st.adj_in
+    def _withdraw(self, peer: Peer, st: _PeerState, prefixes: Iterable[Prefix]) -> None:
+        adj_in, paths, best, dirty = st.adj_in, self.paths, self.best, self._dirty
         for p in prefixes:
             if p in adj_in:
                 adj_in.discard(p)
-                cands = paths[p]
-                del cands[peer]
-                if not cands:
-                    del paths[p]
+                if p not in paths:  # the only path: the common case, inlined
                     del best[p]
-                    self._dirty[p] = None
-                elif best[p][0] is peer:
-                    self._reselect(p, cands)
-            else:
+                    dirty[p] = None
+                else:
+                    self._drop(peer, p)
+            elif st.rejected:
                 st.rejected.pop(p, None)
                 st.over_limit.pop(p, None)
         if st.over_limit:
             self._admit_waiting(peer, st)
 
-    def _reject(self, peer: Peer, st: _PeerState, prefixes: Iterable[str], reason: Reject) -> None:
+    def _reject(self, peer: Peer, st: _PeerState, prefixes: Iterable[Prefix], reason: Reject) -> None:
         """Record rejections; a prefix accepted before from this peer is withdrawn (its new
         announcement replaced the old one and is not accepted)."""
         accepted = [p for p in prefixes if p in st.adj_in]
@@ -421,7 +434,7 @@ class Reflector:
             count += 1
         st.stats.rejected[reason] += count
 
-    def _announce(self, peer: Peer, st: _PeerState, attrs: Attrs, prefixes: Sequence[str]) -> None:
+    def _announce(self, peer: Peer, st: _PeerState, attrs: Attrs, prefixes: Sequence[Prefix]) -> None:
         loop = self._loop(peer, attrs)
         if loop is not None:
             self._reject(peer, st, prefixes, loop)
@@ -431,45 +444,65 @@ class Reflector:
                     "peer": peer.address,
                     "reason": str(loop),
                     "prefixes": len(prefixes),
-                    "first": prefixes[0],
+                    "first": to_text(prefixes[0]),
                 },
             )
             return
-        check = st.policy.prefixes.check
+        flt = st.policy.prefixes
         limit = st.policy.max_prefix
         paths, best, dirty, adj_in = self.paths, self.best, self._dirty, st.adj_in
-        bad: dict[Reject, list[str]] = {}
+        best_get = best.get
+        mine = (peer, attrs)  # one tuple shared by every prefix of this announcement
+        bad: dict[Reject, list[Prefix]] = {}
+        simple = flt.blocks is None and limit is None and not st.rejected
+        if simple and not flt.allow_default and any(d in prefixes for d in DEFAULT_ROUTES):
+            simple = False
+        if simple:  # no filter to check, no limit, nothing rejected before: the bulk path
+            adj_in.update(prefixes)
+        check = flt.check
         for p in prefixes:
-            reason = check(p)
-            if reason is not None:
-                bad.setdefault(reason, []).append(p)
-                continue
-            if limit is not None and p not in adj_in and len(adj_in) >= limit.limit:
-                if self._breach(peer, st, p, attrs):
-                    return  # torn down: nothing more from this peer
-                continue
-            if st.rejected:
-                st.rejected.pop(p, None)
-                st.over_limit.pop(p, None)
-            adj_in.add(p)
-            cands = paths.get(p)
-            if cands is None:
-                paths[p] = {peer: attrs}
-                best[p] = (peer, attrs)
+            if not simple:
+                reason = check(p)
+                if reason is not None:
+                    bad.setdefault(reason, []).append(p)
+                    continue
+                if limit is not None and p not in adj_in and len(adj_in) >= limit.limit:
+                    if self._breach(peer, st, p, attrs):
+                        return  # torn down: nothing more from this peer
+                    continue
+                if st.rejected:
+                    st.rejected.pop(p, None)
+                    st.over_limit.pop(p, None)
+                adj_in.add(p)
+            b = best_get(p)
+            if b is None:  # a new prefix
+                best[p] = mine
                 dirty[p] = None
-                continue
-            if cands.get(peer) is attrs:
-                continue  # the same announcement again
-            cands[peer] = attrs
-            self._reselect(p, cands)
+            elif b[0] is peer and p not in paths:  # our own, only path: replaced
+                if b[1] is not attrs:
+                    best[p] = mine
+                    dirty[p] = None
+            else:  # more than one peer has a path
+                cands = paths.get(p)
+                if cands is None:
+                    cands = paths[p] = {b[0]: b[1]}
+                elif cands.get(peer) is attrs:
+                    continue  # the same announcement again
+                cands[peer] = attrs
+                self._reselect(p, cands)
         for reason, ps in bad.items():
             self._reject(peer, st, ps, reason)
             log.info(
                 "prefixes rejected by policy",
-                extra={"peer": peer.address, "reason": str(reason), "prefixes": len(ps), "first": ps[0]},
+                extra={
+                    "peer": peer.address,
+                    "reason": str(reason),
+                    "prefixes": len(ps),
+                    "first": to_text(ps[0]),
+                },
             )
 
-    def _breach(self, peer: Peer, st: _PeerState, prefix: str, attrs: Attrs) -> bool:
+    def _breach(self, peer: Peer, st: _PeerState, prefix: Prefix, attrs: Attrs) -> bool:
         """A prefix over the peer's limit; True if the session is being torn down."""
         limit = st.policy.max_prefix
         assert limit is not None
@@ -478,7 +511,12 @@ class Reflector:
             st.stats.rejected[Reject.MAX_PREFIX] += 1
             log.warning(
                 "max-prefix exceeded: tearing the session down",
-                extra={"peer": peer.address, "neighbor": peer.name, "limit": limit.limit, "prefix": prefix},
+                extra={
+                    "peer": peer.address,
+                    "neighbor": peer.name,
+                    "limit": limit.limit,
+                    "prefix": to_text(prefix),
+                },
             )
             # its routes go now; the session is closed by ExaBGP, which then reports it down
             self._forget(peer, st)
@@ -490,7 +528,12 @@ class Reflector:
             st.stats.max_prefix_breaches += 1
             log.warning(
                 "max-prefix exceeded: prefixes over the limit are rejected, session kept",
-                extra={"peer": peer.address, "neighbor": peer.name, "limit": limit.limit, "prefix": prefix},
+                extra={
+                    "peer": peer.address,
+                    "neighbor": peer.name,
+                    "limit": limit.limit,
+                    "prefix": to_text(prefix),
+                },
             )
         st.over_limit[prefix] = attrs
         st.rejected[prefix] = Reject.MAX_PREFIX
@@ -587,8 +630,8 @@ class Reflector:
         budget = limit if limit is not None else 1 << 62
         commands: list[Command] = self._pending
         self._pending = []
-        ann: dict[tuple[Peer, Attrs, bool], list[str]] = {}
-        wd: dict[tuple[Peer, bool], list[str]] = {}
+        ann: dict[tuple[Peer, Attrs, bool], list[Prefix]] = {}
+        wd: dict[tuple[Peer, bool], list[Prefix]] = {}
         eors: list[Command] = []
         for peer in list(self._syncs):
             if budget <= 0:
@@ -611,8 +654,8 @@ class Reflector:
 
     def _dirty_step(
         self,
-        ann: dict[tuple[Peer, Attrs, bool], list[str]],
-        wd: dict[tuple[Peer, bool], list[str]],
+        ann: dict[tuple[Peer, Attrs, bool], list[Prefix]],
+        wd: dict[tuple[Peer, bool], list[Prefix]],
         budget: int,
     ) -> int:
         dirty = self._dirty
@@ -631,32 +674,47 @@ class Reflector:
             for peer in self._order
             if peer.established and not self._state[peer].blocked
         ]
-        best_get = self.best.get
-        export = self.export
-        for peer, st in targets:
-            adj = st.adj_out
-            fams = st.families
-            v4ok, v6ok = "ipv4" in fams, "ipv6" in fams
-            for p in batch:
-                v6 = ":" in p
-                b = best_get(p)
-                new = export(b, peer) if b is not None and (v6ok if v6 else v4ok) else None
-                cur = adj.get(p)
-                if new is cur:
-                    continue
-                if new is None:
-                    del adj[p]
-                    wd.setdefault((peer, v6), []).append(p)
-                elif cur is None or cur != new:
-                    adj[p] = new
-                    ann.setdefault((peer, new, v6), []).append(p)
+        if targets:
+            groups = _group(batch, self.best.get)
+            for peer, st in targets:
+                self._send(peer, st, groups, ann, wd, withdraw=True)
         return budget - len(batch)
+
+    def _send(
+        self,
+        peer: Peer,
+        st: _PeerState,
+        groups: dict[tuple[Best | None, bool], list[Prefix]],
+        ann: dict[tuple[Peer, Attrs, bool], list[Prefix]],
+        wd: dict[tuple[Peer, bool], list[Prefix]],
+        withdraw: bool,
+    ) -> None:
+        """Bring ``peer``'s Adj-RIB-Out up to date for ``groups`` (prefixes grouped by best path
+        and family, so the rules run once per group, not once per prefix)."""
+        adj = st.adj_out
+        fams = st.families
+        v4ok, v6ok = "ipv4" in fams, "ipv6" in fams
+        export = self.export
+        for (best, v6), prefixes in groups.items():
+            new = export(best, peer) if best is not None and (v6ok if v6 else v4ok) else None
+            if new is None:
+                if withdraw and adj:
+                    pop = adj.pop
+                    gone = [p for p in prefixes if pop(p, None) is not None]
+                    if gone:
+                        wd.setdefault((peer, v6), []).extend(gone)
+                continue
+            get = adj.get
+            changed = [p for p in prefixes if (cur := get(p)) is None or (cur is not new and cur != new)]
+            if changed:
+                adj.update(dict.fromkeys(changed, new))
+                ann.setdefault((peer, new, v6), []).extend(changed)
 
     def _sync_step(
         self,
         peer: Peer,
-        ann: dict[tuple[Peer, Attrs, bool], list[str]],
-        wd: dict[tuple[Peer, bool], list[str]],
+        ann: dict[tuple[Peer, Attrs, bool], list[Prefix]],
+        wd: dict[tuple[Peer, bool], list[Prefix]],
         eors: list[Command],
         budget: int,
     ) -> int:
@@ -665,24 +723,8 @@ class Reflector:
         st = self._state[peer]
         adj = st.adj_out
         fams = st.families
-        v4ok, v6ok = "ipv4" in fams, "ipv6" in fams
         end = min(len(sync.keys), sync.pos + budget)
-        best_get = self.best.get
-        export = self.export
-        for p in sync.keys[sync.pos : end]:
-            v6 = ":" in p
-            if not (v6ok if v6 else v4ok):
-                continue
-            b = best_get(p)
-            if b is None:
-                continue
-            new = export(b, peer)
-            if new is None:
-                continue
-            cur = adj.get(p)
-            if cur is None or cur != new:
-                adj[p] = new
-                ann.setdefault((peer, new, v6), []).append(p)
+        self._send(peer, st, _group(sync.keys[sync.pos : end], self.best.get), ann, wd, withdraw=False)
         looked = end - sync.pos
         sync.pos = end
         if sync.pos >= len(sync.keys):
@@ -690,14 +732,14 @@ class Reflector:
             ghosts = [p for p in st.ghosts if p not in adj]
             st.ghosts = set()
             for p in ghosts:
-                wd.setdefault((peer, ":" in p), []).append(p)
+                wd.setdefault((peer, p[0] == V6), []).append(p)
             if sync.end_of_rib:
                 eors.extend(SendEndOfRib(peer.address, fam) for fam in _FAMILIES if fam in fams)
         return max(looked, 1)
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data for metrics and the status page."""
-        v6 = sum(1 for p in self.best if ":" in p)
+        v6 = sum(1 for p in self.best if p[0] == V6)
         peers = []
         for peer in self._order:
             st = self._state[peer]
@@ -740,3 +782,18 @@ class Reflector:
         knows nothing of them: resetting makes every peer send its table again)."""
         for peer in self._order:
             self._pending.append(Teardown(peer.address, CEASE_ADMIN_RESET))
+
+
+def _group(
+    prefixes: Iterable[Prefix], best_get: Callable[[Prefix], Best | None]
+) -> dict[tuple[Best | None, bool], list[Prefix]]:
+    """Prefixes by (best path, IPv6?): a bulk change has a handful of groups for many prefixes."""
+    groups: dict[tuple[Best | None, bool], list[Prefix]] = {}
+    for p in prefixes:
+        key = (best_get(p), p[0] == V6)
+        g = groups.get(key)
+        if g is None:
+            groups[key] = [p]
+        else:
+            g.append(p)
+    return groups

@@ -3,8 +3,8 @@ numbers, 7606 for error handling), OPEN capabilities and ROUTE-REFRESH (pure).
 
 Used in ``wire`` API mode, where ExaBGP hands the API process every UPDATE as received and
 sends the UPDATEs the API process built, so that no route goes through ExaBGP's per-route Python
-objects (see ``exabgp_main``). Prefixes are kept as text (``198.19.0.0/24``, ``2001:db8::/48``),
-as everywhere else in the reflector.
+objects (see ``exabgp_main``). Prefixes are the keys of ``bgp.reflector.prefix``, which are their
+NLRI encoding: decoding slices them out of the message, encoding joins them back.
 
 Errors (RFC 7606):
 
@@ -23,6 +23,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from bgp.reflector.prefix import V6, Prefix
 from bgp.reflector.route import INCOMPLETE, Attrs
 
 __all__ = [
@@ -33,13 +34,13 @@ __all__ = [
     "UpdateEncoder",
     "WireError",
     "end_of_rib",
-    "nlri_to_prefixes",
+    "nlri_keys",
     "parse_open",
     "parse_refresh",
-    "prefix_to_nlri",
 ]
 
 MARKER = b"\xff" * 16
+_V6_MARK = bytes((V6,))
 MAX_MESSAGE = 4096
 _HEADER = 19
 UPDATE, OPEN, REFRESH = 2, 1, 5
@@ -84,56 +85,32 @@ class _TreatAsWithdraw(Exception):
 # -- prefixes -----------------------------------------------------------------------------------
 
 
-def nlri_to_prefixes(data: bytes, v6: bool) -> list[str]:
-    """An NLRI field (RFC 4271 4.3: length in bits, then the significant octets) -> prefixes.
-
-    Bits past the length are ignored (the prefix is masked); WireError if the field is broken."""
-    out: list[str] = []
+def nlri_keys(data: bytes, v6: bool) -> list[Prefix]:
+    """An NLRI field (RFC 4271 4.3: length in bits, then the octets it covers) -> prefix keys
+    (``bgp.reflector.prefix``). Bits past the length are cleared; WireError if the field is
+    broken. This runs for every prefix received: it only slices."""
+    out: list[Prefix] = []
     append = out.append
     i, n = 0, len(data)
-    if not v6:
-        while i < n:
-            length = data[i]
-            if length > 32:
-                raise WireError(UPDATE_ERROR, INVALID_NETWORK_FIELD, f"IPv4 prefix length {length}")
-            j = i + 1 + ((length + 7) >> 3)
-            if j > n:
-                raise WireError(UPDATE_ERROR, INVALID_NETWORK_FIELD, "IPv4 NLRI runs past the field")
-            value = int.from_bytes(data[i + 1 : j] + b"\0\0\0\0"[: 5 - j + i], "big")
-            if length & 7:
-                value &= (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
-            append(f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}/{length}")
-            i = j
-        return out
+    limit = 128 if v6 else 32
     while i < n:
         length = data[i]
-        if length > 128:
-            raise WireError(UPDATE_ERROR, INVALID_NETWORK_FIELD, f"IPv6 prefix length {length}")
-        nbytes = (length + 7) >> 3
-        j = i + 1 + nbytes
+        if length > limit:
+            raise WireError(
+                UPDATE_ERROR, INVALID_NETWORK_FIELD, f"IPv{6 if v6 else 4} prefix length {length}"
+            )
+        j = i + 1 + ((length + 7) >> 3)
         if j > n:
-            raise WireError(UPDATE_ERROR, INVALID_NETWORK_FIELD, "IPv6 NLRI runs past the field")
-        value = int.from_bytes(data[i + 1 : j], "big") << (8 * (16 - nbytes))
-        if length < 128:
-            value &= ((1 << 128) - 1) ^ ((1 << (128 - length)) - 1)
-        append(f"{ipaddress.IPv6Address(value)}/{length}")
+            raise WireError(
+                UPDATE_ERROR, INVALID_NETWORK_FIELD, f"IPv{6 if v6 else 4} NLRI runs past the field"
+            )
+        key = data[i:j]
+        bits = length & 7
+        if bits and data[j - 1] & (0xFF >> bits):  # host bits set: clear them
+            key = key[:-1] + bytes((data[j - 1] & (0xFF << (8 - bits)) & 0xFF,))
+        append(_V6_MARK + key if v6 else key)
         i = j
     return out
-
-
-def prefix_to_nlri(prefix: str) -> bytes:
-    """A prefix in text form -> its NLRI encoding; ValueError if it is not a prefix."""
-    addr, _, length_text = prefix.partition("/")
-    length = int(length_text)
-    nbytes = (length + 7) >> 3
-    if ":" not in addr:
-        a, b, c, d = addr.split(".")
-        if length > 32:
-            raise ValueError(f"bad prefix length: {prefix!r}")
-        return bytes((length, int(a), int(b), int(c), int(d))[: 1 + nbytes])
-    if length > 128:
-        raise ValueError(f"bad prefix length: {prefix!r}")
-    return bytes((length,)) + ipaddress.IPv6Address(addr).packed[:nbytes]
 
 
 # -- OPEN, ROUTE-REFRESH ------------------------------------------------------------------------
@@ -212,8 +189,8 @@ def parse_refresh(body: bytes) -> str | None:
 
 @dataclass
 class ParsedUpdate:
-    withdrawn: list[str] = field(default_factory=list)
-    announced: list[tuple[Attrs, list[str]]] = field(default_factory=list)
+    withdrawn: list[Prefix] = field(default_factory=list)
+    announced: list[tuple[Attrs, list[Prefix]]] = field(default_factory=list)
     end_of_rib: str | None = None
     error: str | None = None  # why announced NLRI were treated as withdrawn
     unsupported: int = 0  # NLRI of other families (counted, ignored)
@@ -290,9 +267,9 @@ class UpdateDecoder:
         if start + alen > n:
             raise WireError(UPDATE_ERROR, MALFORMED_ATTRIBUTE_LIST, "path attribute length too long")
         out = ParsedUpdate()
-        out.withdrawn = nlri_to_prefixes(body[2 : 2 + wlen], False) if wlen else []
+        out.withdrawn = nlri_keys(body[2 : 2 + wlen], False) if wlen else []
         nlri = body[start + alen :]
-        v4 = nlri_to_prefixes(nlri, False) if nlri else []
+        v4 = nlri_keys(nlri, False) if nlri else []
         if not alen:
             if not wlen and not v4:
                 out.end_of_rib = "ipv4"
@@ -325,8 +302,8 @@ class UpdateDecoder:
             else:
                 seen[code] = (flags, attrs[i : i + length])
             i += length
-        v6_withdrawn: list[str] = []
-        v6_announced: list[str] = []
+        v6_withdrawn: list[Prefix] = []
+        v6_announced: list[Prefix] = []
         v6_next_hop: str | None = None
         if MP_UNREACH in seen:
             value = seen.pop(MP_UNREACH)[1]
@@ -334,19 +311,19 @@ class UpdateDecoder:
                 raise WireError(UPDATE_ERROR, MALFORMED_ATTRIBUTE_LIST, "MP_UNREACH_NLRI too short")
             afi, safi = int.from_bytes(value[0:2], "big"), value[2]
             if afi == 2 and safi == _SAFI_UNICAST:
-                v6_withdrawn = nlri_to_prefixes(value[3:], True)
+                v6_withdrawn = nlri_keys(value[3:], True)
                 if len(value) == 3 and not seen and not wlen and not v4:
                     out.end_of_rib = "ipv6"
                     return out
             elif afi == 1 and safi == _SAFI_UNICAST:
-                v6_withdrawn = nlri_to_prefixes(value[3:], False)  # IPv4 by MP (unusual, legal)
+                v6_withdrawn = nlri_keys(value[3:], False)  # IPv4 by MP (unusual, legal)
             else:
                 out.unsupported += 1
                 if len(value) == 3 and not seen and not wlen and not v4:
                     out.end_of_rib = f"{_AFI.get(afi, afi)} {safi}"
                     return out
         v4_mp_next_hop: str | None = None
-        v4_mp: list[str] = []
+        v4_mp: list[Prefix] = []
         if MP_REACH in seen:
             value = seen.pop(MP_REACH)[1]
             if len(value) < 5:
@@ -359,7 +336,7 @@ class UpdateDecoder:
             if safi != _SAFI_UNICAST or afi not in _AFI:
                 out.unsupported += 1
             elif afi == 2:
-                v6_announced = nlri_to_prefixes(mp_nlri, True)
+                v6_announced = nlri_keys(mp_nlri, True)
                 if nhlen in (16, 32):  # global, or global + link-local: the global one is passed on
                     v6_next_hop = _ipv6_text(nh[:16])
                 elif nhlen == 4:  # an IPv4 next hop for IPv6 NLRI (RFC 8950 style)
@@ -369,7 +346,7 @@ class UpdateDecoder:
                     v6_announced = []
                     out.error = f"MP_REACH_NLRI next hop of {nhlen} octets"
             else:
-                v4_mp = nlri_to_prefixes(mp_nlri, False)
+                v4_mp = nlri_keys(mp_nlri, False)
                 if nhlen == 4:
                     v4_mp_next_hop = _ipv4_text(nh)
                 elif nhlen in (16, 32):
@@ -379,7 +356,7 @@ class UpdateDecoder:
                     v4_mp = []
                     out.error = f"MP_REACH_NLRI next hop of {nhlen} octets"
         out.withdrawn.extend(v6_withdrawn)
-        groups: list[tuple[str | None, list[str]]] = []
+        groups: list[tuple[str | None, list[Prefix]]] = []
         if v4:
             nh_attr = seen.get(NEXT_HOP)
             if nh_attr is None or len(nh_attr[1]) != 4:
@@ -547,25 +524,10 @@ class UpdateEncoder:
     attributes of each (``Attrs``, 4-octet AS) pair are kept, so a bulk announcement encodes them
     once."""
 
-    def __init__(self, max_size: int = MAX_MESSAGE, limit: int = 1 << 16, nlri_cache: int = 1 << 18) -> None:
+    def __init__(self, max_size: int = MAX_MESSAGE, limit: int = 1 << 16) -> None:
         self.max_size = max_size
         self._attrs: dict[tuple[Attrs, bool], bytes] = {}
         self._limit = limit
-        # a prefix goes to every client: its NLRI encoding is kept (bounded; cleared when full)
-        self._nlri: dict[str, bytes] = {}
-        self._nlri_limit = nlri_cache
-
-    def nlri(self, prefixes: Sequence[str]) -> list[bytes]:
-        cache = self._nlri
-        if len(cache) + len(prefixes) > self._nlri_limit:
-            cache.clear()
-        out = []
-        for p in prefixes:
-            b = cache.get(p)
-            if b is None:
-                b = cache[p] = prefix_to_nlri(p)
-            out.append(b)
-        return out
 
     def path_attributes(self, a: Attrs, asn4: bool = True) -> bytes:
         """Every attribute but NEXT_HOP and the MP ones, in type-code order."""
@@ -634,13 +596,13 @@ class UpdateEncoder:
         self._attrs[key] = out
         return out
 
-    def announce(self, a: Attrs, prefixes: Sequence[str], asn4: bool = True) -> list[bytes]:
-        """UPDATEs announcing ``prefixes`` (one family) with ``a``."""
+    def announce(self, a: Attrs, prefixes: Sequence[Prefix], asn4: bool = True) -> list[bytes]:
+        """UPDATEs announcing ``prefixes`` (keys of one family) with ``a``."""
         if not prefixes:
             return []
         base = self.path_attributes(a, asn4)
-        nlris = self.nlri(prefixes)
-        v6 = ":" in prefixes[0]
+        v6 = prefixes[0][0] == V6
+        nlris = [p[1:] for p in prefixes] if v6 else prefixes
         if not v6 and ":" not in a.next_hop:
             attrs = base + _attr(NEXT_HOP, _TRANSITIVE, bytes(int(x) for x in a.next_hop.split(".")))
             head = b"\0\0" + len(attrs).to_bytes(2, "big") + attrs
@@ -658,12 +620,13 @@ class UpdateEncoder:
             out.append(_message(b"\0\0" + len(attrs).to_bytes(2, "big") + attrs))
         return out
 
-    def withdraw(self, prefixes: Sequence[str]) -> list[bytes]:
-        """UPDATEs withdrawing ``prefixes`` (one family)."""
+    def withdraw(self, prefixes: Sequence[Prefix]) -> list[bytes]:
+        """UPDATEs withdrawing ``prefixes`` (keys of one family)."""
         if not prefixes:
             return []
-        nlris = self.nlri(prefixes)
-        if ":" not in prefixes[0]:
+        v6 = prefixes[0][0] == V6
+        nlris = [p[1:] for p in prefixes] if v6 else prefixes
+        if not v6:
             room = self.max_size - _HEADER - 4
             return [
                 _message(len(chunk).to_bytes(2, "big") + chunk + b"\0\0") for chunk in _chunks(nlris, room)
@@ -683,7 +646,7 @@ def _next_hop_bytes(text: str) -> bytes:
     return bytes(int(x) for x in text.split("."))
 
 
-def _chunks(nlris: list[bytes], room: int) -> list[bytes]:
+def _chunks(nlris: Sequence[bytes], room: int) -> list[bytes]:
     """Join NLRI into pieces of at most ``room`` octets."""
     if room < 17:
         raise ValueError("attributes too large for one UPDATE")

@@ -44,6 +44,7 @@ import yaml
 
 from bgp.model import NodeInfo, Session, SpeakerConfig, Timers, speaker_configs
 from bgp.reflector.lab import NetkitReflector
+from bgp.reflector.prefix import from_text
 from bgp.reflector.route import Attrs
 from bgp.reflector.wire import UpdateEncoder
 from bgp.render.exabgp import render_reflector_config
@@ -683,10 +684,10 @@ def test_loops_are_dropped_and_a_malformed_update_resets_only_that_session(polic
     enc = UpdateEncoder()
     base = Attrs(next_hop="198.18.0.7", local_pref=100)
     cluster_loop = enc.announce(
-        base.evolve(cluster_list=("198.18.0.1",), originator_id="198.18.0.99"), ["198.19.71.0/24"]
+        base.evolve(cluster_list=("198.18.0.1",), originator_id="198.18.0.99"), [from_text("198.19.71.0/24")]
     )
-    originator_loop = enc.announce(base.evolve(originator_id="198.18.0.1"), ["198.19.72.0/24"])
-    good = enc.announce(base, ["198.19.7.0/24"])
+    originator_loop = enc.announce(base.evolve(originator_id="198.18.0.1"), [from_text("198.19.72.0/24")])
+    good = enc.announce(base, [from_text("198.19.7.0/24")])
     # withdrawn routes length 0, attributes length 0, then an NLRI with prefix length 33
     malformed = b"\xff" * 16 + (19 + 6).to_bytes(2, "big") + b"\x02" + b"\x00\x00\x00\x00" + bytes([33, 198])
     got = raw_session(policy, [*cluster_loop, *originator_loop, *good, malformed])

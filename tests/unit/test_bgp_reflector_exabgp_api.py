@@ -33,8 +33,14 @@ from bgp.reflector.exabgp_api import (
     encode_attrs,
     make_codec,
 )
+from bgp.reflector.prefix import from_text
 from bgp.reflector.route import EGP, Attrs
 from bgp.reflector.wire import UpdateDecoder, UpdateEncoder, end_of_rib
+
+
+def P(*texts: str) -> tuple[bytes, ...]:
+    return tuple(from_text(t) for t in texts)
+
 
 HEAD = (
     '{ "exabgp": "4.0.1", "time": 1795612209.06, "host" : "vm", "pid" : 13994, "ppid" : 13953, "counter": 4, '
@@ -118,7 +124,7 @@ def test_text_mode_decodes_what_exabgp_writes() -> None:
     assert c.decode(OPEN) == PeerOpen("198.18.0.1", "198.18.0.1", frozenset({"ipv4", "ipv6"}))
     assert c.decode(OPEN_NO_MP) == PeerOpen("198.18.0.1", "10.0.0.1", frozenset({"ipv4"}))
     assert c.decode(EOR) == EndOfRib("198.18.0.1", "ipv6")
-    assert c.decode(WITHDRAW) == Update("198.18.0.1", withdraw=("198.19.32.209/32", "198.19.12.93/32"))
+    assert c.decode(WITHDRAW) == Update("198.18.0.1", withdraw=P("198.19.32.209/32", "198.19.12.93/32"))
     assert c.decode(SHUTDOWN) == SpeakerShutdown()
     assert c.decode("done\n") == SpeakerAck(True) and c.decode("error") == SpeakerAck(False)
     assert c.decode("   \n") is None
@@ -129,7 +135,7 @@ def test_text_mode_attributes() -> None:
     ev = c.decode(FULL)
     assert isinstance(ev, Update)
     ((a, prefixes),) = ev.announce
-    assert prefixes == ("198.19.200.0/24",)
+    assert prefixes == P("198.19.200.0/24")
     assert a == Attrs(
         next_hop="198.18.0.1",
         origin=EGP,
@@ -167,9 +173,9 @@ def test_text_mode_commands() -> None:
         TextCodec()
         .encode(
             [
-                Announce("198.18.0.3", a, ("198.19.1.0/24", "198.19.2.0/24")),
-                Withdraw("198.18.0.3", ("198.19.3.0/24",)),
-                Withdraw("198.18.0.3", ("2001:db8:1::/48",)),
+                Announce("198.18.0.3", a, P("198.19.1.0/24", "198.19.2.0/24")),
+                Withdraw("198.18.0.3", P("198.19.3.0/24")),
+                Withdraw("198.18.0.3", P("2001:db8:1::/48")),
                 SendEndOfRib("198.18.0.3", "ipv6"),
                 Teardown("198.18.0.3", 1),
             ]
@@ -211,8 +217,8 @@ def test_wire_mode_decodes_packets() -> None:
     )
     assert c.asn4 == {"198.18.0.1": False}
     a = Attrs(next_hop="198.18.0.1", as_path=(65001,), local_pref=100)
-    msg = UpdateEncoder().announce(a, ["198.19.1.0/24"], asn4=False)[0]
-    assert c.decode(packet("update", 2, msg)) == Update("198.18.0.1", ((a, ("198.19.1.0/24",)),))
+    msg = UpdateEncoder().announce(a, P("198.19.1.0/24"), asn4=False)[0]
+    assert c.decode(packet("update", 2, msg)) == Update("198.18.0.1", ((a, P("198.19.1.0/24")),))
     assert c.decode(packet("update", 2, end_of_rib("ipv4"))) == EndOfRib("198.18.0.1", "ipv4")
     refresh = b"\xff" * 16 + b"\x00\x17\x05" + b"\x00\x02\x00\x01"
     assert c.decode(packet("refresh", 5, refresh)) == RouteRefresh("198.18.0.1", "ipv6")
@@ -220,7 +226,7 @@ def test_wire_mode_decodes_packets() -> None:
     assert c.decode(packet("update", 2, bad)) == Malformed("198.18.0.1", 3, 10, "IPv4 prefix length 33")
     treat = b"\xff" * 16 + b"\x00\x1b\x02" + b"\x00\x00\x00\x00" + bytes([24, 198, 19, 1])
     assert c.decode(packet("update", 2, treat)) == Update(
-        "198.18.0.1", withdraw=("198.19.1.0/24",), error="NLRI without path attributes"
+        "198.18.0.1", withdraw=P("198.19.1.0/24"), error="NLRI without path attributes"
     )
     assert c.decode(STATE_UP) == PeerUp("198.18.0.1")  # states are the same in both modes
 
@@ -228,11 +234,11 @@ def test_wire_mode_decodes_packets() -> None:
 def test_wire_mode_commands_are_whole_messages_in_bounded_lines() -> None:
     c = WireCodec()
     a = Attrs(next_hop="198.18.0.1", local_pref=100)
-    prefixes = tuple(f"198.19.{i // 256}.{i % 256}/32" for i in range(20000))
+    prefixes = P(*(f"198.19.{i // 256}.{i % 256}/32" for i in range(20000)))
     text = c.encode([Announce("198.18.0.3", a, prefixes), SendEndOfRib("198.18.0.3", "ipv4")])
     lines = text.splitlines()
     assert len(lines) > 2 and all(len(line) < RAW_LINE_BYTES + 9000 for line in lines)
-    got: list[str] = []
+    got: list[bytes] = []
     dec = UpdateDecoder()
     for line in lines[:-1]:
         head, _, rest = line.partition(" netkit-raw ")
@@ -246,8 +252,8 @@ def test_wire_mode_commands_are_whole_messages_in_bounded_lines() -> None:
         "neighbor 198.18.0.3 teardown 1",
         "neighbor 198.18.0.3 netkit-notify 3 10",
     ]
-    wd = c.encode([Withdraw("198.18.0.3", ("2001:db8:1::/48",))])
-    assert UpdateDecoder().decode(bytes.fromhex(wd.split()[3])[19:]).withdrawn == ["2001:db8:1::/48"]
+    wd = c.encode([Withdraw("198.18.0.3", P("2001:db8:1::/48"))])
+    assert UpdateDecoder().decode(bytes.fromhex(wd.split()[3])[19:]).withdrawn == list(P("2001:db8:1::/48"))
     with pytest.raises(TypeError):
         c.messages(Teardown("198.18.0.3", 1))
 
@@ -339,14 +345,14 @@ def test_families_ignored_and_counted() -> None:
 def test_treat_as_withdraw_from_exabgp_and_missing_next_hop() -> None:
     line = mutate(FULL, ["neighbor", "message", "update", "attribute", "error"], "treat-as-withdraw")
     ev = TextCodec().decode(line)
-    assert isinstance(ev, Update) and ev.withdraw == ("198.19.200.0/24",) and ev.error is not None
+    assert isinstance(ev, Update) and ev.withdraw == P("198.19.200.0/24") and ev.error is not None
     line = mutate(
         V6,
         ["neighbor", "message", "update", "announce", "ipv6 unicast"],
         {"null": [{"nlri": "2001:db8::/32"}]},
     )
     ev = TextCodec().decode(line)
-    assert isinstance(ev, Update) and ev.withdraw == ("2001:db8::/32",)
+    assert isinstance(ev, Update) and ev.withdraw == P("2001:db8::/32")
 
 
 def test_sent_open_and_keepalives_need_no_action() -> None:

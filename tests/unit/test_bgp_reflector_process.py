@@ -26,6 +26,7 @@ from bgp.reflector.config import EXAMPLE, load_config
 from bgp.reflector.events import Event
 from bgp.reflector.launcher import exabgp_command, prepare
 from bgp.reflector.metrics import MetricsServer, ReflectorCollector
+from bgp.reflector.prefix import from_text
 from bgp.reflector.process import CONFIG_ENV, MARKER, STATE_ENV, ApiProcess
 from bgp.reflector.rib import Reflector
 from bgp.reflector.route import Attrs
@@ -93,13 +94,13 @@ def test_lines_in_commands_out_through_pipes() -> None:
     feed = os.fdopen(w_in, "wb")
     for peer in ("198.18.0.1", "198.18.0.2"):
         feed.write(packet(peer, "open", open_msg(peer)) + state(peer, "up"))
-    prefixes = [f"198.19.{i // 256}.{i % 256}/32" for i in range(5000)]
+    prefixes = [from_text(f"198.19.{i // 256}.{i % 256}/32") for i in range(5000)]
     for m in UpdateEncoder().announce(Attrs(next_hop="198.18.0.1", local_pref=100), prefixes):
         feed.write(packet("198.18.0.1", "update", m))
     feed.write(b"done\n")
     feed.flush()
     reader = os.fdopen(r_out, "rb")
-    got: list[str] = []
+    got: list[bytes] = []
     dec = UpdateDecoder()
     deadline = time.monotonic() + 10
     while len(got) < len(prefixes) and time.monotonic() < deadline:

@@ -30,6 +30,7 @@ from bgp.reflector.events import (
     Withdraw,
 )
 from bgp.reflector.policy import MaxPrefix, MaxPrefixAction, PeerPolicy, PrefixFilter
+from bgp.reflector.prefix import Prefix, family, from_text, to_text
 from bgp.reflector.rib import PeerSpec, Reflector
 from bgp.reflector.route import Attrs
 
@@ -59,8 +60,12 @@ def announce(r: Reflector, peer: str, *prefixes: str, **kw: object) -> Attrs:
     kw.setdefault("next_hop", peer)
     kw.setdefault("local_pref", 100)
     a = Attrs(**kw)  # type: ignore[arg-type]
-    r.handle(Update(peer, ((a, tuple(prefixes)),)))
+    r.handle(Update(peer, ((a, tuple(map(from_text, prefixes))),)))
     return a
+
+
+def text_keys(d: object) -> dict[str, object]:
+    return {to_text(k): v for k, v in dict(d).items()}  # type: ignore[call-overload]
 
 
 def sent(commands: Sequence[Command], peer: str) -> dict[str, Attrs | None]:
@@ -68,9 +73,9 @@ def sent(commands: Sequence[Command], peer: str) -> dict[str, Attrs | None]:
     out: dict[str, Attrs | None] = {}
     for c in commands:
         if isinstance(c, Announce) and c.peer == peer:
-            out.update(dict.fromkeys(c.prefixes, c.attrs))
+            out.update(dict.fromkeys(map(to_text, c.prefixes), c.attrs))
         elif isinstance(c, Withdraw) and c.peer == peer:
-            out.update(dict.fromkeys(c.prefixes))
+            out.update(dict.fromkeys(map(to_text, c.prefixes)))
     return out
 
 
@@ -138,8 +143,8 @@ def test_loops_are_dropped_on_receipt() -> None:
     announce(r, C1, "198.19.2.0/24", originator_id=ME)
     announce(r, E1, "198.19.3.0/24", as_path=(64999, ASN), local_pref=None)
     assert r.flush() == []
-    assert dict(r.rejected(C1)) == {"198.19.1.0/24": "cluster_loop", "198.19.2.0/24": "originator_loop"}
-    assert dict(r.rejected(E1)) == {"198.19.3.0/24": "as_loop"}
+    assert text_keys(r.rejected(C1)) == {"198.19.1.0/24": "cluster_loop", "198.19.2.0/24": "originator_loop"}
+    assert text_keys(r.rejected(E1)) == {"198.19.3.0/24": "as_loop"}
     assert r.peer_stats(C1).rejected == {"cluster_loop": 1, "originator_loop": 1}
 
 
@@ -160,7 +165,7 @@ def test_implicit_withdraw_replaces_a_peers_path() -> None:
     new = announce(r, C1, "198.19.1.0/24", med=2)
     a = sent(r.flush(), C2)["198.19.1.0/24"]
     assert a is not None and a.med == 2
-    assert r.paths["198.19.1.0/24"] == {r.peers[C1]: new}
+    assert r.candidates(from_text("198.19.1.0/24")) == {r.peers[C1]: new}
 
 
 def test_a_better_path_moves_the_best_and_the_loser_is_told() -> None:
@@ -217,7 +222,7 @@ def test_reconnect_resends_and_withdraws_ghosts_queued_for_the_old_session() -> 
     announce(r, C1, "198.19.1.0/24", "198.19.11.0/24")
     r.flush()
     r.handle(PeerDown(C2))
-    r.handle(Update(C1, withdraw=("198.19.11.0/24",)))
+    r.handle(Update(C1, withdraw=(from_text("198.19.11.0/24"),)))
     assert sent(r.flush(), C2) == {}  # nothing to a peer that is down
     r.handle(PeerUp(C2))
     cmds = sent(r.flush(), C2)
@@ -262,7 +267,7 @@ def test_unsupported_families_and_treat_as_withdraw_are_counted() -> None:
     r = reflector()
     up(r, C1, C2)
     announce(r, C1, "198.19.1.0/24")
-    r.handle(Update(C1, withdraw=("198.19.1.0/24",), unsupported=3, error="ORIGIN malformed"))
+    r.handle(Update(C1, withdraw=(from_text("198.19.1.0/24"),), unsupported=3, error="ORIGIN malformed"))
     st = r.peer_stats(C1)
     assert st.rejected["family"] == 3 and st.treat_as_withdraw == 1
     assert r.best == {}
@@ -314,9 +319,12 @@ def test_max_prefix_keep_rejects_the_excess_then_admits_waiting_prefixes() -> No
     announce(r, C1, "198.19.1.0/24", med=5)  # re-announcing an accepted one is no new prefix
     assert r.accepted(C1) == 2
     r.flush()
-    r.handle(Update(C1, withdraw=("198.19.0.0/24",)))
-    assert sent(r.flush(), C2) == {"198.19.0.0/24": None, "198.19.2.0/24": r.adj_out(C2)["198.19.2.0/24"]}
-    r.handle(Update(C1, withdraw=("198.19.1.0/24",)))
+    r.handle(Update(C1, withdraw=(from_text("198.19.0.0/24"),)))
+    assert sent(r.flush(), C2) == {
+        "198.19.0.0/24": None,
+        "198.19.2.0/24": r.adj_out(C2)[from_text("198.19.2.0/24")],
+    }
+    r.handle(Update(C1, withdraw=(from_text("198.19.1.0/24"),)))
     assert "198.19.3.0/24" in sent(r.flush(), C2)
     assert st.max_prefix_breaches == 1 and r.rejected(C1) == {}
     announce(r, C1, "198.19.7.0/24")  # a new episode is counted again
@@ -348,7 +356,7 @@ def test_flush_with_a_budget_sends_everything_eventually_and_in_chunks() -> None
         got += r.flush(limit=250)
     anns = [c for c in got if isinstance(c, Announce) and c.peer == C2]
     assert all(len(c.prefixes) <= 100 for c in anns)
-    assert sorted(p for c in anns for p in c.prefixes) == sorted(prefixes)
+    assert sorted(to_text(p) for c in anns for p in c.prefixes) == sorted(prefixes)
 
 
 def test_teardown_all_resets_every_session() -> None:
@@ -392,7 +400,8 @@ event_st = st.one_of(
 @given(st.lists(event_st, max_size=40))
 def test_model_check_random_event_sequences(events: list[tuple[object, ...]]) -> None:
     r = reflector()
-    held: dict[str, dict[str, Attrs]] = {p: {} for p in PEERS}  # what each peer was told and keeps
+    held: dict[str, dict[Prefix, Attrs]] = {p: {} for p in PEERS}  # what each peer was told and keeps
+    accepted: dict[str, dict[Prefix, Attrs]] = {p: {} for p in PEERS}  # what each peer's paths should be
 
     def apply(cmds: list[Command]) -> None:
         for c in cmds:
@@ -418,18 +427,33 @@ def test_model_check_random_event_sequences(events: list[tuple[object, ...]]) ->
         if kind == "up":
             peer = str(ev[1])
             held[peer] = {}  # a session (re)starts empty (an "up" while up: the reflector restarts it too)
+            accepted[peer] = {}
             up(r, peer)
         elif kind == "down":
             r.handle(PeerDown(str(ev[1])))
             held[str(ev[1])] = {}
+            accepted[str(ev[1])] = {}
         elif kind == "announce":
             _, peer, prefixes, lp, clusters, originator = ev
-            for p in prefixes:  # type: ignore[attr-defined]
-                nh = "::ffff:" + str(peer) if ":" in p else str(peer)
+            peer = str(peer)
+            for v6 in (False, True):  # one UPDATE per family, all its prefixes sharing attributes
+                keys = tuple(from_text(p) for p in prefixes if (":" in p) == v6)  # type: ignore[attr-defined]
+                if not keys:
+                    continue
+                nh = "::ffff:" + peer if v6 else peer
                 a = Attrs(next_hop=nh, local_pref=lp, cluster_list=clusters, originator_id=originator)  # type: ignore[arg-type]
-                r.handle(Update(str(peer), ((a, (p,)),)))
+                r.handle(Update(peer, ((a, keys),)))
+                loop = peer != E1 and ("1.1.1.1" in a.cluster_list or a.originator_id == ME)
+                for k in keys:
+                    if loop:
+                        accepted[peer].pop(k, None)
+                    else:
+                        accepted[peer][k] = a
         elif kind == "withdraw":
-            r.handle(Update(str(ev[1]), withdraw=tuple(ev[2])))  # type: ignore[arg-type]
+            keys = tuple(map(from_text, ev[2]))  # type: ignore[call-overload]
+            r.handle(Update(str(ev[1]), withdraw=keys))
+            for k in keys:
+                accepted[str(ev[1])].pop(k, None)
         elif kind == "refresh":
             r.handle(RouteRefresh(str(ev[1]), "ipv4"))
         else:
@@ -445,12 +469,20 @@ def test_model_check_random_event_sequences(events: list[tuple[object, ...]]) ->
         families = r.families_of(address)
         for prefix, best in r.best.items():
             out = r.export(best, peer)
-            if out is not None and ("ipv6" if ":" in prefix else "ipv4") in families:
+            if out is not None and family(prefix) in families:
                 want[prefix] = out
         assert held[address] == want, f"{address}: {held[address]} != {want}"
         assert dict(r.adj_out(address)) == want
+    # the RIB holds exactly the accepted paths, and each prefix's best is the selection's winner
+    every = {k for paths in accepted.values() for k in paths}
+    assert set(r.best) == every
+    for k in every:
+        want_paths = {r.peers[p]: paths[k] for p, paths in accepted.items() if k in paths}
+        assert r.candidates(k) == want_paths, to_text(k)
+        winner = r.selection.best(want_paths)
+        assert r.best[k] == (winner, want_paths[winner])
     # no iBGP route with our cluster id, or our router id as originator, was ever accepted
-    for prefix, cands in r.paths.items():
-        for src, a in cands.items():
+    for prefix in r.best:
+        for src, a in r.candidates(prefix).items():
             if not src.ebgp:
                 assert "1.1.1.1" not in a.cluster_list and a.originator_id != ME, prefix

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bgp.reflector.prefix import from_text, to_text
 from bgp.reflector.route import EGP, IGP, INCOMPLETE, Attrs
 from bgp.reflector.wire import (
     MAX_MESSAGE,
@@ -18,10 +19,9 @@ from bgp.reflector.wire import (
     UpdateEncoder,
     WireError,
     end_of_rib,
-    nlri_to_prefixes,
+    nlri_keys,
     parse_open,
     parse_refresh,
-    prefix_to_nlri,
 )
 
 
@@ -105,21 +105,29 @@ def v6_prefixes() -> st.SearchStrategy[list[str]]:
     )
 
 
+def texts(keys: list[bytes]) -> list[str]:
+    return [to_text(k) for k in keys]
+
+
+def keys(prefixes: list[str]) -> list[bytes]:
+    return [from_text(p) for p in prefixes]
+
+
 def decode_all(messages: list[bytes], asn4: bool = True) -> tuple[list[tuple[Attrs, list[str]]], list[str]]:
     dec = UpdateDecoder()
     announced, withdrawn = [], []
     for m in messages:
         u = dec.decode(body(m), asn4)
         assert u.error is None, u.error
-        announced += u.announced
-        withdrawn += u.withdrawn
+        announced += [(a, texts(ps)) for a, ps in u.announced]
+        withdrawn += texts(u.withdrawn)
     return announced, withdrawn
 
 
 @settings(max_examples=150, deadline=None)
 @given(attrs_st, v4_prefixes(), st.booleans())
 def test_ipv4_announce_round_trip(a: Attrs, prefixes: list[str], asn4: bool) -> None:
-    msgs = UpdateEncoder().announce(a, prefixes, asn4)
+    msgs = UpdateEncoder().announce(a, keys(prefixes), asn4)
     announced, _ = decode_all(msgs, asn4)
     assert all(got == a for got, _ in announced)
     assert [p for _, ps in announced for p in ps] == prefixes
@@ -129,7 +137,7 @@ def test_ipv4_announce_round_trip(a: Attrs, prefixes: list[str], asn4: bool) -> 
 @given(attrs_st, v6_prefixes(), st.sampled_from(["2001:db8::1", "::ffff:198.18.0.1", "fe80::1"]))
 def test_ipv6_announce_round_trip(a: Attrs, prefixes: list[str], next_hop: str) -> None:
     a = a.evolve(next_hop=next_hop)
-    announced, _ = decode_all(UpdateEncoder().announce(a, prefixes))
+    announced, _ = decode_all(UpdateEncoder().announce(a, keys(prefixes)))
     assert all(got == a for got, _ in announced)
     assert [p for _, ps in announced for p in ps] == prefixes
 
@@ -137,14 +145,14 @@ def test_ipv6_announce_round_trip(a: Attrs, prefixes: list[str], next_hop: str) 
 @settings(max_examples=100, deadline=None)
 @given(st.one_of(v4_prefixes(), v6_prefixes()))
 def test_withdraw_round_trip(prefixes: list[str]) -> None:
-    msgs = UpdateEncoder().withdraw(prefixes)
+    msgs = UpdateEncoder().withdraw(keys(prefixes))
     _, withdrawn = decode_all(msgs)
     assert withdrawn == prefixes
 
 
 def test_full_messages_are_used() -> None:
     prefixes = [f"198.19.{i // 256}.{i % 256}/32" for i in range(2000)]
-    msgs = UpdateEncoder().announce(Attrs(next_hop="198.18.0.1", local_pref=100), prefixes)
+    msgs = UpdateEncoder().announce(Attrs(next_hop="198.18.0.1", local_pref=100), keys(prefixes))
     assert len(msgs) == 3 and all(len(m) > MAX_MESSAGE - 5 for m in msgs[:-1])
     assert UpdateEncoder().announce(Attrs(next_hop="198.18.0.1"), []) == []
     assert UpdateEncoder().withdraw([]) == []
@@ -152,7 +160,7 @@ def test_full_messages_are_used() -> None:
 
 def test_two_octet_peers_get_as_trans_and_as4_path() -> None:
     a = Attrs(next_hop="198.18.0.1", as_path=(70000, 65001), aggregator="70000:10.0.0.1")
-    m = body(UpdateEncoder().announce(a, ["198.19.1.0/24"], asn4=False)[0])
+    m = body(UpdateEncoder().announce(a, keys(["198.19.1.0/24"]), asn4=False)[0])
     assert (23456).to_bytes(2, "big") in m  # AS_TRANS in AS_PATH and AGGREGATOR
     assert UpdateDecoder().decode(m, asn4=False).announced[0][0] == a
 
@@ -167,14 +175,16 @@ def test_end_of_rib() -> None:
 
 
 def test_prefix_encoding_and_host_bits() -> None:
-    assert prefix_to_nlri("198.19.1.0/24") == bytes([24, 198, 19, 1])
-    assert prefix_to_nlri("0.0.0.0/0") == b"\x00"
-    assert prefix_to_nlri("2001:db8::/32") == bytes([32, 0x20, 0x01, 0x0D, 0xB8])
-    assert nlri_to_prefixes(bytes([23, 198, 19, 1]), False) == ["198.19.0.0/23"]  # host bit masked
-    assert nlri_to_prefixes(bytes([0, 9, 10, 192]), False) == ["0.0.0.0/0", "10.128.0.0/9"]
-    for bad in ("198.19.1.0/33", "2001:db8::/129"):
+    assert from_text("198.19.1.0/24") == bytes([24, 198, 19, 1])
+    assert from_text("0.0.0.0/0") == b"\x00"
+    assert from_text("2001:db8::/32") == bytes([0xFF, 32, 0x20, 0x01, 0x0D, 0xB8])  # IPv6 keys are marked
+    assert texts(nlri_keys(bytes([23, 198, 19, 1]), False)) == ["198.19.0.0/23"]  # host bit cleared
+    assert nlri_keys(bytes([23, 198, 19, 1]), False) == [from_text("198.19.0.0/23")]
+    assert texts(nlri_keys(bytes([0, 9, 10, 192]), False)) == ["0.0.0.0/0", "10.128.0.0/9"]
+    assert texts(nlri_keys(bytes([0, 48, 0x20, 1, 0xD, 0xB8, 0, 1]), True)) == ["::/0", "2001:db8:1::/48"]
+    for bad in ("198.19.1.0/33", "2001:db8::/129", "198.19.1.1/24", "nonsense"):
         with pytest.raises(ValueError):
-            prefix_to_nlri(bad)
+            from_text(bad)
 
 
 # -- session reset (WireError) ------------------------------------------------------------------
@@ -232,19 +242,19 @@ def test_malformed_structure_resets_the_session(data: bytes, subcode: int) -> No
 )
 def test_bad_attribute_values_treat_as_withdraw(attrs: bytes, reason: str) -> None:
     u = UpdateDecoder().decode(update(attrs, withdrawn=bytes([24, 198, 19, 9])))
-    assert u.announced == [] and u.withdrawn == ["198.19.9.0/24", "198.19.1.0/24"]
+    assert u.announced == [] and texts(u.withdrawn) == ["198.19.9.0/24", "198.19.1.0/24"]
     assert u.error is not None and reason in u.error
 
 
 def test_nlri_without_attributes_is_withdrawn() -> None:
     u = UpdateDecoder().decode(update(b""))
-    assert u.withdrawn == ["198.19.1.0/24"] and u.error == "NLRI without path attributes"
+    assert texts(u.withdrawn) == ["198.19.1.0/24"] and u.error == "NLRI without path attributes"
 
 
 def test_ipv6_next_hop_of_a_bad_length_is_treat_as_withdraw() -> None:
     mp = b"\x00\x02\x01\x05" + bytes(5) + b"\x00" + bytes([48, 0x20, 0x01, 0x0D, 0xB8, 0, 1])
     u = UpdateDecoder().decode(update(ORIGIN + AS_PATH + attr(14, 0x80, mp), nlri=b""))
-    assert u.withdrawn == ["2001:db8:1::/48"] and u.error is not None
+    assert texts(u.withdrawn) == ["2001:db8:1::/48"] and u.error is not None
 
 
 # -- accepted with care ---------------------------------------------------------------------------
@@ -254,7 +264,7 @@ def test_unknown_optional_attributes_pass_if_transitive_with_the_partial_bit() -
     dec = UpdateDecoder()
     extra = attr(99, 0xC0, b"\x01\x02") + attr(98, 0x80, b"\x03")
     a, prefixes = dec.decode(update(ORIGIN + AS_PATH + NEXT_HOP + extra)).announced[0]
-    assert a.unknown == ((99, 0xE0, "0102"),) and prefixes == ["198.19.1.0/24"]
+    assert a.unknown == ((99, 0xE0, "0102"),) and texts(prefixes) == ["198.19.1.0/24"]
     assert dec.ignored_attributes == 1  # the optional non-transitive one
 
 
@@ -274,7 +284,7 @@ def test_ipv6_with_link_local_next_hop_keeps_the_global_one() -> None:
     nh = ipaddress.IPv6Address("2001:db8:ffff::1").packed + ipaddress.IPv6Address("fe80::1").packed
     mp = b"\x00\x02\x01\x20" + nh + b"\x00" + bytes([48, 0x20, 0x01, 0x0D, 0xB8, 0, 1])
     a, prefixes = UpdateDecoder().decode(update(ORIGIN + AS_PATH + attr(14, 0x80, mp), nlri=b"")).announced[0]
-    assert a.next_hop == "2001:db8:ffff::1" and prefixes == ["2001:db8:1::/48"]
+    assert a.next_hop == "2001:db8:ffff::1" and texts(prefixes) == ["2001:db8:1::/48"]
 
 
 def test_other_families_are_counted_not_parsed() -> None:
