@@ -12,8 +12,10 @@ Labs (one L2Lab each; nodes share 198.18.0.0/24, announced prefixes are 198.19.i
   back to its originator; the non-client rules (a non-client's route goes to clients only; a route
   learnt from a non-client never goes to a non-client); killing a reflector loses no route at any
   dual-homed client (sampled all the time); the restarted reflector re-learns and re-advertises
-  everything; a client whose session flaps ends with its routes everywhere and nothing stale;
-  withdrawals propagate, and so does the prefix announced again.
+  everything; a killed API process is respawned by ExaBGP and resets every session so that the
+  peers resend their tables (again no route lost); a client whose session flaps ends with its
+  routes everywhere and nothing stale; withdrawals propagate, and so does the prefix announced
+  again.
 - ``ipv6``: BIRD, FRR and GoBGP clients over IPv6 sessions: IPv6 unicast end to end.
 - ``same_cluster``: two reflectors with one cluster id, one on ExaBGP's wire API, one on its text
   API: both reflect, and each drops the other's reflections as cluster loops.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -319,6 +322,24 @@ def test_kill_a_reflector_no_client_loses_a_route_then_it_relearns_everything(tw
     assert {p["address"]: p["accepted"] for p in status["peers"]} == {
         "198.18.0.1": 1, "198.18.0.2": 1, "198.18.0.3": 1, "198.18.0.5": 4, "198.18.0.7": 1,
     }  # fmt: skip
+
+
+def test_a_killed_api_process_is_respawned_and_resyncs_every_session(two_reflectors: Lab) -> None:
+    """ExaBGP respawns a dead API process; the new one knows nothing of the sessions ExaBGP kept
+    up, so it resets them all, and every peer sends its table again. Meanwhile RR1 serves."""
+    lab = two_reflectors
+    rr2 = lab.reflectors[RR2]
+    old = rr2._api_process()
+    assert old is not None
+    dual = list(DUAL)
+    with Watch(lab, dual, list(dual)) as watch:
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: rr2._api_process() not in (None, old), CONVERGE_S, "ExaBGP respawns the API process")
+        rr2.wait_established(timeout=CONVERGE_S)
+        converge(lambda: two_reflector_problems(lab), "everything back through the respawned API process")
+    assert watch.misses == [], "\n".join(watch.misses[:20])
+    assert "resetting every session" in (lab.workdir / f"netkit-{RR2}" / "reflector.out").read_text()
+    assert rr2.running
 
 
 def test_flapping_client_ends_consistent(two_reflectors: Lab) -> None:
