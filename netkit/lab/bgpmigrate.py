@@ -27,7 +27,7 @@ from netkit.lab.bgpspeakers import BgpSpeaker, BirdSpeaker, FrrSpeaker
 from netkit.lab.fibwatch import FibReport, FibWatch
 from netkit.lab.runid import RunDir
 
-__all__ = ["MigrationLabReport", "lab_inventory", "run_migration_lab"]
+__all__ = ["MigrationLabReport", "lab_inventory", "migration_lab", "run_migration_lab", "speaker_class"]
 
 Progress = Callable[[str], None]
 SAMPLE_INTERVAL = 0.08  # s: a sweep of every FIB starts this often; the report has the real gap
@@ -97,7 +97,8 @@ class MigrationLabReport:
         return out
 
 
-def _speaker_class(i: int) -> type[BgpSpeaker]:
+def speaker_class(i: int) -> type[BgpSpeaker]:
+    """BIRD on odd node numbers, FRR on even ones."""
     return BirdSpeaker if i % 2 else FrrSpeaker
 
 
@@ -113,7 +114,8 @@ def _wait(check: Callable[[], list[str] | dict[str, set[str]]], timeout: float, 
 
 
 @contextmanager
-def _lab(nodes: int, run: RunDir) -> Iterator[L2Lab]:
+def migration_lab(nodes: int, run: RunDir) -> Iterator[L2Lab]:
+    """The namespaces of the module docstring, alternate addresses included."""
     with L2Lab(nodes=nodes, run_id=run.run_id) as lab:
         for node, ns in lab.node_ns.items():
             i = int(node[1:])
@@ -146,13 +148,13 @@ def run_migration_lab(
         gone = set().union(*(prefixes[d] for d in down)) if down else set()
         return {n: every - prefixes[n] - gone for n in inv.names if n not in down}
 
-    with RunDir(keep=keep_dir) as run, _lab(nodes, run) as lab, ExitStack() as stack:
+    with RunDir(keep=keep_dir) as run, migration_lab(nodes, run) as lab, ExitStack() as stack:
         progress(f"lab {run.run_id}: {nodes} namespaces on a bridge, files in {run.path}")
         configs = speakers_for(inv, mesh.sessions, {}, timers)
         speakers: dict[str, BgpSpeaker] = {}
         for node in inv.names:
             i = int(node[1:])
-            sp = _speaker_class(i)(lab.ns(node), run.path, configs[node])
+            sp = speaker_class(i)(lab.ns(node), run.path, configs[node])
             speakers[node] = stack.enter_context(sp)  # started; stopped when the stack unwinds
             report.kinds[node] = "bird" if isinstance(sp, BirdSpeaker) else "frr"
         progress(f"started {nodes} speakers in a full mesh ({len(mesh.sessions)} sessions)")

@@ -14,7 +14,7 @@ import yaml
 from bgp.model import Timers
 from bgp.planner import mesh_plan, speakers_for
 from netkit.cli import main
-from netkit.lab.bgpmigrate import _lab, _speaker_class, lab_inventory
+from netkit.lab.bgpmigrate import lab_inventory, migration_lab, speaker_class
 from netkit.lab.bgpspeakers import BgpSpeaker, BirdSpeaker
 from netkit.lab.runid import RunDir
 
@@ -42,10 +42,10 @@ def inventory_yaml() -> str:
 @pytest.fixture
 def running_mesh(tmp_path: Path) -> Iterator[tuple[Path, Path, dict[str, BgpSpeaker]]]:
     inv = lab_inventory(NODES)
-    with RunDir() as run, _lab(NODES, run) as lab, ExitStack() as stack:
+    with RunDir() as run, migration_lab(NODES, run) as lab, ExitStack() as stack:
         cfg = speakers_for(inv, mesh_plan(inv).sessions, {}, Timers.lab())
         speakers = {
-            n: stack.enter_context(_speaker_class(int(n[1:]))(lab.ns(n), run.path, cfg[n])) for n in inv.names
+            n: stack.enter_context(speaker_class(int(n[1:]))(lab.ns(n), run.path, cfg[n])) for n in inv.names
         }
         for sp in speakers.values():
             sp.wait_established(timeout=30)

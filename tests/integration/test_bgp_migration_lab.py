@@ -17,7 +17,7 @@ from bgp.migrate import MigrationError, run_migration
 from bgp.model import Timers
 from bgp.planner import Plan, mesh_plan, plan, speakers_for
 from netkit.l2.lab import L2Lab
-from netkit.lab.bgpmigrate import _lab, _speaker_class, lab_inventory, run_migration_lab
+from netkit.lab.bgpmigrate import lab_inventory, migration_lab, run_migration_lab, speaker_class
 from netkit.lab.bgpspeakers import BgpSpeaker
 from netkit.lab.runid import RunDir
 
@@ -47,10 +47,10 @@ def mesh_lab() -> Iterator[tuple[Inventory, Plan, Plan, dict[str, BgpSpeaker], L
     """Four nodes (BIRD, FRR, BIRD, FRR) up in a full mesh."""
     inv = lab_inventory(4)
     mesh, rr = mesh_plan(inv), plan(inv)
-    with RunDir() as run, _lab(4, run) as lab, ExitStack() as stack:
+    with RunDir() as run, migration_lab(4, run) as lab, ExitStack() as stack:
         cfg = speakers_for(inv, mesh.sessions, {}, Timers.lab())
         speakers = {
-            n: stack.enter_context(_speaker_class(int(n[1:]))(lab.ns(n), run.path, cfg[n])) for n in inv.names
+            n: stack.enter_context(speaker_class(int(n[1:]))(lab.ns(n), run.path, cfg[n])) for n in inv.names
         }
         for sp in speakers.values():
             sp.wait_established(timeout=30)
