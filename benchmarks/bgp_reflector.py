@@ -12,7 +12,8 @@ the receiver's BGP table holds all N; then it is disabled; **withdraw** is the t
 receiver holds none. The receiver is polled on its control socket (a persistent connection,
 every ~2 ms). Reflector **CPU** is user+system time of every reflector process over a cycle;
 **RSS** is their resident memory with the table loaded, and its growth over idle per 100,000
-prefixes. Each figure is the median of ``--repeat`` cycles.
+prefixes; **idle CPU** is their CPU use over 3 s with the sessions up and nothing to do. Each
+figure is the median of ``--repeat`` cycles.
 
 Targets (issue 7): netkit >= 1.0 x GoBGP's throughput (GoBGP's time / netkit's time) and within
 5 x BIRD's (netkit's time / BIRD's time <= 5), at 10k and 100k prefixes.
@@ -40,6 +41,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bgp.model import NodeInfo, Session, SpeakerConfig, Timers, speaker_configs
 from bgp.reflector.exabgp_main import PINNED
 from bgp.reflector.lab import NetkitReflector
@@ -54,6 +57,7 @@ ASN = 64512
 FIRST = int(ipaddress.IPv4Address("198.18.16.0"))  # N /32s from here, clear of the nodes' /24
 SYSTEMS = ("bird", "gobgp", "netkit")
 TIMEOUT = 300.0
+IDLE_S = 3.0  # idle CPU is measured over this long, sessions up and nothing to do
 
 
 def log(msg: str) -> None:
@@ -134,7 +138,7 @@ def reflector_pids(kind: str, rr: Any) -> list[int]:
     return pids + ([api] if api is not None else [])
 
 
-def measure(kind: str, n: int, repeat: int) -> dict[str, Any]:
+def measure(kind: str, n: int, repeat: int, speed: float | None = None) -> dict[str, Any]:
     """One system at one size: a fresh lab, ``repeat`` announce/withdraw cycles."""
     with ExitStack() as stack:
         lab = stack.enter_context(L2Lab(nodes=3))
@@ -151,9 +155,10 @@ def measure(kind: str, n: int, repeat: int) -> dict[str, Any]:
         elif kind == "gobgp":
             rr = stack.enter_context(GoBgpSpeaker(lab.ns("n2"), workdir, cfgs["n2"]))
         else:
-            rr = NetkitReflector(
-                lab.ns("n2"), workdir, render_reflector_config(cfgs["n2"], metrics="198.18.0.2:9179")
-            )
+            doc = yaml.safe_load(render_reflector_config(cfgs["n2"], metrics="198.18.0.2:9179"))
+            if speed is not None:
+                doc["exabgp"] = {"reactor_speed": speed}
+            rr = NetkitReflector(lab.ns("n2"), workdir, yaml.safe_dump(doc))
             stack.callback(rr.stop)
             rr.start()
         receiver = stack.enter_context(BirdSpeaker(lab.ns("n3"), workdir, cfgs["n3"]))
@@ -165,7 +170,9 @@ def measure(kind: str, n: int, repeat: int) -> dict[str, Any]:
         rr.wait_established(timeout=30)
         time.sleep(1.0)  # let start-up work settle
         pids = reflector_pids(kind, rr)
-        _, rss_idle = proc_stats(pids)
+        cpu_a, _ = proc_stats(pids)
+        time.sleep(IDLE_S)
+        cpu_b, rss_idle = proc_stats(pids)
         cycles = []
         for k in range(repeat):
             cpu0, _ = proc_stats(pids)
@@ -210,6 +217,7 @@ def measure(kind: str, n: int, repeat: int) -> dict[str, Any]:
         "withdraw": med("withdraw"),
         "cpu": med("cpu"),
         "rss_idle": rss_idle,
+        "idle_cpu": (cpu_b - cpu_a) / IDLE_S,
         "rss_loaded": rss_loaded,
         "rss_per_100k": (rss_loaded - rss_idle) / n * 100_000,
         "cycles": cycles,
@@ -236,14 +244,14 @@ def table(result: dict[str, Any]) -> str:
         f"Route reflector benchmark ({result['host']}; load before {result['load_before']})",
         f"versions: {result['versions']}",
         "",
-        "| prefixes | reflector | announce (s) | withdraw (s) | reflector CPU (s) | RSS loaded (MiB) "
-        "| RSS per 100k (MiB) |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| prefixes | reflector | announce (s) | withdraw (s) | reflector CPU (s) | idle CPU "
+        "| RSS loaded (MiB) | RSS per 100k (MiB) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['prefixes']:,} | {r['system']} | {r['announce']:.3f} | {r['withdraw']:.3f} "
-            f"| {r['cpu']:.2f} "
+            f"| {r['cpu']:.2f} | {100 * r['idle_cpu']:.1f} % "
             f"| {r['rss_loaded'] / mib:.1f} | {r['rss_per_100k'] / mib:.1f} |"
         )
     lines += [
@@ -323,6 +331,11 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="announce/withdraw cycles per system and size")
     ap.add_argument("--systems", default=",".join(SYSTEMS), help="subset of bird,gobgp,netkit")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument(
+        "--netkit-speed",
+        type=float,
+        help="exabgp.reactor_speed for the netkit reflector (default: the config's)",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bgp_reflector: needs root (network namespaces)", file=sys.stderr)
@@ -346,6 +359,7 @@ def main() -> int:
     result: dict[str, Any] = {
         "sizes": sizes,
         "repeat": args.repeat,
+        "netkit_speed": args.netkit_speed,
         "host": f"{platform.node()}, Linux {platform.release()}, {os.cpu_count()} CPUs",
         "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "versions": versions(),
@@ -356,7 +370,7 @@ def main() -> int:
     for n in sizes:
         for kind in systems:
             log(f"{kind}: {n:,} prefixes ...")
-            result["rows"].append(measure(kind, n, args.repeat))
+            result["rows"].append(measure(kind, n, args.repeat, args.netkit_speed))
     result["seconds"] = time.perf_counter() - started
     result["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     text = table(result)

@@ -14,8 +14,9 @@ Environment (ExaBGP reads its settings from ``exabgp.<section>.<key>`` variables
 ``exabgp.daemon.user`` is the current user (as root ExaBGP would otherwise drop to ``nobody``
 before starting the API process), ``exabgp.api.cli=false`` (no named pipes), ``exabgp.tcp.bind``
 the local address when listening (empty: ExaBGP only connects out), ``exabgp.reactor.speed``
-as configured, ``exabgp.api.ack=true`` (the API process counts rejected commands),
-``exabgp.api.respawn=true`` (a respawned API process resets every session, see ``process``).
+as configured (default per API mode, see ``ExabgpSettings.speed``), ``exabgp.api.ack=true``
+(the API process counts rejected commands), ``exabgp.api.respawn=true`` (a respawned API
+process resets every session, see ``process``).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def exabgp_environment(cfg: ReflectorConfig, user: str, log_destination: str = "
         "exabgp.api.encoder": "json",
         "exabgp.tcp.bind": " ".join(binds),
         "exabgp.tcp.port": str(cfg.port),
-        "exabgp.reactor.speed": repr(cfg.exabgp.reactor_speed),
+        "exabgp.reactor.speed": repr(cfg.exabgp.speed),
         "exabgp.log.destination": log_destination,
         "exabgp.log.level": cfg.exabgp.log_level,
         "exabgp.log.short": "true",

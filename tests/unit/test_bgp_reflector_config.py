@@ -45,7 +45,9 @@ def test_the_documented_example_loads() -> None:
 def test_defaults() -> None:
     cfg = parse_config(MINIMAL)
     assert cfg.local_address == "198.18.0.2" and cfg.cluster_id is None and cfg.families == ("ipv4", "ipv6")
-    assert cfg.exabgp.api == "wire" and cfg.exabgp.reactor_speed == 0.1 and cfg.listen and cfg.port == 179
+    assert cfg.exabgp.api == "wire" and cfg.exabgp.speed == 1.0 and cfg.listen and cfg.port == 179
+    assert parse_config({**MINIMAL, "exabgp": {"api": "text"}}).exabgp.speed == 0.1
+    assert parse_config({**MINIMAL, "exabgp": {"reactor_speed": 0.5}}).exabgp.speed == 0.5
     n = cfg.neighbors[0]
     assert (n.name, n.role, n.max_prefix, n.allowed_prefixes, n.passive) == (
         "198.18.0.1",
@@ -219,7 +221,7 @@ def test_exabgp_conf_and_environment() -> None:
         assert line in conf
     env = exabgp_environment(cfg, "root")
     assert env["exabgp.daemon.user"] == "root" and env["exabgp.api.cli"] == "false"
-    assert env["exabgp.tcp.bind"] == "198.18.0.2" and env["exabgp.reactor.speed"] == "0.1"
+    assert env["exabgp.tcp.bind"] == "198.18.0.2" and env["exabgp.reactor.speed"] == "1.0"
     text_mode = parse_config({**yaml.safe_load(EXAMPLE), "exabgp": {"api": "text"}, "listen": False})
     assert "receive { parsed; update; open; refresh; }" in render_exabgp_conf(text_mode, ["/p"])
     assert exabgp_environment(text_mode, "me")["exabgp.tcp.bind"] == ""
