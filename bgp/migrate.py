@@ -5,7 +5,9 @@ The speakers are anything with ``apply(SpeakerConfig)``, ``sessions()`` and ``ro
 (the lab's BIRD and FRR managers; an agent on a real node would offer the same three calls).
 The steps and the checks are pure (``bgp.migration``); this module only drives and waits. On a
 timeout it stops with the problems it saw: the topology in force is the last step applied,
-which is always a complete, working one (make before break).
+which is always a complete, working one (make before break). A speaker whose state cannot be
+read counts as a problem until the timeout; one that refuses a step's config stops the run at
+once, and the error names the nodes that already took it.
 """
 
 from __future__ import annotations
@@ -40,14 +42,25 @@ class Speaker(Protocol):
 
 
 class MigrationError(RuntimeError):
-    def __init__(self, step: Step, problems: Sequence[str]) -> None:
+    """A step did not settle. ``applied_on``: None when the step's config reached every node it
+    touches; else the nodes it reached before applying failed (the speakers then run a mix)."""
+
+    def __init__(self, step: Step, problems: Sequence[str], applied_on: Sequence[str] | None = None) -> None:
         self.step = step
         self.problems = list(problems)
+        self.applied_on = None if applied_on is None else tuple(applied_on)
         shown = "\n  ".join(self.problems[:20])
         more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
-        super().__init__(
-            f"step '{step}' did not settle; the topology in force is this step's. Problems:\n  {shown}{more}"
-        )
+        if self.applied_on is None:
+            where = "the topology in force is this step's"
+        elif not self.applied_on:
+            where = "it was applied nowhere: the topology in force is the previous step's"
+        else:
+            where = (
+                f"it was applied only on {', '.join(self.applied_on)}: "
+                "the speakers run a mix of the previous step and this one"
+            )
+        super().__init__(f"step '{step}' did not settle; {where}. Problems:\n  {shown}{more}")
 
 
 @dataclass(frozen=True)
@@ -139,17 +152,25 @@ def run_migration(
             try:
                 speakers[name].apply(configs[name])
             except Exception as exc:  # a dead or unreachable speaker: stop here, say where
-                done = ", ".join(step.touched[:n_applied]) or "none"
+                done = step.touched[:n_applied]
                 raise MigrationError(
-                    step, [f"{name}: applying the step's config failed: {exc}", f"already applied on: {done}"]
+                    step,
+                    [
+                        f"{name}: applying the step's config failed: {exc}",
+                        f"already applied on: {', '.join(done) or 'none'}",
+                    ],
+                    applied_on=done,
                 ) from exc
         applied = time.monotonic()
         expects = expectations(step, before, final, infos, nodes)
         deadline = applied + step_timeout
         while True:
-            problems = session_problems(configs, speakers)
-            if not problems:
-                problems = unmet(expects, learnt_routes(speakers, families))
+            try:
+                problems = session_problems(configs, speakers)
+                if not problems:
+                    problems = unmet(expects, learnt_routes(speakers, families))
+            except Exception as exc:  # a speaker that cannot be read now may answer at the next poll
+                problems = [f"reading the speakers' state failed: {exc}"]
             if not problems:
                 break
             if time.monotonic() > deadline:

@@ -133,3 +133,44 @@ def test_expectations_name_the_gap() -> None:
         "a lacks 198.19.2.0/24 over the new session a -> b (alt)",
         "b lacks 198.19.1.0/24 over the new session a -> b (alt)",
     ]
+
+
+class _Fake:
+    """A speaker that takes configs (or refuses them) and cannot be read."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.applied = 0
+
+    def apply(self, new: object) -> None:
+        if self.refuse:
+            raise OSError("control socket gone")
+        self.applied += 1
+
+    def sessions(self) -> dict[str, str]:
+        raise OSError("no answer")
+
+    def routes(self, family: str = "ipv4") -> dict[str, list[object]]:
+        return {}
+
+
+def test_run_migration_failures_say_what_is_in_force() -> None:
+    from bgp.migrate import MigrationError, run_migration
+
+    inv = inventory(6)
+    mesh, rr = mesh_plan(inv), plan(inv)
+    first = migration_steps(mesh, rr, alt_nodes=frozenset())[0]  # no alternate addresses here
+    # a speaker that cannot be read is a problem until the timeout, not a crash
+    fakes = {n: _Fake() for n in inv.names}
+    with pytest.raises(MigrationError) as info:
+        run_migration(inv, mesh, rr, fakes, step_timeout=0, poll=0)
+    assert info.value.applied_on is None and "the topology in force is this step's" in str(info.value)
+    assert info.value.problems == ["reading the speakers' state failed: no answer"]
+    # one that refuses the config stops the step half-applied, and the error says so
+    refusing = first.touched[1]
+    fakes = {n: _Fake(refuse=n == refusing) for n in inv.names}
+    with pytest.raises(MigrationError) as info:
+        run_migration(inv, mesh, rr, fakes, step_timeout=0, poll=0)
+    assert info.value.applied_on == first.touched[:1]
+    assert f"applied only on {first.touched[0]}: the speakers run a mix" in str(info.value)
+    assert [n for n, f in fakes.items() if f.applied] == [first.touched[0]]
