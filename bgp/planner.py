@@ -95,6 +95,14 @@ class Plan:
         }
 
 
+def _session_from_dict(s: Any) -> Session:
+    a, b, kind = str(s["a"]), str(s["b"]), SessionKind(str(s["kind"]))
+    if a == b:
+        raise ValueError(f"session {a} -- {b} joins a node to itself")
+    alt = bool(s.get("alt", False))
+    return Session.peer(a, b, alt) if kind is SessionKind.PEER else Session.rr(a, b, alt)
+
+
 def plan_from_dict(raw: Any) -> Plan:
     """Read back ``Plan.to_dict`` output (e.g. the plan in force, for ``--current``)."""
     try:
@@ -102,14 +110,14 @@ def plan_from_dict(raw: Any) -> Plan:
             str(r["node"]): Reflector(str(r["node"]), int(r["level"]), str(r["cluster_id"]), str(r["domain"]))
             for r in raw.get("reflectors", [])
         }
-        sessions = frozenset(
-            Session(str(s["a"]), str(s["b"]), SessionKind(str(s["kind"])), bool(s.get("alt", False)))
-            for s in raw["sessions"]
-        )
+        sessions = frozenset(_session_from_dict(s) for s in raw["sessions"])
         kind = raw["kind"]
         if kind not in ("mesh", "rr"):
             raise ValueError(f"kind {kind!r} is not mesh or rr")
-        return Plan(kind, reflectors, sessions, tuple(str(n) for n in raw.get("nodes", [])))
+        nodes = raw.get("nodes", [])
+        if not isinstance(nodes, list):
+            raise TypeError(f"nodes must be a list, not {type(nodes).__name__}")
+        return Plan(kind, reflectors, sessions, tuple(str(n) for n in nodes))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InventoryError([f"<plan>: not a netkit plan ({exc!r})"]) from exc
 

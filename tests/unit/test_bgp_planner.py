@@ -223,3 +223,20 @@ def test_dedicated_mode_uses_only_marked_nodes() -> None:
     nodes = [node(i, mark=(i < 3)) for i in range(12)]
     p = plan(Inventory(tuple(nodes), Policy(mode="dedicated")))
     assert set(p.reflectors) == {"n0", "n1", "n2"}
+
+
+def test_plan_from_dict_normalises_peer_sessions_and_refuses_bad_ones() -> None:
+    p = plan(inventory(9))
+    raw = p.to_dict()
+    for s in raw["sessions"]:
+        if s["kind"] == "peer":
+            s["a"], s["b"] = s["b"], s["a"]  # as a hand-edited file might have it
+    assert plan_from_dict(raw) == p
+    for bad in (
+        {"kind": "rr", "sessions": [{"a": "n1", "b": "n1", "kind": "peer"}]},
+        {"kind": "rr", "sessions": [], "nodes": "n1"},
+        {"kind": "rr", "sessions": [{"a": "n1", "b": "n2", "kind": "mesh"}]},
+        None,
+    ):
+        with pytest.raises(InventoryError, match="not a netkit plan"):
+            plan_from_dict(bad)
