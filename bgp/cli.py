@@ -66,7 +66,16 @@ def _load_plan(path: str | None, inv: Inventory) -> Plan:
         raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise SystemExit(f"netkit bgp: cannot read plan {path}: {exc}") from exc
-    return plan_from_dict(raw)
+    p = plan_from_dict(raw)
+    unknown = sorted({n for s in p.sessions for n in (s.a, s.b)} - set(inv.names))
+    if unknown:
+        raise InventoryError(
+            [
+                f"{path}: sessions name nodes not in the inventory: {', '.join(unknown)} (a node stays in "
+                "the inventory until a migration has removed its sessions)"
+            ]
+        )
+    return p
 
 
 def _plan_text(inv: Inventory, p: Plan) -> list[str]:

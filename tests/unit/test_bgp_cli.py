@@ -89,3 +89,16 @@ def test_speakers_file_errors_name_the_field(text: str, message: str) -> None:
 def test_migrate_without_speakers_or_dry_run_is_refused(inventory: Path) -> None:
     with pytest.raises(SystemExit, match="give --speakers FILE"):
         main(["bgp", "migrate", "-f", str(inventory)])
+
+
+def test_a_plan_naming_unknown_nodes_is_refused(
+    inventory: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stale = tmp_path / "plan.yaml"
+    stale.write_text(yaml.safe_dump({"kind": "rr", "sessions": [{"a": "n1", "b": "gone", "kind": "peer"}]}))
+    for argv in (
+        ["render", "-f", str(inventory), "--to", "bird", "--plan", str(stale)],
+        ["migrate", "-f", str(inventory), "--current", str(stale), "--dry-run"],
+    ):
+        assert main(["bgp", *argv]) == 2
+        assert "sessions name nodes not in the inventory: gone" in capsys.readouterr().err
