@@ -424,7 +424,11 @@ class Reflector:
 
     def _reject(self, peer: Peer, st: _PeerState, prefixes: Iterable[Prefix], reason: Reject) -> None:
         """Record rejections; a prefix accepted before from this peer is withdrawn (its new
-        announcement replaced the old one and is not accepted)."""
+        announcement replaced the old one and is not accepted, and so is one waiting for room
+        under max-prefix keep: its old attributes must not be admitted later)."""
+        if st.over_limit:
+            for p in prefixes:
+                st.over_limit.pop(p, None)
         accepted = [p for p in prefixes if p in st.adj_in]
         if accepted:
             self._withdraw(peer, st, accepted)

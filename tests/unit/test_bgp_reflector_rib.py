@@ -331,6 +331,19 @@ def test_max_prefix_keep_rejects_the_excess_then_admits_waiting_prefixes() -> No
     assert st.max_prefix_breaches == 2
 
 
+def test_max_prefix_keep_a_waiting_prefix_re_announced_with_a_loop_is_not_admitted() -> None:
+    r = reflector({C1: PeerPolicy(PrefixFilter(), MaxPrefix(1, MaxPrefixAction.KEEP))})
+    up(r, C1, C2)
+    announce(r, C1, "198.19.0.0/24", "198.19.1.0/24")  # the second waits for room
+    r.flush()
+    # both replaced by looped announcements: the room freed by the first must not admit the
+    # second's old path
+    announce(r, C1, "198.19.0.0/24", "198.19.1.0/24", cluster_list=("1.1.1.1",))
+    assert sent(r.flush(), C2) == {"198.19.0.0/24": None}
+    assert r.best == {} and r.accepted(C1) == 0 and r.received(C1) == 2
+    assert set(text_keys(r.rejected(C1)).values()) == {"cluster_loop"}
+
+
 def test_max_prefix_teardown_drops_everything_and_closes_the_session() -> None:
     r = reflector({C1: PeerPolicy(PrefixFilter(), MaxPrefix(1, MaxPrefixAction.TEARDOWN))})
     up(r, C1, C2)
