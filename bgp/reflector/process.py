@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bgp.reflector.config import ConfigError, ReflectorConfig, load_config
-from bgp.reflector.events import Update
+from bgp.reflector.events import Announce, Command, Update, Withdraw
 from bgp.reflector.exabgp_api import DecodeError, WireCodec, make_codec
 from bgp.reflector.metrics import LATENCY_BUCKETS, MetricsServer
 from bgp.reflector.rib import Reflector
@@ -165,7 +165,7 @@ class ApiProcess:
                 if done:
                     times, self._update_times = self._update_times, []
             if commands:
-                data = self.codec.encode(commands).encode()
+                data = self._encode(commands).encode()
                 self.out.write(data)
                 self.out.flush()
                 self.commands_written += len(commands)
@@ -177,6 +177,29 @@ class ApiProcess:
                     self.latency_sum += d
             if done:
                 return
+
+    def _encode(self, commands: list[Command]) -> str:
+        """The batch as API lines. A command that cannot be encoded (attributes too large for one
+        UPDATE once reflected) is logged and counted, and an announcement becomes a withdrawal
+        (the peer must not keep an older path); the rest of the batch still goes out, as the
+        Adj-RIB-Out already says it did."""
+        try:
+            return self.codec.encode(commands)
+        except Exception:
+            pass
+        lines = []
+        for command in commands:
+            try:
+                lines.append(self.codec.encode([command]))
+            except Exception as exc:
+                self.bad_messages["internal_error"] += 1
+                log.error(
+                    "cannot encode a command",
+                    extra={"command": type(command).__name__, "peer": command.peer, "error": str(exc)},
+                )
+                if isinstance(command, Announce):
+                    lines.append(self.codec.encode([Withdraw(command.peer, command.prefixes)]))
+        return "".join(lines)
 
     # -- state for metrics ---------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from bgp.reflector import cli
 from bgp.reflector.config import EXAMPLE, load_config
-from bgp.reflector.events import Event
+from bgp.reflector.events import Event, Update
 from bgp.reflector.launcher import exabgp_command, prepare
 from bgp.reflector.metrics import MetricsServer, ReflectorCollector
 from bgp.reflector.prefix import from_text
@@ -154,6 +154,29 @@ def test_an_internal_error_is_counted_not_fatal() -> None:
     app.reflector.__class__ = Broken
     app.handle_line(state("198.18.0.1", "up"))
     assert app.bad_messages == {"internal_error": 1}
+
+
+def test_a_command_that_cannot_be_encoded_does_not_take_its_batch_with_it() -> None:
+    app, out = app_for(CONFIG + "  - {name: c, address: 198.18.0.3, asn: 64512}\n")
+    for peer in ("198.18.0.1", "198.18.0.2", "198.18.0.3"):
+        app.handle_line(state(peer, "up"))
+    ok = [from_text(f"198.19.0.{i}/32") for i in range(10)]
+    app.reflector.handle(Update("198.18.0.3", ((Attrs(next_hop="198.18.0.3"), tuple(ok)),)))
+    # fits in one UPDATE as received, not once ORIGINATOR_ID and CLUSTER_LIST are added
+    big = Attrs(next_hop="198.18.0.1", communities=tuple(f"1:{i}" for i in range(1010)))
+    app.reflector.handle(Update("198.18.0.1", ((big, (from_text("198.19.9.0/24"),)),)))
+    app._drain()
+    assert app.bad_messages == {"internal_error": 2}  # to 198.18.0.2 and 198.18.0.3
+    dec = UpdateDecoder()
+    got: dict[str, list[bytes]] = {}
+    for text in out.getvalue().decode().splitlines():
+        head, _, rest = text.partition(" netkit-raw ")
+        for h in rest.split():
+            u = dec.decode(bytes.fromhex(h)[19:])
+            got.setdefault(head, []).extend(p for _, ps in u.announced for p in ps)
+            got.setdefault(head + " withdraw", []).extend(u.withdrawn)
+    assert sorted(got["neighbor 198.18.0.2"]) == sorted(got["neighbor 198.18.0.1"]) == sorted(ok)
+    assert got["neighbor 198.18.0.2 withdraw"] == [from_text("198.19.9.0/24")]
 
 
 def test_many_bad_lines_are_logged_sparingly(caplog: pytest.LogCaptureFixture) -> None:
