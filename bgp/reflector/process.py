@@ -93,6 +93,9 @@ class ApiProcess:
         except DecodeError as exc:
             self._bad(exc.reason, str(exc), line)
             return
+        except Exception as exc:  # a bug in a decoder: skip the line (escaping, it would end the process)
+            self._bad("internal_error", f"{type(exc).__name__}: {exc}", line, exc_info=True)
+            return
         if event is None:
             return
         with self.lock:

@@ -156,6 +156,22 @@ def test_an_internal_error_is_counted_not_fatal() -> None:
     assert app.bad_messages == {"internal_error": 1}
 
 
+def test_a_decoder_bug_is_counted_not_fatal() -> None:
+    lines = io.BytesIO(state("198.18.0.1", "up") + state("198.18.0.2", "up"))
+    app = ApiProcess(load_config(CONFIG).reflector(), lines, io.BytesIO())
+    decode = app.codec.decode
+
+    def broken(text: str) -> Event | None:
+        if "198.18.0.1" in text:
+            raise ZeroDivisionError("bug")
+        return decode(text)
+
+    app.codec.decode = broken  # type: ignore[method-assign]
+    assert app.run() == 0
+    assert app.bad_messages == {"internal_error": 1}
+    assert app.reflector.peers["198.18.0.2"].established  # the next line was still read
+
+
 def test_a_command_that_cannot_be_encoded_does_not_take_its_batch_with_it() -> None:
     app, out = app_for(CONFIG + "  - {name: c, address: 198.18.0.3, asn: 64512}\n")
     for peer in ("198.18.0.1", "198.18.0.2", "198.18.0.3"):
