@@ -29,7 +29,7 @@ _RTMSG = struct.Struct("BBBBBBBBI")
 
 @dataclass(frozen=True)
 class Miss:
-    at: float  # seconds since the watch started
+    at: float  # seconds since the report started (a sweep under way at a reset: just below 0)
     node: str
     prefix: str
 
@@ -105,7 +105,8 @@ class FibWatch:
         """Required prefixes absent from the last sample of each namespace (unsampled: all)."""
         with self._lock:
             required = dict(self._required)
-        out = {n: set(req) - self.latest.get(n, set()) for n, req in required.items()}
+            latest = dict(self.latest)
+        out = {n: set(req) - latest.get(n, set()) for n, req in required.items()}
         return {n: m for n, m in out.items() if m}
 
     def reset(self) -> FibReport:
@@ -131,29 +132,39 @@ class FibWatch:
             start = time.monotonic()
             with self._lock:
                 required = dict(self._required)
-                report = self.report
-            for node, chan in self._chans.items():
+            sweep: list[tuple[str, float, set[str] | None, str]] = []
+            for node, chan in self._chans.items():  # the netlink dumps, outside the lock
                 try:
-                    have = routes_of(chan)
+                    sweep.append((node, time.monotonic(), routes_of(chan), ""))
                 except OSError as exc:
-                    report.errors.append(f"{node}: {exc}")
-                    continue
-                now = time.monotonic()
-                last = self._last.get(node)
-                if last is not None:
-                    report.max_gap_ms = max(report.max_gap_ms, (now - last) * 1000)
-                self._last[node] = now
-                self.latest[node] = have
-                for prefix in sorted(required.get(node, frozenset()) - have):
-                    report.misses.append(Miss(round(now - self._t0, 3), node, prefix))
-            report.samples += 1
+                    sweep.append((node, time.monotonic(), None, f"{node}: {exc}"))
+            with self._lock:  # into the report in force now: one ``reset`` returned stays closed
+                self._record(sweep, required)
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - start)))
+
+    def _record(
+        self, sweep: list[tuple[str, float, set[str] | None, str]], required: Mapping[str, frozenset[str]]
+    ) -> None:
+        report = self.report
+        for node, now, have, error in sweep:
+            if have is None:
+                report.errors.append(error)
+                continue
+            last = self._last.get(node)
+            if last is not None:
+                report.max_gap_ms = max(report.max_gap_ms, (now - last) * 1000)
+            self._last[node] = now
+            self.latest[node] = have
+            for prefix in sorted(required.get(node, frozenset()) - have):
+                report.misses.append(Miss(round(now - self._t0, 3), node, prefix))
+        report.samples += 1
 
     def stop(self) -> FibReport:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self.report.duration_s = time.monotonic() - getattr(self, "_t0", time.monotonic())
+        with self._lock:
+            self.report.duration_s = time.monotonic() - self._t0
         for chan in self._chans.values():
             chan.close()
         self._chans.clear()
