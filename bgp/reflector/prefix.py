@@ -16,23 +16,14 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["V6", "Prefix", "family", "from_text", "is_v6", "nlri", "to_text"]
+__all__ = ["V6", "Prefix", "family", "from_text", "to_text"]
 
 Prefix = bytes
 V6 = 0xFF  # first octet of an IPv6 prefix key
 
 
-def is_v6(p: Prefix) -> bool:
-    return p[0] == V6
-
-
 def family(p: Prefix) -> str:
     return "ipv6" if p[0] == V6 else "ipv4"
-
-
-def nlri(p: Prefix) -> bytes:
-    """The NLRI encoding (without the IPv6 marker)."""
-    return p[1:] if p[0] == V6 else p
 
 
 def from_text(text: str) -> Prefix:

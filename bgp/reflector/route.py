@@ -18,7 +18,6 @@ __all__ = [
     "Attrs",
     "Peer",
     "address_key",
-    "family_of",
     "ipv4_int",
 ]
 
@@ -46,11 +45,6 @@ def address_key(text: str) -> tuple[int, int]:
     """Sort key of a peer address: IPv4 before IPv6, then numerically (RFC 4271 9.1.2.2 g)."""
     ip = ipaddress.ip_address(text)
     return (ip.version, int(ip))
-
-
-def family_of(prefix: str) -> str:
-    """``ipv4`` or ``ipv6`` for a prefix in text form (no validation)."""
-    return "ipv6" if ":" in prefix else "ipv4"
 
 
 @dataclass(frozen=True, slots=True)
