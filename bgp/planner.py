@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from bgp.inventory import Inventory, InventoryError, Node, Policy
@@ -365,7 +365,6 @@ class PlanDiff:
     reflectors_removed: tuple[str, ...] = ()
     cluster_ids_changed: tuple[tuple[str, str, str], ...] = ()  # node, old, new
     unchanged: int = 0
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def empty(self) -> bool:
