@@ -26,7 +26,7 @@ from types import FrameType
 
 from bgp.reflector.config import ReflectorConfig
 from bgp.reflector.exabgp_conf import exabgp_environment, render_exabgp_conf
-from bgp.reflector.process import CONFIG_ENV, STATE_ENV
+from bgp.reflector.process import CONFIG_ENV, MARKER, STATE_ENV
 
 __all__ = ["api_command", "exabgp_command", "prepare", "run"]
 
@@ -74,7 +74,7 @@ def run(
     own_dir = state_dir is None
     sdir = Path(tempfile.mkdtemp(prefix="netkit-reflector-")) if state_dir is None else state_dir
     sdir.mkdir(parents=True, exist_ok=True)
-    marker = sdir / "api-process-started"
+    marker = sdir / MARKER
     marker.unlink(missing_ok=True)  # a fresh ExaBGP: the first API process is not a respawn
     try:
         conf, exa_env = prepare(cfg, config_path, sdir)
