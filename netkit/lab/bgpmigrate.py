@@ -20,7 +20,7 @@ from pyroute2 import IPRoute
 
 from bgp.inventory import Inventory, Node, Policy
 from bgp.migrate import MigrationResult, run_migration, session_problems
-from bgp.model import SpeakerConfig, Timers
+from bgp.model import Timers
 from bgp.planner import Plan, mesh_plan, plan, speakers_for
 from netkit.l2.lab import L2Lab
 from netkit.lab.bgpspeakers import BgpSpeaker, BirdSpeaker, FrrSpeaker
@@ -203,7 +203,7 @@ def run_migration_lab(
                     lambda: [
                         c
                         for c in clients
-                        if speakers[c].sessions().get(_addr(cfg_now[c], victim)) == "Established"
+                        if speakers[c].sessions().get(cfg_now[c].neighbor(victim).address) == "Established"
                     ],
                     30,
                     f"clients noticing {victim} is gone",
@@ -240,10 +240,3 @@ def run_migration_lab(
 
             phase("reflectors -> mesh", back)
     return report
-
-
-def _addr(cfg: SpeakerConfig, node: str) -> str:
-    for n in cfg.neighbors:
-        if n.name == node:
-            return n.address
-    return ""
