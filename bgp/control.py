@@ -86,10 +86,18 @@ class BirdControl:
         except ControlError:
             tmp.unlink(missing_ok=True)
             raise
+        previous = self.config.read_text() if self.config.exists() else None
         tmp.replace(self.config)
-        reply = self.birdc("configure")
+        try:
+            reply = self.birdc("configure")
+        except ControlError as exc:
+            reply = str(exc)
         if "Reconfigured" not in reply and "Reconfiguration in progress" not in reply:
-            raise ControlError(f"{self.cfg.node}: birdc configure: {reply.strip()}")
+            if previous is not None:  # the file on disk stays what BIRD runs (a restart loads it)
+                self.config.write_text(previous)
+            raise ControlError(
+                f"{self.cfg.node}: birdc configure: {reply.strip()} (previous config restored)"
+            )
         self.cfg = new
 
     def _protocols(self) -> dict[str, str]:
@@ -122,8 +130,11 @@ class FrrControl:
         if commands:
             out = self.vtysh("configure terminal", *commands)
             errors = [line for line in out.splitlines() if line.startswith("%")]
-            if errors:
-                raise ControlError(f"{self.cfg.node}: vtysh rejected {commands}: {errors}")
+            if errors:  # vtysh applies the commands before the first failing one
+                raise ControlError(
+                    f"{self.cfg.node}: vtysh rejected part of {commands}: {errors}; the commands before "
+                    "the first rejected one took effect (show running-config on the node)"
+                )
         self.cfg = new
 
     def sessions(self) -> dict[str, str]:

@@ -161,7 +161,7 @@ def migration_steps(
     for i in range(0, len(rest), batch):
         part = set(rest[i : i + batch])
         push("remove", f"{len(part)} old sessions ({i + len(part)}/{len(rest)})", now - part)
-    # 5. unreflect: in-place flips that remove reflection, one reflector at a time
+    # 6. unreflect: in-place flips that remove reflection, one reflector at a time
     losing: dict[str, set[Session]] = {}
     for s in now:
         want = flips.get(s.pair)

@@ -105,3 +105,20 @@ def test_a_bad_speakers_file_changes_nothing(
     assert main(["bgp", "migrate", "-f", str(inventory), "--speakers", str(bad)]) == 2
     assert "no entry for n3" in capsys.readouterr().err
     assert {n: sp.sessions() for n, sp in speakers.items()} == before
+
+
+def test_a_bird_that_cannot_be_reconfigured_keeps_its_config_file(tmp_path: Path) -> None:
+    from bgp.control import BirdControl, ControlError
+    from bgp.render.bird import render_bird
+
+    inv = lab_inventory(3)
+    mesh = speakers_for(inv, mesh_plan(inv).sessions, {}, Timers.lab())
+    alone = speakers_for(inv, [], {}, Timers.lab())
+    conf = tmp_path / "bird.conf"
+    conf.write_text(render_bird(mesh["n1"]))
+    before = conf.read_text()
+    control = BirdControl(mesh["n1"], str(tmp_path / "no-such.ctl"), str(conf))
+    with pytest.raises(ControlError, match="previous config restored"):
+        control.apply(alone["n1"])  # bird -p accepts it; birdc cannot reach the daemon
+    assert conf.read_text() == before and control.cfg == mesh["n1"]
+    assert not (tmp_path / "bird.conf.netkit-new").exists()
