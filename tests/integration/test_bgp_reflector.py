@@ -106,8 +106,14 @@ class Lab:
 
     def close(self) -> None:
         rrs = list(self.reflectors.values())
+        groups = list(self.pids)
+        for rr in rrs:
+            groups += rr.pids[:1]  # the launcher's group: the launcher and ExaBGP
+            api = rr._api_process()  # the API process now (ExaBGP may have respawned it): its own group
+            if api is not None:
+                groups.append(api)
         self.stack.close()
-        for pid in self.pids:
+        for pid in groups:
             assert live_group_members(pid) == [], f"process group {pid} outlived stop()"
         for rr in rrs:
             assert not rr.running and rr.pids == []
@@ -268,17 +274,21 @@ class Watch:
         self.lab, self.clients, self.origins = lab, clients, origins
         self.misses: list[str] = []
         self.rounds = 0
+        self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            for client in self.clients:
-                routes = paths_of(self.lab.speakers[client])
-                for origin in self.origins:
-                    if origin != client and not routes.get(v4(index(origin))):
-                        self.misses.append(f"{time.monotonic():.2f} {client} lacks {v4(index(origin))}")
-            self.rounds += 1
+        try:
+            while not self._stop.is_set():
+                for client in self.clients:
+                    routes = paths_of(self.lab.speakers[client])
+                    for origin in self.origins:
+                        if origin != client and not routes.get(v4(index(origin))):
+                            self.misses.append(f"{time.monotonic():.2f} {client} lacks {v4(index(origin))}")
+                self.rounds += 1
+        except BaseException as exc:  # a sampler that died would report no misses: fail instead
+            self.error = exc
 
     def __enter__(self) -> Watch:
         self._thread.start()
@@ -287,6 +297,8 @@ class Watch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        if self.error is not None:
+            pytest.fail(f"sampling the clients' RIBs failed after {self.rounds} rounds: {self.error!r}")
 
 
 def test_kill_a_reflector_no_client_loses_a_route_then_it_relearns_everything(two_reflectors: Lab) -> None:
@@ -337,6 +349,7 @@ def test_a_killed_api_process_is_respawned_and_resyncs_every_session(two_reflect
         wait_for(lambda: rr2._api_process() not in (None, old), CONVERGE_S, "ExaBGP respawns the API process")
         rr2.wait_established(timeout=CONVERGE_S)
         converge(lambda: two_reflector_problems(lab), "everything back through the respawned API process")
+    assert watch.rounds >= 2, f"only {watch.rounds} samples"
     assert watch.misses == [], "\n".join(watch.misses[:20])
     assert "resetting every session" in (lab.workdir / f"netkit-{RR2}" / "reflector.out").read_text()
     assert rr2.running
