@@ -332,7 +332,9 @@ class Reflector:
         st = self._state[peer]
         st.ghosts.update(st.adj_out)
         st.adj_out = {}
-        self._syncs[peer] = _Sync(list(self.best), end_of_rib=False)
+        # a refresh during the table sent when the session came up still ends with its End-of-RIB
+        prev = self._syncs.get(peer)
+        self._syncs[peer] = _Sync(list(self.best), end_of_rib=prev is not None and prev.end_of_rib)
 
     def _withdraw_all(self, peer: Peer, st: _PeerState) -> None:
         drop = self._drop

@@ -241,6 +241,23 @@ def test_route_refresh_resends_the_table_without_end_of_rib() -> None:
     assert not any(isinstance(c, SendEndOfRib) for c in cmds)
 
 
+def test_route_refresh_during_the_initial_table_keeps_its_end_of_rib() -> None:
+    r = reflector()
+    up(r, C1)
+    announce(r, C1, *(f"198.19.{i}.0/24" for i in range(10)))
+    r.flush()
+    up(r, C2)
+    cmds = r.flush(limit=3)  # the first part of C2's table
+    r.handle(RouteRefresh(C2, "ipv4"))
+    while r.pending:
+        cmds += r.flush(limit=3)
+    assert len(sent(cmds, C2)) == 10
+    assert [c for c in cmds if isinstance(c, SendEndOfRib)] == [
+        SendEndOfRib(C2, "ipv4"),
+        SendEndOfRib(C2, "ipv6"),
+    ]
+
+
 def test_end_of_rib_acks_shutdown_and_unknown_peers_are_recorded() -> None:
     r = reflector()
     up(r, C1)
