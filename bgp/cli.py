@@ -240,6 +240,7 @@ def _migrate_live(
         )
     except MigrationError as exc:
         print(f"netkit bgp migrate: {exc}", file=sys.stderr)
+        _write_in_force(args.output, exc, steps, current, target)
         return 1
     print("\n".join(result.table()))
     done = Plan(target.kind, target.reflectors, result.sessions, target.nodes)
@@ -247,6 +248,30 @@ def _migrate_live(
         Path(args.output).write_text(yaml.safe_dump(done.to_dict(), sort_keys=False))
         print(f"the plan now in force is in {args.output} (give it as --current next time)")
     return 0
+
+
+def _write_in_force(output: str | None, exc: Any, steps: list[Any], current: Plan, target: Plan) -> None:
+    """After a failed step, write the topology the speakers run (to resume with --current), when
+    it is one step's: the failed step's if it reached every node, the previous one's if none."""
+    if not output or exc.applied_on:  # no file asked for, or a mix of two steps
+        return
+    i = steps.index(exc.step)
+    if exc.applied_on is None:
+        sessions, ids = exc.step.sessions, exc.step.cluster_ids
+    elif i > 0:
+        sessions, ids = steps[i - 1].sessions, steps[i - 1].cluster_ids
+    else:
+        sessions, ids = current.sessions, current.cluster_ids
+    reflectors = {**current.reflectors, **target.reflectors}
+    in_force = {r: reflectors[r] for r in ids if r in reflectors}
+    plan_in_force = (
+        Plan("rr", in_force, sessions, target.nodes) if in_force else Plan("mesh", {}, sessions, target.nodes)
+    )
+    Path(output).write_text(yaml.safe_dump(plan_in_force.to_dict(), sort_keys=False))
+    print(
+        f"netkit bgp migrate: the topology in force is in {output} (give it as --current to resume)",
+        file=sys.stderr,
+    )
 
 
 def add_parser(sub: Any) -> None:

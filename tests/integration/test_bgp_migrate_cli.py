@@ -122,3 +122,35 @@ def test_a_bird_that_cannot_be_reconfigured_keeps_its_config_file(tmp_path: Path
         control.apply(alone["n1"])  # bird -p accepts it; birdc cannot reach the daemon
     assert conf.read_text() == before and control.cfg == mesh["n1"]
     assert not (tmp_path / "bird.conf.netkit-new").exists()
+
+
+def test_a_failed_step_writes_the_topology_in_force_to_resume_from(
+    running_mesh: tuple[Path, Path, dict[str, BgpSpeaker]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+
+    inventory, spk, speakers = running_mesh
+    ns = speakers["n4"].netns
+    links = subprocess.run(["ip", "-n", ns, "-br", "link"], capture_output=True, text=True, check=True).stdout
+    underlay = next(
+        line.split()[0].split("@")[0] for line in links.splitlines() if not line.startswith("lo ")
+    )
+    subprocess.run(["ip", "-n", ns, "link", "set", underlay, "down"], check=True)
+    in_force = tmp_path / "in-force.yaml"
+    args = [
+        "bgp",
+        "migrate",
+        "-f",
+        str(inventory),
+        "--speakers",
+        str(spk),
+        "-o",
+        str(in_force),
+        "--step-timeout",
+        "4",
+    ]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "did not settle; the topology in force is this step's" in err and str(in_force) in err
+    plan = yaml.safe_load(in_force.read_text())
+    assert plan["kind"] == "rr" and any(s.get("alt") for s in plan["sessions"])  # the add step, applied
