@@ -77,6 +77,7 @@ class ApiProcess:
         self._stop = threading.Event()
         self._update_times: list[float] = []  # read times of UPDATEs not yet fully flushed
         self.bad_messages: Counter[str] = Counter()
+        self._bad_lock = threading.Lock()  # the reader and the writer both count
         self.commands_written = 0
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
@@ -108,9 +109,13 @@ class ApiProcess:
                 self._update_times.append(t)
         self._wake.set()
 
+    def _count_bad(self, reason: str) -> int:
+        with self._bad_lock:
+            self.bad_messages[reason] += 1
+            return self.bad_messages[reason]
+
     def _bad(self, reason: str, detail: str, line: bytes, exc_info: bool = False) -> None:
-        self.bad_messages[reason] += 1
-        n = self.bad_messages[reason]
+        n = self._count_bad(reason)
         if n <= _LOG_FIRST or n % 1000 == 0:
             log.warning(
                 "ignored a message from ExaBGP",
@@ -155,7 +160,7 @@ class ApiProcess:
                 return
             except Exception:
                 log.exception("computing commands failed")
-                self.bad_messages["internal_error"] += 1
+                self._count_bad("internal_error")
             if self._stop.is_set():
                 return
 
@@ -195,7 +200,7 @@ class ApiProcess:
             try:
                 lines.append(self.codec.encode([command]))
             except Exception as exc:
-                self.bad_messages["internal_error"] += 1
+                self._count_bad("internal_error")
                 log.error(
                     "cannot encode a command",
                     extra={"command": type(command).__name__, "peer": command.peer, "error": str(exc)},
@@ -209,7 +214,8 @@ class ApiProcess:
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             s = self.reflector.snapshot()
-        s["bad_messages"] = dict(self.bad_messages)
+        with self._bad_lock:
+            s["bad_messages"] = dict(self.bad_messages)
         s["commands_written"] = self.commands_written
         s["latency_counts"] = list(self.latency_counts)
         s["latency_sum"] = self.latency_sum
