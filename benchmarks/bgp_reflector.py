@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import os
 import platform
 import re
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from results_io import save_results
 
 from bgp.model import NodeInfo, Session, SpeakerConfig, Timers, speaker_configs
 from bgp.reflector.exabgp_main import PINNED
@@ -374,10 +374,7 @@ def main() -> int:
     result["seconds"] = time.perf_counter() - started
     result["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     text = table(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bgp_reflector.txt").write_text(text + "\n")
-    (args.out / "bgp_reflector.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    plot(result, args.out / "bgp_reflector.png")
+    save_results(args.out, "bgp_reflector", text, result, plot)
     print(text)
     print(f"\n(command: {result['command']}; {result['seconds']:.0f} s; output in {args.out})")
     return 0

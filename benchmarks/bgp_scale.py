@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import math
 import os
 import platform
@@ -60,6 +59,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from results_io import save_results
 
 from bgp.inventory import Inventory, Node, Policy, TopPolicy
 from bgp.model import NodeInfo, Session, SessionKind, SpeakerConfig, Timers, speaker_configs
@@ -854,10 +855,7 @@ def main() -> int:
         )
     result["notes"].append(f"Total run time {time.perf_counter() - t_all:.0f} s.")
     text = report(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bgp_scale.txt").write_text(text + "\n")
-    (args.out / "bgp_scale.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    plot(result, args.out / "bgp_scale.png")
+    save_results(args.out, "bgp_scale", text, result, plot)
     print(text)
     print(f"\n(output in {args.out})")
     return 0

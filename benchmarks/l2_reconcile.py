@@ -28,7 +28,6 @@ Namespaces carry a per-run prefix and are deleted at the end, also on an error o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
@@ -39,6 +38,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from results_io import save_results
 
 from netkit.l2 import filter as underlay
 from netkit.l2.agent import Agent, L2Metrics, ensure_filter, filter_text, reconcile_once
@@ -409,10 +410,7 @@ def main() -> int:
                 finally:
                     subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
     text = table(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "l2_reconcile.txt").write_text(text + "\n")
-    (args.out / "l2_reconcile.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    plot(result, args.out / "l2_reconcile.png")
+    save_results(args.out, "l2_reconcile", text, result, plot)
     print(text)
     print(f"\n(command: {result['command']}; output in {args.out})")
     return 0
