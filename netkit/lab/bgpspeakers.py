@@ -8,7 +8,8 @@ Each manager is built with (namespace, workdir, config) and:
   its control channel (not once sessions are up: see :meth:`BgpSpeaker.wait_established`);
 - reads state back as plain data: :meth:`BgpSpeaker.sessions` (neighbour address -> FSM state
   name as in RFC 4271, e.g. ``"Established"``) and :meth:`BgpSpeaker.routes` (prefix ->
-  :class:`PathInfo` list); the parsers are pure functions over the tools' own output;
+  :class:`PathInfo` list); BIRD and FRR are read through ``bgp.control``, all three with the pure parsers of
+  ``bgp.speakerstate``;
 - moves to a new config without a restart with :meth:`BgpSpeaker.apply`: BIRD rewrites
   ``bird.conf`` and runs ``birdc configure``; FRR sends ``bgp.render.frr.frr_delta`` through
   vtysh; GoBGP rewrites its TOML and gets SIGHUP (gobgpd adds and deletes neighbours; a changed
@@ -47,17 +48,7 @@ from bgp.model import SpeakerConfig
 from bgp.render.bird import render_bird
 from bgp.render.frr import frr_delta, render_frr
 from bgp.render.gobgp import gobgp_announce_commands, gobgp_withdraw_commands, render_gobgp
-from bgp.speakerstate import (
-    PathInfo,
-    normalise_state,
-    parse_bird_protocols,
-    parse_bird_routes,
-    parse_frr_neighbors,
-    parse_frr_prefixes,
-    parse_frr_routes,
-    parse_gobgp_neighbors,
-    parse_gobgp_rib,
-)
+from bgp.speakerstate import PathInfo, parse_gobgp_neighbors, parse_gobgp_rib
 from netkit.lab.dnspeers import DaemonError, live_group_members, require_binary
 from netkit.lab.runid import free_port
 
@@ -70,14 +61,6 @@ __all__ = [
     "check_bird_config",
     "check_frr_config",
     "check_gobgp_config",
-    "normalise_state",
-    "parse_bird_protocols",
-    "parse_bird_routes",
-    "parse_frr_neighbors",
-    "parse_frr_prefixes",
-    "parse_frr_routes",
-    "parse_gobgp_neighbors",
-    "parse_gobgp_rib",
     "wait_for",
 ]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from netkit.lab.bgpspeakers import (
+from bgp.speakerstate import (
     PathInfo,
     normalise_state,
     parse_bird_protocols,
