@@ -43,10 +43,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self, TypeVar
 
-from bgp.control import BirdControl, FrrControl
+from bgp.control import BirdControl, ControlError, FrrControl
 from bgp.model import SpeakerConfig
 from bgp.render.bird import render_bird
-from bgp.render.frr import frr_delta, render_frr
+from bgp.render.frr import render_frr
 from bgp.render.gobgp import gobgp_announce_commands, gobgp_withdraw_commands, render_gobgp
 from bgp.speakerstate import PathInfo, parse_gobgp_neighbors, parse_gobgp_rib
 from netkit.lab.dnspeers import DaemonError, live_group_members, require_binary
@@ -440,12 +440,10 @@ class FrrSpeaker(BgpSpeaker):
         self._wait_ready(ready, "bgpd (vtysh)")
 
     def _apply(self, new: SpeakerConfig) -> None:
-        commands = frr_delta(self.cfg, new)
-        if commands:
-            out = self.vtysh("configure terminal", *commands)
-            errors = [line for line in out.splitlines() if line.startswith("%")]
-            if errors:
-                raise DaemonError(f"{self.cfg.node}: vtysh rejected {commands}: {errors}\n{self.log_tail()}")
+        try:
+            self._control().apply(new)  # frr_delta through vtysh
+        except ControlError as exc:
+            raise DaemonError(f"{exc}\n{self.log_tail()}") from exc
         self.conf_path.write_text(render_frr(new))  # what bgpd now runs, for a later restart
 
     def _control(self) -> FrrControl:
