@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import yaml
 
-from netkit.fields import Errors, int_in, unknown_keys
+from netkit.fields import ConfigError, Errors, int_in, unknown_keys
 
 __all__ = ["Inventory", "InventoryError", "Node", "Policy", "TopPolicy", "load_inventory", "parse_inventory"]
 
@@ -65,12 +65,8 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")  # a Kubernetes no
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
 
 
-class InventoryError(ValueError):
+class InventoryError(ConfigError):
     """Invalid inventory or policy; ``errors`` lists every problem, each naming its field."""
-
-    def __init__(self, errors: Sequence[str]) -> None:
-        self.errors = list(errors)
-        super().__init__("\n".join(self.errors))
 
 
 @dataclass(frozen=True)

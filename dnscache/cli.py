@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dnscache.config import PARSERS, ConfigError, ServeConfig, load, merge, with_resolv_conf
+from dnscache.config import PARSERS, ServeConfig, load, merge, with_resolv_conf
 from dnscache.resolvconf import parse_resolv_conf
+from netkit.fields import ConfigError
 
 SERVE_HELP = """\
 Serve DNS on every --listen address (UDP and TCP) as a node-local cache in front of the

@@ -13,10 +13,7 @@ from dnscache.response import CachePolicy
 from dnscache.upstreams import HealthPolicy
 from dnscache.wire import Name, WireError, name_from_text, name_to_text
 from netkit.addr import AddressError, HostPort, parse_hostport
-
-
-class ConfigError(ValueError):
-    """Invalid configuration; the message names the offending key."""
+from netkit.fields import ConfigError
 
 
 @dataclass(frozen=True, slots=True)

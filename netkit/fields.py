@@ -6,7 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["Errors", "int_in", "is_int", "unknown_keys"]
+__all__ = ["ConfigError", "Errors", "int_in", "is_int", "unknown_keys"]
+
+
+class ConfigError(ValueError):
+    """An invalid input file or set of flags: ``errors`` lists every problem found, each as
+    ``path: message``. The one error class of every loader, so the CLI reports them one way."""
+
+    def __init__(self, errors: Sequence[str] | str) -> None:
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__("\n".join(self.errors))
 
 
 class Errors:
@@ -17,6 +26,13 @@ class Errors:
 
     def add(self, path: str, message: str) -> None:
         self.items.append(f"{path}: {message}")
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ConfigError(self.items)
 
 
 def is_int(v: Any) -> bool:

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bgp.reflector.config import EXAMPLE, ConfigError, load_config
+from bgp.reflector.config import EXAMPLE, load_config
+from netkit.fields import ConfigError
 
 __all__ = ["add_parser", "build_parser", "main", "run"]
 

@@ -27,10 +27,10 @@ from bgp.reflector.policy import (
 from bgp.reflector.rib import PeerSpec, Reflector
 from bgp.reflector.route import ipv4_int
 from netkit.addr import AddressError, HostPort, parse_hostport
+from netkit.fields import ConfigError
 
 __all__ = [
     "EXAMPLE",
-    "ConfigError",
     "ExabgpSettings",
     "NeighborConfig",
     "ReflectorConfig",
@@ -57,8 +57,6 @@ neighbors:
 """
 
 
-class ConfigError(ValueError):
-    """Invalid configuration; the message names the offending key."""
 
 
 @dataclass(frozen=True)

@@ -35,12 +35,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from bgp.reflector.config import ConfigError, ReflectorConfig, load_config
+from bgp.reflector.config import ReflectorConfig, load_config
 from bgp.reflector.events import Announce, Command, Update, Withdraw
 from bgp.reflector.exabgp_api import DecodeError, WireCodec, make_codec
 from bgp.reflector.metrics import LATENCY_BUCKETS, MetricsServer
 from bgp.reflector.rib import Reflector
 from netkit import logs
+from netkit.fields import ConfigError
 
 __all__ = ["ApiProcess", "main"]
 

@@ -241,7 +241,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _load(path: Path) -> list[Any] | None:
-    from netkit.l2.model import ConfigError, load_networks
+    from netkit.fields import ConfigError
+    from netkit.l2.model import load_networks
 
     try:
         text = path.read_text()

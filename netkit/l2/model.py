@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
 
-from netkit.fields import Errors, int_in, unknown_keys
+from netkit.fields import ConfigError, Errors, int_in, unknown_keys
 from netkit.l2.state import bridge_name, ifname_problem, vlan_name, vxlan_name
 
 Kind = Literal["vxlan", "vlan"]
@@ -55,14 +55,6 @@ _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 NETWORK_KEYS = ("name", "kind", "vni", "vlan", "underlay", "port", "mtu", "members", "ports", "endpoints")
 ENDPOINT_KEYS = ("mac", "ip", "node")
-
-
-class ConfigError(ValueError):
-    """Invalid networks file; ``errors`` lists every problem, each naming its field."""
-
-    def __init__(self, errors: Sequence[str]) -> None:
-        self.errors = list(errors)
-        super().__init__("\n".join(self.errors))
 
 
 class MtuError(ValueError):

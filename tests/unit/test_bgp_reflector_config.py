@@ -10,12 +10,13 @@ import pytest
 import yaml
 
 from bgp.model import Neighbor, NodeInfo, Role, Session, Timers, speaker_configs
-from bgp.reflector.config import EXAMPLE, ConfigError, load_config, parse_config
+from bgp.reflector.config import EXAMPLE, load_config, parse_config
 from bgp.reflector.exabgp_conf import PROCESS_NAME, exabgp_environment, render_exabgp_conf
 from bgp.reflector.policy import MaxPrefix, MaxPrefixAction, PolicyError, PrefixFilter, Reject, parse_block
 from bgp.reflector.prefix import from_text
 from bgp.render.exabgp import render_reflector_config
 from netkit.addr import HostPort
+from netkit.fields import ConfigError
 
 MINIMAL = {"router_id": "198.18.0.2", "asn": 64512, "neighbors": [{"address": "198.18.0.1", "asn": 64512}]}
 
