@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import json
+import ipaddress
 import os
 import signal
 import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from netkit.cmdline import (
+    CommandError,
+    UsageError,
+    add_file,
+    add_output,
+    command,
+    emit,
+    float_range,
+    group,
+    host_port,
+)
+from netkit.fields import ConfigError
+
+if TYPE_CHECKING:
+    from netkit.l2.model import L2Network
 
 L2_HELP = """\
 Give tenants their own L2 segments, stitched across nodes: per network a Linux bridge and a VXLAN
@@ -39,10 +55,14 @@ accepts any source); --no-underlay-filter if the underlay is trusted.
 Ownership: everything the agent creates carries the alias netkit:l2:<network>; only such links
 (and FDB/neighbour entries on them) are ever changed or deleted. A link with one of its names but
 without the alias is reported as a conflict and left alone. Networks no longer in the file (or no
-longer listing the node) are removed, FDB entries with them.
+longer listing the node) are removed, FDB entries with them. A --node the file does not name
+(a typo, a short hostname where the file has the FQDN) is refused before anything is planned:
+it would read as "no networks here". To remove every network from a node, list it under nodes:
+and in no network.
 
 Configuration (-f FILE, YAML):
 
+    nodes: [n1, n2, n3]          # optional: the nodes this file is for
     networks:
       - name: blue
         vni: 100
@@ -62,11 +82,7 @@ Metrics (agent --metrics ADDR:PORT, at /metrics): netkit_l2_reconcile_seconds{tr
 netkit_l2_netlink_writes_total{op}, netkit_l2_drift_repairs_total{trigger},
 netkit_l2_reconcile_errors_total, netkit_l2_networks{status}.
 
-Examples:
-  netkit l2 apply -f networks.yaml --node n1 --dry-run
-  netkit l2 apply -f networks.yaml --node n1 --probe pod-a/198.19.1.2 --rollback-timeout 10
-  netkit l2 status -f networks.yaml --node n1 --netns node1
-  netkit l2 agent -f networks.yaml --node n1 --metrics 127.0.0.1:9254
+Each command's --help ends with examples; docs/l2.md has the whole story.
 """
 
 APPLY_HELP = """\
@@ -82,27 +98,24 @@ Safe rollout: with --probe [NETNS/]IP (repeatable), after applying, each target 
 --rollback-timeout seconds pass. If a probe fails, or a netlink request fails half-way, the owned
 objects go back to the state read before applying (a checkpoint, as nmstate does).
 
+--dry-run reads the kernel and prints the plan without changing anything; --check only validates
+the file and --node and prints the networks the node would get, without reading the kernel.
+
 Exit status: 0 applied (or nothing to do), 1 a network in conflict or error, a failed request
-(rolled back) or an unreadable namespace, 2 invalid file or usage, 3 a probe failed (rolled back).
+(rolled back) or an unreadable namespace, 2 invalid file or usage (a node the file does not name
+included: nothing is planned), 3 a probe failed (rolled back).
 
 Underlay filter (default on): nftables table inet netkit_l2 in the namespace lets only each VXLAN
 network's member VTEPs send its VNI (needs nft, Debian package nftables); --no-underlay-filter
 when the underlay is trusted.
-
-Examples:
-  netkit l2 apply -f networks.yaml --node n1 --dry-run
-  netkit l2 apply -f networks.yaml --node n1 --netns node1
-  netkit l2 apply -f networks.yaml --node n1 --probe pod-a/198.19.1.2 --rollback-timeout 10
 """
 
 STATUS_HELP = """\
 Show each network of -f FILE on --node: ok (the kernel matches), missing (none of its links
 exist), drifted (some changes pending: `netkit l2 apply --dry-run` lists them), conflict (an
 unowned link is in the way), error (cannot be built here), and owned networks no longer desired
-(orphaned). Exit status 0 when every network is ok, 1 otherwise, 2 for an invalid file.
-
-Example:
-  netkit l2 status -f networks.yaml --node n1 --netns node1
+(orphaned). Exit status 0 when every network is ok, 1 otherwise, 2 for an invalid file or a node
+it does not name.
 """
 
 AGENT_HELP = """\
@@ -111,8 +124,10 @@ neighbours and addresses (someone deleted the VXLAN device, flushed the FDB, cha
 a pod's veth appeared) trigger a reconcile after a short debounce (50 ms of quiet, at most 250 ms
 after the first event, so a storm costs one round per 250 ms); dynamic FDB/ARP churn is ignored.
 Every --resync seconds (default 30) the whole state is compared anyway, as a safety net; after a
-failed round it retries sooner (0.5 s doubling). SIGHUP re-reads the file (an invalid file is
-logged and the old networks kept); SIGTERM/SIGINT stop. Logs are JSON lines on stderr.
+failed round it retries sooner (0.5 s doubling). SIGHUP re-reads the file (an invalid file, or one
+that no longer names --node, is logged and the old networks kept); SIGTERM/SIGINT stop. Logs go
+to stderr (--log-format). Exit status: 0 stopped by a signal, 1 cannot start (kernel, metrics
+port), 2 invalid file or usage.
 
 Metrics at http://ADDR:PORT/metrics with --metrics:
   netkit_l2_reconcile_seconds{trigger}    histogram of rounds (start, event, resync, reload)
@@ -122,9 +137,6 @@ Metrics at http://ADDR:PORT/metrics with --metrics:
   netkit_l2_drift_repairs_total{trigger}  rounds after the first that had to change something
   netkit_l2_reconcile_errors_total        rounds that failed
   netkit_l2_networks{status}              networks by state after the last round
-
-Example:
-  netkit l2 agent -f /etc/netkit/l2.yaml --node "$NODE_NAME" --metrics 0.0.0.0:9254
 """
 
 VERIFY_HELP = """\
@@ -142,146 +154,240 @@ between nodes. Prints a matrix (ok / LEAK / MISS per pod) and exits 1 on any dif
 host kernel may lack 8021q; run the VLAN path in User-Mode Linux:
   python -m netkit.uml -- netkit l2 verify --kind vlan
 
-Needs root. Everything it creates carries a per-run prefix and is removed at the end.
-
-Examples:
-  netkit l2 verify
-  netkit l2 verify --kind vxlan --json
+Needs root. Everything it creates carries a per-run prefix and is removed at the end. Exit
+status: 0 every frame behaved, 1 a leak or a miss, 2 cannot run here (not root, no 802.1Q).
 """
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-f", "--file", type=Path, required=True, metavar="FILE", help="networks file (YAML)")
+    add_file(p, "networks file (YAML; see netkit l2 --help)")
     p.add_argument(
         "--node",
         default=os.environ.get("NODE_NAME") or socket.gethostname(),
         metavar="NAME",
-        help="this node's name in the file (default: $NODE_NAME, else the hostname)",
+        help="this node's name in the file; a node the file does not name is refused "
+        "(default: $NODE_NAME, else the hostname)",
     )
     p.add_argument(
         "--netns",
         metavar="NS",
         help="work inside this network namespace (/run/netns/NS) instead of the current one",
     )
-    p.add_argument("--log-level", default=None, metavar="LEVEL", help="debug, info, warning (default)")
+
+
+def _check_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the file and --node, print the networks this node would get (YAML), touch nothing",
+    )
+
+
+def _no_filter_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-underlay-filter",
+        dest="underlay_filter",
+        action="store_false",
+        help="do not manage the nftables filter of VXLAN sources (underlay trusted)",
+    )
+
+
+def _probe_target(text: str) -> str:
+    """``[NETNS/]IP``: the IP must be an address; the namespace is checked when probing."""
+    ns, _, ip = text.rpartition("/")
+    try:
+        ip = str(ipaddress.ip_address(ip))
+    except ValueError:
+        where = f"{text!r}: " if ns else ""
+        raise argparse.ArgumentTypeError(f"{where}{ip!r} is not an IP address ([NETNS/]IP)") from None
+    return f"{ns}/{ip}" if ns else ip
+
+
+_probe_target.__name__ = "probe target"
 
 
 def add_parser(sub: Any) -> None:
-    l2 = sub.add_parser(
+    lsub = group(
+        sub,
         "l2",
         help="per-tenant L2 segments (VXLAN/802.1Q): apply, status, node agent",
         description=L2_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    lsub = l2.add_subparsers(dest="l2_command", required=True, metavar="COMMAND")
-    raw = argparse.RawDescriptionHelpFormatter
 
-    p = lsub.add_parser("apply", help="plan and apply once", description=APPLY_HELP, formatter_class=raw)
+    p = command(
+        lsub,
+        "apply",
+        help="plan and apply once",
+        description=APPLY_HELP,
+        kind="change",
+        func=cmd_apply,
+        examples=[
+            "netkit l2 apply -f networks.yaml --node n1 --dry-run",
+            "netkit l2 apply -f networks.yaml --node n1 --netns node1",
+            "netkit l2 apply -f networks.yaml --node n1 --probe pod-a/198.19.1.2 --rollback-timeout 10",
+        ],
+    )
     _common(p)
-    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p.add_argument("--dry-run", action="store_true", help="read the kernel, print the plan, change nothing")
+    _check_flag(p)
     p.add_argument(
         "--probe",
         action="append",
         default=[],
+        type=_probe_target,
         metavar="[NETNS/]IP",
         help="after applying, ping IP (from NETNS); roll back if it does not answer (repeatable)",
     )
     p.add_argument(
         "--rollback-timeout",
-        type=float,
+        type=float_range(0, 3600, lo_open=True),
         default=10.0,
         metavar="S",
-        help="how long the probes may take to succeed before rolling back (default 10)",
+        help="how long the probes may take to succeed before rolling back",
     )
-    p.add_argument(
-        "--no-underlay-filter",
-        dest="underlay_filter",
-        action="store_false",
-        help="do not manage the nftables filter of VXLAN sources (underlay trusted)",
-    )
-    p.set_defaults(func=cmd_apply)
+    _no_filter_flag(p)
 
-    p = lsub.add_parser(
-        "status", help="each network's state on the node", description=STATUS_HELP, formatter_class=raw
+    p = command(
+        lsub,
+        "status",
+        help="each network's state on the node",
+        description=STATUS_HELP,
+        kind="query",
+        func=cmd_status,
+        examples=[
+            "netkit l2 status -f networks.yaml --node n1 --netns node1",
+            "netkit l2 status -f networks.yaml --node n1 --netns node1 -o json",
+        ],
     )
     _common(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=cmd_status)
+    add_output(p)
+    p.add_argument("--json", dest="output", action="store_const", const="json", help="the same as -o json")
 
-    p = lsub.add_parser(
-        "agent", help="repair drift continuously", description=AGENT_HELP, formatter_class=raw
+    p = command(
+        lsub,
+        "agent",
+        help="repair drift continuously",
+        description=AGENT_HELP,
+        kind="daemon",
+        log_level="info",
+        func=cmd_agent,
+        examples=[
+            'netkit l2 agent -f /etc/netkit/l2.yaml --node "$NODE_NAME" --metrics 0.0.0.0:9254',
+            "netkit l2 agent -f networks.yaml --node n1 --netns node1 --resync 10 --log-format text",
+            "netkit l2 agent -f networks.yaml --node n1 --check",
+        ],
     )
     _common(p)
     p.add_argument(
-        "--metrics", metavar="ADDR:PORT", help="serve Prometheus metrics at http://ADDR:PORT/metrics"
+        "--metrics",
+        type=host_port(),
+        metavar="ADDR:PORT",
+        help="serve Prometheus metrics at http://ADDR:PORT/metrics",
     )
     p.add_argument(
-        "--resync", type=float, default=30.0, metavar="S", help="full comparison every S seconds (default 30)"
+        "--resync",
+        type=float_range(0.1, 86400),
+        default=30.0,
+        metavar="S",
+        help="full comparison every S seconds, 0.1-86400",
     )
-    p.add_argument(
-        "--no-underlay-filter",
-        dest="underlay_filter",
-        action="store_false",
-        help="do not manage the nftables filter of VXLAN sources (underlay trusted)",
-    )
-    p.set_defaults(func=cmd_agent)
+    _check_flag(p)
+    _no_filter_flag(p)
 
-    p = lsub.add_parser(
-        "verify", help="prove isolation with real frames (lab)", description=VERIFY_HELP, formatter_class=raw
+    p = command(
+        lsub,
+        "verify",
+        help="prove isolation with real frames (lab)",
+        description=VERIFY_HELP,
+        kind="lab",
+        func=cmd_verify,
+        examples=["netkit l2 verify", "netkit l2 verify --kind vxlan -o json"],
     )
     p.add_argument("--kind", choices=["auto", "vxlan", "vlan", "all"], default="auto", help="which path")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--settle", type=float, default=None, metavar="S", help="time to wait for strays")
-    p.add_argument("--timeout", type=float, default=None, metavar="S", help="time to wait for a frame")
-    p.add_argument("--log-level", default=None, metavar="LEVEL", help="debug, info, warning (default)")
-    p.set_defaults(func=cmd_verify)
+    add_output(p)
+    p.add_argument("--json", dest="output", action="store_const", const="json", help="the same as -o json")
+    p.add_argument(
+        "--settle",
+        type=float_range(0, 60),
+        default=None,
+        metavar="S",
+        help="time to wait for strays after each probe, 0-60 (default: 0.15, 0.6 in User-Mode Linux)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float_range(0, 60, lo_open=True),
+        default=None,
+        metavar="S",
+        help="time to wait for an expected frame, up to 60 (default: 1.5, 4 in User-Mode Linux)",
+    )
 
 
 # ------------------------------------------------------------------------------------------
 
 
-def _load(path: Path) -> list[Any] | None:
-    from netkit.fields import ConfigError
-    from netkit.l2.model import load_networks
+def load_for_node(path: str, node: str) -> list[L2Network]:
+    """The networks of ``path``, after checking that the file names ``node``: a node it does
+    not name would be planned as "no networks here", removing every network it has. Raises
+    ``ConfigError`` (each problem prefixed with the file) or ``UsageError`` (unreadable)."""
+    from netkit.l2.model import load_network_file
 
     try:
-        text = path.read_text()
+        text = Path(path).read_text()
     except OSError as exc:
-        print(f"{path}: {exc.strerror or exc}", file=sys.stderr)
-        return None
+        raise UsageError(f"{path}: cannot read the networks file: {exc.strerror or exc}") from None
     try:
-        return load_networks(text)
+        nf = load_network_file(text)
+        nf.require_node(node, path)
     except ConfigError as exc:
-        for line in exc.errors:
-            print(f"{path}: {line}", file=sys.stderr)
-        return None
+        raise ConfigError([f"{path}: {line}" for line in exc.errors]) from None
+    return list(nf.networks)
 
 
-def _logs(args: argparse.Namespace, default: str) -> None:
-    from netkit import logs
+def network_summary(networks: list[L2Network], node: str) -> dict[str, Any]:
+    """What ``--check`` prints: the networks this node gets, with the names derived for them."""
+    from netkit.l2.model import networks_for_node
 
-    logs.setup(args.log_level or default)
+    rows: list[dict[str, Any]] = []
+    for net in networks_for_node(networks, node):
+        row: dict[str, Any] = {"name": net.name, "kind": net.kind}
+        row["vni" if net.kind == "vxlan" else "vlan"] = net.segment
+        row.update({"bridge": net.bridge, "device": net.uplink, "underlay": net.underlay, "mtu": net.mtu})
+        if net.kind == "vxlan":
+            row["port"] = net.port
+            row["vtep"] = net.vtep(node)
+            row["remote_vteps"] = {n: ip for n, ip in net.remote_vteps(node)}
+        row["ports"] = list(net.ports_on(node))
+        row["endpoints"] = [{"mac": e.mac, "ip": e.ip, "node": e.node} for e in net.remote_endpoints(node)]
+        rows.append(row)
+    return {"node": node, "networks": rows}
+
+
+def _check(args: argparse.Namespace, networks: list[L2Network]) -> int:
+    emit(network_summary(networks, args.node), "yaml")
+    return 0
+
+
+def _kernel(netns: str | None) -> Any:
+    from netkit.l2.kernel import Kernel, KernelError
+
+    try:
+        return Kernel(netns)
+    except KernelError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from netkit.l2.agent import ApplyOutcome, apply_with_rollback, ping_probe, reconcile_once
-    from netkit.l2.kernel import Kernel, KernelError
+    from netkit.l2.kernel import KernelError
 
-    _logs(args, "warning")
-    networks = _load(args.file)
-    if networks is None:
-        return 2
+    networks = load_for_node(args.file, args.node)
+    if args.check:
+        return _check(args, networks)
     try:
         probes = [ping_probe(t, args.netns) for t in args.probe]
     except FileNotFoundError as exc:
-        print(f"--probe: {exc}", file=sys.stderr)
-        return 2
-    try:
-        kernel = Kernel(args.netns)
-    except KernelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    with kernel:
+        raise UsageError(f"--probe: {exc}") from None
+    with _kernel(args.netns) as kernel:
         try:
             if args.dry_run:
                 pl, _, _ = reconcile_once(
@@ -299,8 +405,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 underlay_filter=args.underlay_filter,
             )
         except KernelError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+            raise CommandError(str(exc)) from None
     print(outcome.plan.render())
     applied = f"{outcome.applied.ops} operations ({outcome.applied.writes} netlink writes)"
     if outcome.applied.filter_writes:
@@ -325,40 +430,33 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from netkit.l2.kernel import Kernel, KernelError
+    from netkit.l2.kernel import KernelError
     from netkit.l2.plan import network_status, plan
 
-    _logs(args, "warning")
-    networks = _load(args.file)
-    if networks is None:
-        return 2
+    networks = load_for_node(args.file, args.node)
     try:
-        with Kernel(args.netns) as kernel:
+        with _kernel(args.netns) as kernel:
             observed = kernel.read()
     except KernelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise CommandError(str(exc)) from None
     pl = plan(networks, args.node, observed)
     statuses = network_status(pl, observed)
     by_name = {n.name: n for n in networks}
     rows = []
     for s in statuses:
         net = by_name.get(s.network)
-        kind = net.kind if net else "-"
-        seg = str(net.segment) if net else "-"
-        bridge = net.bridge if net else "-"
         rows.append(
             {
                 "network": s.network,
-                "kind": kind,
-                "id": seg,
-                "bridge": bridge,
+                "kind": net.kind if net else "-",
+                "id": str(net.segment) if net else "-",
+                "bridge": net.bridge if net else "-",
                 "status": s.status,
                 "detail": s.detail,
             }
         )
-    if args.json:
-        print(json.dumps({"node": args.node, "networks": rows}, indent=2))
+    if args.output != "text":
+        emit({"node": args.node, "networks": rows}, args.output)
     else:
         cols = ["network", "kind", "id", "bridge", "status", "detail"]
         widths = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in cols}
@@ -371,26 +469,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     import logging
 
-    from netkit.addr import AddressError, parse_hostport
     from netkit.l2.agent import Agent, L2Metrics
     from netkit.l2.kernel import KernelError
 
-    _logs(args, "info")
     log = logging.getLogger("netkit.l2")
-    networks = _load(args.file)
-    if networks is None:
-        return 2
+    networks = load_for_node(args.file, args.node)
+    if args.check:
+        return _check(args, networks)
     metrics = L2Metrics()
     server = None
     if args.metrics:
-        try:
-            hp = parse_hostport(args.metrics)
-        except AddressError as exc:
-            print(f"--metrics: {exc}", file=sys.stderr)
-            return 2
         from prometheus_client import start_http_server
 
-        server, _ = start_http_server(hp.port, hp.host, registry=metrics.registry)
+        try:
+            server, _ = start_http_server(args.metrics.port, args.metrics.host, registry=metrics.registry)
+        except OSError as exc:
+            raise CommandError(f"--metrics {args.metrics}: {exc.strerror or exc}") from None
     agent = Agent(
         networks,
         args.node,
@@ -409,9 +503,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
         threading.Thread(target=agent.stop, daemon=True).start()
 
     def reload() -> None:
-        new = _load(args.file)
-        if new is None:
-            log.error("reload: invalid file, keeping the current networks", extra={"file": str(args.file)})
+        try:
+            new = load_for_node(args.file, args.node)
+        except (ConfigError, UsageError) as exc:
+            log.error(
+                "reload refused, keeping the current networks",
+                extra={"file": str(args.file), "errors": getattr(exc, "errors", [str(exc)])},
+            )
             return
         log.info("reload", extra={"file": str(args.file), "networks": len(new)})
         agent.reload(new)
@@ -425,9 +523,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
     try:
         first = agent.start()
     except KernelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
         agent.close()
-        return 1
+        if server is not None:
+            server.shutdown()
+        raise CommandError(str(exc)) from None
     log.info(
         "agent started",
         extra={
@@ -436,7 +535,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
             "networks": len(networks),
             "ops": len(first.plan.ops),
             "writes": first.writes,
-            "metrics": args.metrics,
+            "metrics": str(args.metrics) if args.metrics else None,
         },
     )
     try:
@@ -451,8 +550,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from netkit.l2.verify import VerifyError, run_verify
 
-    _logs(args, "warning")
-
     main_pid = os.getpid()
 
     def on_term(signum: int, _frame: object) -> None:
@@ -462,7 +559,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        return run_verify(args.kind, as_json=args.json, settle=args.settle, timeout=args.timeout)
+        return run_verify(args.kind, output=args.output, settle=args.settle, timeout=args.timeout)
     except VerifyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None

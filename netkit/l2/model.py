@@ -24,6 +24,11 @@ A file holds ``networks:``, a list of::
       underlay: eth1             # vlan: required (interface name or an address on it)
       members: [n1, n2]          # vlan: optional list of nodes (default: every node)
 
+Beside ``networks:`` a file may list ``nodes:``, the nodes it is for. A node it names nowhere
+(neither there nor as a member) is refused rather than read as "no networks here", which would
+remove every network the node has; a node listed under ``nodes:`` and in no network has them all
+removed, because the file says so. Members must then be among ``nodes:``.
+
 Unknown keys are errors, so a typo never silently falls back to a default.
 """
 
@@ -348,10 +353,13 @@ def _endpoints(raw: Any, nodes: set[str] | None, path: str, err: Errors) -> tupl
     return tuple(out)
 
 
-def _network(raw: Any, path: str, err: Errors) -> L2Network | None:
+def _network(raw: Any, path: str, err: Errors) -> tuple[L2Network | None, bool]:
+    """The network (None when not even its name and segment are valid) and whether it is free
+    of errors. A network with errors still takes part in the checks across networks, so one
+    run reports a duplicate VNI beside a duplicate VTEP."""
     if not isinstance(raw, Mapping):
         err.add(path, "expected a mapping (name, kind, vni or vlan, members, ...)")
-        return None
+        return None, False
     before = len(err.items)
     unknown_keys(raw, NETWORK_KEYS, path, err)
     name = raw.get("name")
@@ -362,7 +370,7 @@ def _network(raw: Any, path: str, err: Errors) -> L2Network | None:
     kind = raw.get("kind", "vxlan")
     if kind not in ("vxlan", "vlan"):
         err.add(f"{path}.kind", f"{kind!r} is not one of: vxlan, vlan")
-        return None
+        return None, False
     vni = vlan_id = None
     if kind == "vxlan":
         if "vni" not in raw:
@@ -401,9 +409,9 @@ def _network(raw: Any, path: str, err: Errors) -> L2Network | None:
     nodes = {m.node for m in members} if (members or kind == "vxlan") else None
     ports = _ports(raw.get("ports"), nodes, f"{path}.ports", err)
     endpoints = _endpoints(raw.get("endpoints"), nodes, f"{path}.endpoints", err)
-    if len(err.items) > before:
-        return None
-    assert isinstance(name, str)
+    valid = len(err.items) == before
+    if not isinstance(name, str) or not _NAME.match(name) or (vni is None and vlan_id is None):
+        return None, False
     return L2Network(
         name=name,
         kind=kind,
@@ -415,7 +423,7 @@ def _network(raw: Any, path: str, err: Errors) -> L2Network | None:
         members=members,
         ports=ports,
         endpoints=endpoints,
-    )
+    ), valid
 
 
 def _cross_checks(nets: list[tuple[int, L2Network]], err: Errors) -> None:
@@ -464,38 +472,118 @@ def _cross_checks(nets: list[tuple[int, L2Network]], err: Errors) -> None:
             ports.append((p.node, p.name, i, net.name))
 
 
-def parse_networks(doc: Any) -> list[L2Network]:
-    """Validate an already-parsed document (``{"networks": [...]}`` or a bare list)."""
+@dataclass(frozen=True, slots=True)
+class NetworkFile:
+    """A validated networks file: its networks and the nodes it names."""
+
+    networks: tuple[L2Network, ...]
+    declared_nodes: tuple[str, ...] | None = None  # the file's nodes: list, if it has one
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Every node the file names: under ``nodes:``, as a member, a port's or an endpoint's."""
+        named = list(self.declared_nodes or ())
+        for net in self.networks:
+            named += [m.node for m in net.members]
+            named += [p.node for p in net.ports if p.node is not None]
+            named += [e.node for e in net.endpoints]
+        return tuple(dict.fromkeys(named))
+
+    def require_node(self, node: str, source: str = "the file") -> None:
+        """Refuse a node the file does not name (a typo, a short hostname where the file has
+        the FQDN): planning for it would read "no networks here" and remove every network it
+        has. A file that names no node at all (VLAN networks for every node, or none) accepts
+        every node."""
+        named = self.nodes
+        if not named or node in named:
+            return
+        close = [n for n in named if n.split(".")[0] == node.split(".")[0]]
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise UnknownNodeError(
+            [
+                f"node {node!r} is not named in {source}{hint}, which names: {', '.join(named)}; "
+                "nothing was planned (to remove every network from a node, list it under nodes:)"
+            ]
+        )
+
+
+class UnknownNodeError(ConfigError):
+    """The node is not one the networks file names."""
+
+
+def parse_network_file(doc: Any) -> NetworkFile:
+    """Validate an already-parsed document (``{"networks": [...], "nodes": [...]}`` or a bare
+    list of networks); raise ``ConfigError`` listing every problem."""
     err = Errors()
     if doc is None:
         raise ConfigError(["networks: the file is empty (expected a 'networks' list; use [] for none)"])
+    declared: tuple[str, ...] | None = None
     if isinstance(doc, Mapping):
-        unknown_keys(doc, ("networks",), "file", err)
+        unknown_keys(doc, ("networks", "nodes"), "file", err)
         if "networks" not in doc:
             err.add("networks", "is required (a list of networks; [] for none)")
         items = doc.get("networks")
+        if "nodes" in doc:
+            declared = _declared_nodes(doc["nodes"], err)
     else:
         items = doc
     if items is not None and not isinstance(items, list):
         err.add("networks", "expected a list of networks")
         items = []
-    out: list[tuple[int, L2Network]] = []
+    checked: list[tuple[int, L2Network]] = []
+    valid: list[L2Network] = []
     for i, raw in enumerate(items or []):
-        net = _network(raw, f"networks[{i}]", err)
+        net, ok = _network(raw, f"networks[{i}]", err)
         if net is not None:
-            out.append((i, net))
-    _cross_checks(out, err)
-    if err.items:
-        raise ConfigError(err.items)
-    return [net for _, net in out]
+            checked.append((i, net))
+            if ok:
+                valid.append(net)
+    _cross_checks(checked, err)
+    if declared is not None:
+        _members_declared(checked, set(declared), err)
+    err.raise_if_any()
+    return NetworkFile(tuple(valid), declared)
+
+
+def _declared_nodes(raw: Any, err: Errors) -> tuple[str, ...] | None:
+    if not isinstance(raw, list):
+        err.add("nodes", "expected a list of node names")
+        return None
+    out: list[str] = []
+    for i, item in enumerate(raw):
+        node = _node(item, f"nodes[{i}]", err)
+        if node is not None:
+            if node in out:
+                err.add(f"nodes[{i}]", f"{node} is listed twice")
+            else:
+                out.append(node)
+    return tuple(out)
+
+
+def _members_declared(nets: list[tuple[int, L2Network]], declared: set[str], err: Errors) -> None:
+    for i, net in nets:
+        for m in net.members:
+            if m.node not in declared:
+                where = f"networks[{i}].members" + (f".{m.node}" if m.vtep else "")
+                err.add(where, f"{m.node} is not listed under nodes:")
+
+
+def parse_networks(doc: Any) -> list[L2Network]:
+    """The networks of an already-parsed document (see ``parse_network_file``)."""
+    return list(parse_network_file(doc).networks)
 
 
 def load_networks(yaml_text: str) -> list[L2Network]:
     """Parse and validate a networks file; raise ``ConfigError`` listing every problem."""
+    return list(load_network_file(yaml_text).networks)
+
+
+def load_network_file(yaml_text: str) -> NetworkFile:
+    """Parse and validate a networks file, with the nodes it names."""
     try:
         doc = yaml.safe_load(yaml_text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
         raise ConfigError([f"file: {where}not valid YAML ({getattr(exc, 'problem', None) or exc})"]) from None
-    return parse_networks(doc)
+    return parse_network_file(doc)

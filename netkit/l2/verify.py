@@ -18,7 +18,6 @@ failure or SIGTERM.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
@@ -821,9 +820,9 @@ def verify(
 
 
 def run_verify(
-    kind: str, *, as_json: bool = False, settle: float | None = None, timeout: float | None = None
+    kind: str, *, output: str = "text", settle: float | None = None, timeout: float | None = None
 ) -> int:
-    """``netkit l2 verify``: print the matrix (or JSON); 0 when every frame behaved."""
+    """``netkit l2 verify``: print the matrix (or JSON/YAML); 0 when every frame behaved."""
     kinds = {"auto": ["vxlan", "vlan?"], "all": ["vxlan", "vlan"]}.get(kind, [kind])
     texts, reports = [], []
     for k in kinds:
@@ -838,8 +837,10 @@ def run_verify(
             continue
         texts.append(text)
         reports.append(rep)
-    if as_json:
-        print(json.dumps({"runs": reports, "ok": all(r["ok"] for r in reports)}, indent=2))
+    if output != "text":
+        from netkit.cmdline import emit
+
+        emit({"runs": reports, "ok": all(r["ok"] for r in reports)}, output)
     else:
         print("\n\n".join(texts))
     sys.stdout.flush()
