@@ -438,10 +438,12 @@ def _cross_checks(nets: list[tuple[int, L2Network]], err: Errors) -> None:
             err.add(f"{path}.name", f"{net.name!r} is already used by networks[{names[net.name]}]")
             continue
         names[net.name] = i
+        same_segment = False  # then the device name derived from it is the same too: said once
         if net.kind == "vxlan":
             if net.segment in vnis:
                 j, other = vnis[net.segment]
                 err.add(f"{path}.vni", f"{net.segment} is already used by networks[{j}] ({other})")
+                same_segment = True
             vnis[net.segment] = (i, net.name)
         else:
             key = (net.underlay, net.segment)
@@ -451,8 +453,9 @@ def _cross_checks(nets: list[tuple[int, L2Network]], err: Errors) -> None:
                     f"{path}.vlan",
                     f"{net.segment} on underlay {net.underlay} is already used by networks[{j}] ({other})",
                 )
+                same_segment = True
             vlans[key] = (i, net.name)
-        for link in (net.bridge, net.uplink):
+        for link in (net.bridge,) if same_segment else (net.bridge, net.uplink):
             if link in derived:
                 j, other = derived[link]
                 err.add(

@@ -311,3 +311,82 @@ def test_derived_names_fit_and_do_not_look_like_run_prefixes(name: str, vid: int
         assert len(ifname.encode()) <= IFNAMSIZ
         # the lab's per-run prefix is "nk" + 4 hex digits: ours never are
         assert ifname[:2] == "nk" and not all(c in "0123456789abcdef" for c in ifname[2:6])
+
+
+# -- every problem at once, the nodes a file names -------------------------------------------
+
+
+def test_a_network_with_errors_of_its_own_still_takes_part_in_the_cross_checks() -> None:
+    errors = errors_of(
+        """
+networks:
+  - {name: blue, vni: 100, members: {n1: 198.18.0.1, n2: 198.18.0.1}}
+  - {name: red, vni: 100, members: {n1: 198.18.0.3}, mtu: 20}
+  - {name: blue, vni: 300, members: {n1: 198.18.0.4}}
+"""
+    )
+    assert "networks[0].members.n2: 198.18.0.1 is also the VTEP of n1" in errors
+    assert "networks[1].vni: 100 is already used by networks[0] (blue)" in errors
+    assert "networks[1].mtu: 20 is out of range 68-65535" in errors
+    assert "networks[2].name: 'blue' is already used by networks[0]" in errors
+    assert len(errors) == 4
+
+
+def test_nodes_lists_the_nodes_a_file_is_for_and_members_must_be_among_them() -> None:
+    from netkit.l2.model import load_network_file
+
+    nf = load_network_file("nodes: [n1, n2, n3]\nnetworks: [{name: b, vni: 1, members: {n1: 198.18.0.1}}]")
+    assert nf.nodes == ("n1", "n2", "n3")
+    nf.require_node("n3")  # named, in no network: everything is removed from it, as the file says
+    errors = errors_of(
+        "nodes: [n1, n1, 'bad name']\n"
+        "networks: [{name: b, vni: 1, members: {n1: 198.18.0.1, n9: 198.18.0.9}}, "
+        "{name: g, kind: vlan, vlan: 5, underlay: eth1, members: [n8]}]"
+    )
+    assert errors == [
+        "nodes[1]: n1 is listed twice",
+        "nodes[2]: 'bad name' is not a node name",
+        "networks[0].members.n9: n9 is not listed under nodes:",
+        "networks[1].members: n8 is not listed under nodes:",
+    ]
+    assert errors_of("nodes: n1\nnetworks: []") == ["nodes: expected a list of node names"]
+
+
+@pytest.mark.parametrize(
+    ("text", "node", "accepted"),
+    [
+        ("networks: [{name: b, vni: 1, members: {n1: 198.18.0.1}}]", "n1", True),
+        ("networks: [{name: b, vni: 1, members: {n1: 198.18.0.1}}]", "n7", False),
+        (
+            "networks: [{name: b, vni: 1, members: {n1: 198.18.0.1},"
+            " endpoints: [{mac: '02:00:00:00:00:01', node: n1}]}]",
+            "n1",
+            True,
+        ),
+        # a file that names no node at all applies to every node (VLANs for all nodes, or none)
+        ("networks: [{name: g, kind: vlan, vlan: 5, underlay: eth1}]", "any-node", True),
+        ("networks: []", "any-node", True),
+        ("nodes: [n1]\nnetworks: []", "n2", False),
+    ],
+)
+def test_require_node(text: str, node: str, accepted: bool) -> None:
+    from netkit.l2.model import UnknownNodeError, load_network_file
+
+    nf = load_network_file(text)
+    if accepted:
+        nf.require_node(node)
+    else:
+        with pytest.raises(UnknownNodeError, match=f"node '{node}' is not named in the file"):
+            nf.require_node(node)
+
+
+def test_require_node_hints_at_the_fqdn_or_short_name() -> None:
+    from netkit.l2.model import UnknownNodeError, load_network_file
+
+    nf = load_network_file(
+        "networks: [{name: b, vni: 1, members: {n1.dc1.example: 198.18.0.1, n2: 198.18.0.2}}]"
+    )
+    with pytest.raises(UnknownNodeError, match=r"\(did you mean n1\.dc1\.example\?\)"):
+        nf.require_node("n1")
+    with pytest.raises(UnknownNodeError, match=r"\(did you mean n2\?\)"):
+        nf.require_node("n2.dc1.example")
