@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
-from dnscache.config import PARSERS, ServeConfig, load, merge, with_resolv_conf
+from dnscache.config import PARSERS, ServeConfig, load, merge, to_dict, with_resolv_conf
 from dnscache.resolvconf import parse_resolv_conf
+from netkit.addr import HostPort
+from netkit.cmdline import CommandError, add_file, add_output, command, emit, float_range, group, int_range
 from netkit.fields import ConfigError
 
 SERVE_HELP = """\
@@ -22,27 +23,32 @@ Upstreams: --upstream ADDR[:PORT] (repeatable). With none given, the nameservers
 --resolv-conf (default /etc/resolv.conf) are used. Stub domains: --zone ZONE=ADDR[,ADDR...]
 sends ZONE and everything below it to its own upstreams; the longest matching zone wins.
 
-Configuration file (--config FILE, YAML): the same keys as the long flags, with underscores or
-dashes, e.g.
+Configuration file (-f FILE, YAML): the same keys as the long flags, with underscores or dashes,
+plus prefetch_fraction (refresh when less than this share of the TTL is left, default 0.1) and
+log_format, e.g. for a node whose cache also answers on the kube-dns ClusterIP 10.96.0.10, with
+CoreDNS behind the kube-dns-upstream Service 10.96.0.11 (as deploy/dnscache does):
 
     listen: ["169.254.20.10:53", "10.96.0.10:53"]
-    upstream: ["10.96.0.10:53"]
-    zone: {cluster.local: ["10.96.0.10"], in-addr.arpa: ["10.96.0.10"]}
+    upstream: ["10.96.0.11:53"]
+    zone: {cluster.local: ["10.96.0.11"], in-addr.arpa: ["10.96.0.11"]}
     metrics: "169.254.20.10:9253"
     cache_size: 100000
     stale_window: 86400
 
-Flags override the file. SIGHUP re-reads both and applies upstreams, zones and cache limits
-without dropping a query or the cache.
+Flags override the file. --check prints the configuration in effect (file, flags, defaults and
+the upstreams taken from --resolv-conf) as YAML with every key, a file -f takes again, and
+starts nothing. An upstream that is one of our own listen addresses (also a loopback or local
+address behind a wildcard listen address on the same port) is refused as a forwarding loop.
+SIGHUP re-reads file and flags and applies upstreams, zones and cache limits without dropping a
+query or the cache.
 
 Metrics at http://METRICS/metrics (netkit_dns_requests_total, netkit_dns_responses_total{rcode},
 netkit_dns_cache_hits_total, netkit_dns_served_stale_total, netkit_dns_upstream_healthy{upstream},
 ...), liveness at /health, readiness at /ready.
 
-Examples:
-  netkit dns serve --listen 127.0.0.1:5353 --upstream 127.0.0.1:5300 --metrics 127.0.0.1:9253
-  netkit dns serve --listen 169.254.20.10:53 --zone cluster.local=10.96.0.10 --workers 2
-  netkit dns serve --config /etc/netkit/dns.yaml
+Exit status: 0 stopped by SIGTERM/SIGINT (or --check passed), 1 cannot serve (an address in use,
+also by another instance with --workers N: an accidental second instance never shares the
+sockets), 2 invalid configuration or usage.
 """
 
 RESTART_HELP = """\
@@ -50,9 +56,15 @@ Restart a running `netkit dns serve` without losing a query: it snapshots its ca
 process (same binary and arguments, so this is also how an upgrade is rolled out) that inherits
 its listening sockets and warms its cache from the snapshot, and once the new process serves it
 stops reading and drains the queries it has in flight. Prints {"old_pid": N, "new_pid": M}.
-SIGUSR2 to the server does the same without a reply.
+SIGUSR2 to the server does the same without a reply. Exit status: 0 handed over, 1 the server
+cannot be reached or the new process did not become ready (the old one keeps serving).
+"""
 
-  netkit dns restart --control /run/netkit/dns.ctl
+DEMO_HELP = """\
+Start real upstreams (NSD and Unbound, from Debian's packages) and `netkit dns serve` on loopback,
+then show it answering, caching, failing over between upstreams and serving stale answers while
+every upstream is down, with the metrics that show it. Everything runs under a temp dir with
+high ports and is stopped at the end. Exit status 0 when every step behaved, 1 otherwise.
 """
 
 # flag name -> (help, metavar or None for booleans, repeatable)
@@ -112,46 +124,84 @@ FLAG_HELP: dict[str, tuple[str, str | None, bool]] = {
     "control": ("unix socket for `netkit dns restart` (zero-gap handover) and status", "PATH", False),
     "tcp_idle_timeout": ("close idle TCP connections after this long (default 10)", "S", False),
     "max_tcp_connections": ("concurrent TCP connections (default 1024)", "N", False),
-    "log_level": ("debug, info, warning or error (default info)", "LEVEL", False),
+    "log_level": ("log threshold (default info)", "LEVEL", False),
+    "log_format": ("json: one object per line on stderr; text: for people (default json)", "FORMAT", False),
+}
+
+CHOICES: dict[str, list[str]] = {
+    "log_level": ["debug", "info", "warning", "error"],
+    "log_format": ["json", "text"],
 }
 
 
 def add_parser(sub: Any) -> None:
-    dns = sub.add_parser(
-        "dns", help="node-local caching DNS", description="Node-local caching DNS responder."
-    )
-    dsub = dns.add_subparsers(dest="dns_command", required=True, metavar="COMMAND")
-    serve = dsub.add_parser(
+    dsub = group(sub, "dns", help="node-local caching DNS", description="Node-local caching DNS responder.")
+    serve = command(
+        dsub,
         "serve",
         help="run the caching responder",
         description=SERVE_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        kind="daemon",
+        log_level="info",
+        log_flags=False,  # log_level and log_format are configuration keys, below
+        func=cmd_serve,
+        examples=[
+            "netkit dns serve --listen 127.0.0.1:5353 --upstream 127.0.0.1:5300 --metrics 127.0.0.1:9253",
+            "netkit dns serve --listen 169.254.20.10:53 --zone cluster.local=10.96.0.10 --workers 2",
+            "netkit dns serve -f /etc/netkit/dns.yaml --check",
+        ],
     )
-    serve.add_argument("--config", "-c", metavar="FILE", help="YAML file with the same keys as the flags")
+    add_file(serve, "YAML file with the same keys as the flags", required=False)
     for key, (text, metavar, repeat) in FLAG_HELP.items():
         assert key in PARSERS, key
         flag = "--" + key.replace("_", "-")
-        serve.add_argument(flag, dest=key, metavar=metavar, help=text, action="append" if repeat else "store")
-    serve.add_argument("--check", action="store_true", help="validate the configuration, print it and exit")
-    serve.set_defaults(func=cmd_serve)
+        choices = CHOICES.get(key)
+        serve.add_argument(
+            flag,
+            dest=key,
+            metavar=None if choices else metavar,
+            choices=choices,
+            help=text,
+            action="append" if repeat else "store",
+        )
+    serve.add_argument(
+        "--check",
+        action="store_true",
+        help="validate, print the configuration in effect as YAML (every key; -f takes it again), exit",
+    )
 
-    restart = dsub.add_parser(
+    restart = command(
+        dsub,
         "restart",
         help="zero-gap restart of a running `netkit dns serve --control PATH`",
         description=RESTART_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        kind="change",
+        func=cmd_restart,
+        examples=["netkit dns restart --control /run/netkit/dns.ctl"],
     )
     restart.add_argument("--control", required=True, metavar="PATH", help="the server's --control socket")
     restart.add_argument(
-        "--timeout", type=float, default=15.0, help="seconds to wait for the new process (default 15)"
+        "--timeout",
+        type=float_range(0, 600, lo_open=True),
+        default=15.0,
+        metavar="S",
+        help="seconds to wait for the new process to be ready",
     )
-    restart.set_defaults(func=cmd_restart)
+    add_output(restart, default="json")
 
-    demo = dsub.add_parser(
-        "demo", help="start real upstreams and the cache on loopback, show it answering and failing over"
+    demo = command(
+        dsub,
+        "demo",
+        help="start real upstreams and the cache on loopback, show it answering and failing over",
+        description=DEMO_HELP,
+        kind="lab",
+        log_level="warning",
+        func=cmd_demo,
+        examples=["netkit dns demo", "netkit dns demo --names 50"],
     )
-    demo.add_argument("--names", type=int, default=200, help="names in the demo zone (default 200)")
-    demo.set_defaults(func=cmd_demo)
+    demo.add_argument(
+        "--names", type=int_range(10, 100_000), default=200, metavar="N", help="names in the demo zone"
+    )
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -188,30 +238,51 @@ def build_config(config_file: str | None, flags: dict[str, Any]) -> ServeConfig:
     return cfg
 
 
+def local_loops(cfg: ServeConfig) -> list[HostPort]:
+    """Upstreams on a port we listen on with a wildcard address, at an address of this host:
+    a forwarding loop the pure check cannot see (it does not know the host's addresses)."""
+    import ipaddress
+    import socket
+
+    wild = {(a.port, a.family_is_v6) for a in cfg.listen if ipaddress.ip_address(a.host).is_unspecified}
+    out = []
+    for up in dict.fromkeys([*cfg.upstream, *(u for z in cfg.zone for u in z.upstreams)]):
+        if (up.port, up.family_is_v6) not in wild:
+            continue
+        family = socket.AF_INET6 if up.family_is_v6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((up.host, 0))  # succeeds only for an address of this host
+            except OSError:
+                continue
+        out.append(up)
+    return out
+
+
+def effective_config(config_file: str | None, flags: dict[str, Any]) -> ServeConfig:
+    cfg = build_config(config_file, flags)
+    loops = local_loops(cfg)
+    if loops:
+        raise ConfigError(
+            f"upstream: {', '.join(map(str, loops))} is an address of this host on the port of a "
+            "wildcard listen address: that is a forwarding loop"
+        )
+    return cfg
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from netkit import logs
 
     flags = flag_values(args)
-    try:
-        cfg = build_config(args.config, flags)
-    except ConfigError as exc:
-        print(f"netkit dns serve: {exc}", file=sys.stderr)
-        return 2
+    cfg = effective_config(args.file, flags)
     if args.check:
-        for key in FLAG_HELP:
-            value = getattr(cfg, key)
-            shown = (
-                [str(v) for v in value]
-                if isinstance(value, tuple)
-                else (str(value) if value is not None else None)
-            )
-            print(f"{key}: {shown}")
+        emit(to_dict(cfg), "yaml")
         return 0
-    logs.setup(cfg.log_level)
+    logs.setup(cfg.log_level, cfg.log_format)
     from dnscache.runner import event_loop_policy, serve
 
     def reload_config() -> ServeConfig:
-        return build_config(args.config, flags)
+        return effective_config(args.file, flags)
 
     try:
         if cfg.workers > 1:
@@ -221,8 +292,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         event_loop_policy()
         asyncio.run(serve(cfg, reload_config))
     except OSError as exc:
-        print(f"netkit dns serve: {exc}", file=sys.stderr)
-        return 1
+        raise CommandError(str(exc)) from None
     return 0
 
 
@@ -244,15 +314,17 @@ def cmd_restart(args: argparse.Namespace) -> int:
             sock.sendall(json.dumps({"cmd": "restart", "timeout": args.timeout}).encode() + b"\n")
             reply = sock.makefile("rb").readline()
     except OSError as exc:
-        print(f"netkit dns restart: {args.control}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        raise CommandError(f"{args.control}: {exc.strerror or exc}") from None
     try:
         result = json.loads(reply)
     except ValueError:
-        print(f"netkit dns restart: no answer from {args.control}", file=sys.stderr)
-        return 1
+        raise CommandError(f"no answer from {args.control}") from None
     if "error" in result:
-        print(f"netkit dns restart: {result['error']}", file=sys.stderr)
-        return 1
-    print(json.dumps(result))
+        raise CommandError(str(result["error"]))
+    if args.output == "text":
+        print(f"handed over: pid {result['old_pid']} -> {result['new_pid']}")
+    elif args.output == "json":
+        print(json.dumps(result))
+    else:
+        emit(result, args.output)
     return 0

@@ -4,8 +4,9 @@ the same keys, validated with errors that name the key and say what was expected
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from dnscache.resolution import AttemptPolicy
@@ -13,7 +14,7 @@ from dnscache.response import CachePolicy
 from dnscache.upstreams import HealthPolicy
 from dnscache.wire import Name, WireError, name_from_text, name_to_text
 from netkit.addr import AddressError, HostPort, parse_hostport
-from netkit.fields import ConfigError
+from netkit.fields import ConfigError, Errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +59,7 @@ class ServeConfig:
     tcp_idle_timeout: float = 10.0
     max_tcp_connections: int = 1024
     log_level: str = "info"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    log_format: str = "json"
 
     @property
     def cache_policy(self) -> CachePolicy:
@@ -179,10 +180,13 @@ def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda v: None if v is None else parse(v)
 
 
-def _log_level(v: Any) -> str:
-    if str(v).lower() not in ("debug", "info", "warning", "error"):
-        raise ValueError(f"expected debug, info, warning or error, got {v!r}")
-    return str(v).lower()
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def parse(v: Any) -> str:
+        if str(v).lower() not in choices:
+            raise ValueError(f"expected {', '.join(choices[:-1])} or {choices[-1]}, got {v!r}")
+        return str(v).lower()
+
+    return parse
 
 
 PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -214,56 +218,79 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "control": _optional(str),
     "tcp_idle_timeout": _float(0.1, 3600),
     "max_tcp_connections": _int(1, 1_000_000),
-    "log_level": _log_level,
+    "log_level": _one_of("debug", "info", "warning", "error"),
+    "log_format": _one_of("json", "text"),
 }
 
 
-def _parse(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+def _parse(values: Mapping[str, Any], source: str, err: Errors) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
     for raw_key, value in values.items():
         key = str(raw_key).replace("-", "_")
         key = {"zones": "zone", "upstreams": "upstream"}.get(key, key)
         parser = PARSERS.get(key)
         if parser is None:
-            raise ConfigError(f"{source}: unknown key {raw_key!r}; valid keys: {', '.join(sorted(PARSERS))}")
+            err.add(f"{source}: {raw_key}", f"unknown key; valid keys: {', '.join(sorted(PARSERS))}")
+            continue
         try:
             parsed[key] = parser(value)
         except (ValueError, AddressError) as exc:
-            raise ConfigError(f"{source}: {raw_key}: {exc}") from None
+            err.add(f"{source}: {raw_key}", str(exc))
     return parsed
 
 
 def load(values: Mapping[str, Any], source: str = "config") -> ServeConfig:
-    """Validate ``values`` (keys as in a config file; dashes and underscores both accepted)."""
-    cfg = ServeConfig(**_parse(values, source))
-    _check(cfg, source)
+    """Validate ``values`` (keys as in a config file; dashes and underscores both accepted);
+    ``ConfigError`` lists every problem."""
+    err = Errors()
+    cfg = ServeConfig(**_parse(values, source, err))
+    _check(cfg, source, err)
+    err.raise_if_any()
     return cfg
 
 
-def _check(cfg: ServeConfig, source: str) -> None:
+def _loops(cfg: ServeConfig) -> list[HostPort]:
+    """Upstreams that are one of our own listen addresses: the same address and port, or the
+    port of a wildcard listen address with a loopback or unspecified upstream address. (Other
+    addresses of this host behind a wildcard are found by the caller, which can ask the kernel.)"""
+    targets = list(dict.fromkeys([*cfg.upstream, *(u for z in cfg.zone for u in z.upstreams)]))
+    out = []
+    for up in targets:
+        ip = ipaddress.ip_address(up.host)
+        for listen in cfg.listen:
+            if listen.port != up.port or listen.family_is_v6 != up.family_is_v6:
+                continue
+            wildcard = ipaddress.ip_address(listen.host).is_unspecified
+            if listen.host == up.host or ip.is_unspecified or (wildcard and ip.is_loopback):
+                out.append(up)
+                break
+    return out
+
+
+def _check(cfg: ServeConfig, source: str, err: Errors) -> None:
     if not cfg.listen:
-        raise ConfigError(f"{source}: listen: at least one address is required")
+        err.add(f"{source}: listen", "at least one address is required")
     if cfg.min_ttl > cfg.max_ttl:
-        raise ConfigError(f"{source}: min_ttl ({cfg.min_ttl}) is above max_ttl ({cfg.max_ttl})")
+        err.add(f"{source}: min_ttl", f"{cfg.min_ttl} is above max_ttl ({cfg.max_ttl})")
     if cfg.attempt_timeout > cfg.deadline:
-        raise ConfigError(
-            f"{source}: attempt_timeout ({cfg.attempt_timeout}) exceeds deadline ({cfg.deadline})"
-        )
+        err.add(f"{source}: attempt_timeout", f"{cfg.attempt_timeout} exceeds deadline ({cfg.deadline})")
     zones = [z.zone for z in cfg.zone]
     if len(set(zones)) != len(zones):
-        raise ConfigError(f"{source}: zone: the same zone is given twice")
-    loops = set(cfg.listen) & (set(cfg.upstream) | {u for z in cfg.zone for u in z.upstreams})
+        err.add(f"{source}: zone", "the same zone is given twice")
+    loops = _loops(cfg)
     if loops:
-        raise ConfigError(
-            f"{source}: upstream {', '.join(map(str, loops))} is one of our own listen addresses:"
-            " that is a forwarding loop"
+        err.add(
+            f"{source}: upstream",
+            f"{', '.join(map(str, loops))} is one of our own listen addresses: that is a forwarding loop",
         )
 
 
 def merge(base: ServeConfig, overrides: Mapping[str, Any], source: str = "flags") -> ServeConfig:
     """Apply flag values over a file's configuration (flags win), validating the result."""
-    cfg = dataclasses.replace(base, **_parse(overrides, source))
-    _check(cfg, source)
+    err = Errors()
+    cfg = dataclasses.replace(base, **_parse(overrides, source, err))
+    _check(cfg, source, err)
+    err.raise_if_any()
     return cfg
 
 
@@ -271,5 +298,22 @@ def with_resolv_conf(cfg: ServeConfig, upstreams: list[HostPort]) -> ServeConfig
     if not upstreams:
         raise ConfigError(f"no --upstream given and {cfg.resolv_conf} lists no usable nameserver")
     out = dataclasses.replace(cfg, upstream=tuple(upstreams))
-    _check(out, cfg.resolv_conf)
+    err = Errors()
+    _check(out, cfg.resolv_conf, err)
+    err.raise_if_any()
+    return out
+
+
+def to_dict(cfg: ServeConfig) -> dict[str, Any]:
+    """Every key of ``cfg`` as a config file writes it: ``load(to_dict(cfg)) == cfg``."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name == "zone":
+            value = {name_to_text(z.zone): [str(u) for u in z.upstreams] for z in value}
+        elif isinstance(value, tuple):
+            value = [str(v) for v in value]
+        elif isinstance(value, HostPort):
+            value = str(value)
+        out[f.name] = value
     return out

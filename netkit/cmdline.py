@@ -317,7 +317,7 @@ def _setup_logs(args: argparse.Namespace) -> None:
         return
     from netkit import logs
 
-    logs.setup(args.log_level or args._log_level, args.log_format or "json")
+    logs.setup(args.log_level or args._log_level or "info", args.log_format or "json")
 
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:

@@ -187,7 +187,7 @@ def serve_config(
     assert command[:3] == ["netkit", "dns", "serve"], command
     args = build_parser().parse_args(command[1:])
     assert args.func.__name__ == "cmd_serve" and not args.check
-    config_path = Path(args.config)
+    config_path = Path(args.file)
 
     # the path in the command is where the ConfigMap volume puts dns.yaml
     (mount,) = [m for m in c["volumeMounts"] if Path(m["mountPath"]) == config_path.parent]
