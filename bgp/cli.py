@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,17 @@ from bgp.inventory import Inventory, InventoryError, load_inventory
 from bgp.migration import migration_steps
 from bgp.planner import Plan, diff_plans, mesh_plan, plan, plan_from_dict, speakers_for
 from bgp.reflector.cli import add_parser as add_reflector
+from netkit.cmdline import (
+    OUTPUT_FORMATS,
+    UsageError,
+    add_file,
+    add_output,
+    command,
+    emit,
+    float_range,
+    group,
+    int_range,
+)
 
 DESCRIPTION = """\
 iBGP route reflectors (RFC 4456) instead of the n(n-1)/2 full mesh.
@@ -22,12 +32,12 @@ iBGP route reflectors (RFC 4456) instead of the n(n-1)/2 full mesh.
                                                   and the diff against the plan in force (--current)
   netkit bgp render -f inventory.yaml --to bird   the plan as BIRD 2 / FRR / GoBGP / Calico / ExaBGP
   netkit bgp migrate -f inventory.yaml --dry-run  the make-before-break steps, mesh -> reflectors
-  netkit bgp migrate -f inventory.yaml --speakers speakers.yaml -o plan.yaml
+  netkit bgp migrate -f inventory.yaml --speakers speakers.yaml --out plan.yaml
                                                   run them on the speakers, checking between steps
   netkit bgp migrate --lab                        the same, live: 12 BIRD/FRR nodes in namespaces,
                                                   every FIB sampled every 80 ms; then kills a
                                                   reflector, restarts it, migrates back
-  netkit bgp reflector --config FILE              a route reflector in Python on ExaBGP
+  netkit bgp reflector -f FILE                    a route reflector in Python on ExaBGP
 
 The inventory (nodes, failure-domain labels, "may reflect" marks) and the policy (reflectors per
 domain, redundancy, cluster-id scheme, levels) are one YAML file; see docs/bgp.md.
@@ -52,7 +62,7 @@ def _load(path: str) -> Inventory:
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise SystemExit(f"netkit bgp: cannot read {path}: {exc.strerror}") from exc
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     return load_inventory(text, path)
 
 
@@ -65,7 +75,7 @@ def _load_plan(path: str | None, inv: Inventory) -> Plan:
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise SystemExit(f"netkit bgp: cannot read plan {path}: {exc}") from exc
+        raise UsageError(f"cannot read plan {path}: {getattr(exc, 'strerror', None) or exc}") from None
     p = plan_from_dict(raw)
     unknown = sorted({n for s in p.sessions for n in (s.a, s.b)} - set(inv.names))
     if unknown:
@@ -104,13 +114,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     inv = _load(args.file)
     current = _load_plan(args.current, inv)
     new = plan(inv, previous=current if current.kind == "rr" else None)
-    if args.output:
-        Path(args.output).write_text(yaml.safe_dump(new.to_dict(), sort_keys=False))
-    if args.format == "yaml":
-        print(yaml.safe_dump(new.to_dict(), sort_keys=False), end="")
-        return 0
-    if args.format == "json":
-        print(json.dumps(new.to_dict(), indent=2))
+    if args.out:
+        Path(args.out).write_text(yaml.safe_dump(new.to_dict(), sort_keys=False))
+    if args.output != "text":
+        emit(new.to_dict(), args.output)
         return 0
     print("\n".join(_plan_text(inv, new)))
     print(f"\ndiff against the current plan ({args.current or 'full mesh'}):")
@@ -127,7 +134,7 @@ def render(fmt: str, inv: Inventory, p: Plan, node: str | None) -> dict[str, str
     configs = speakers_for(inv, p.sessions, p.cluster_ids)
     if node is not None:
         if node not in configs:
-            raise SystemExit(f"netkit bgp render: no node {node!r} in the inventory")
+            raise UsageError(f"--node {node}: no such node in the inventory (it has: {', '.join(configs)})")
         configs = {node: configs[node]}
     if fmt == "calico":
         from bgp.render.calico import calico_yaml, render_calico
@@ -189,7 +196,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print("\n".join(report.lines()))
         return 0 if report.ok else 1
     if not args.file:
-        raise SystemExit("netkit bgp migrate: give -f INVENTORY (with --dry-run), or --lab")
+        raise UsageError("give -f INVENTORY (with --dry-run or --speakers), or --lab")
     inv = _load(args.file)
     current = _load_plan(args.current, inv)
     target = _load_plan(args.to, inv)
@@ -204,9 +211,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     if not args.speakers:
-        raise SystemExit(
-            "netkit bgp migrate: give --speakers FILE (how to reach each node's speaker), or --dry-run"
-        )
+        raise UsageError("give --speakers FILE (how to reach each node's speaker), or --dry-run")
     return _migrate_live(args, inv, current, target, steps)
 
 
@@ -220,9 +225,10 @@ def _migrate_live(
         spec = load_speakers(Path(args.speakers).read_text(), args.speakers)
         configs = speakers_for(inv, current.sessions, current.cluster_ids, spec.timers)
         controls = spec.controls(configs)
-    except (OSError, ControlError) as exc:
-        print(f"netkit bgp migrate: {exc}", file=sys.stderr)
-        return 2
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.speakers}: {exc.strerror or exc}") from None
+    except ControlError as exc:
+        raise UsageError(str(exc)) from None
 
     def show(i: int, n: int, step: Any) -> None:
         print(f"step {i}/{n}: {step}", flush=True)
@@ -240,13 +246,13 @@ def _migrate_live(
         )
     except MigrationError as exc:
         print(f"netkit bgp migrate: {exc}", file=sys.stderr)
-        _write_in_force(args.output, exc, steps, current, target)
+        _write_in_force(args.out, exc, steps, current, target)
         return 1
     print("\n".join(result.table()))
     done = Plan(target.kind, target.reflectors, result.sessions, target.nodes)
-    if args.output:
-        Path(args.output).write_text(yaml.safe_dump(done.to_dict(), sort_keys=False))
-        print(f"the plan now in force is in {args.output} (give it as --current next time)")
+    if args.out:
+        Path(args.out).write_text(yaml.safe_dump(done.to_dict(), sort_keys=False))
+        print(f"the plan now in force is in {args.out} (give it as --current next time)")
     return 0
 
 
@@ -275,82 +281,106 @@ def _write_in_force(output: str | None, exc: Any, steps: list[Any], current: Pla
 
 
 def add_parser(sub: Any) -> None:
-    bgp = sub.add_parser(
-        "bgp",
-        help="iBGP route reflectors: plan, render, migrate",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    cmds = bgp.add_subparsers(dest="bgp_command", required=True, metavar="COMMAND")
+    cmds = group(sub, "bgp", help="iBGP route reflectors: plan, render, migrate", description=DESCRIPTION)
 
-    p = cmds.add_parser(
+    p = command(
+        cmds,
         "plan",
         help="plan reflectors and sessions from an inventory",
         description="Plan route reflectors: which nodes reflect, their cluster ids, every session; "
-        "print the diff against the plan in force.",
+        "print the diff against the plan in force.\n\nExit status: 0 planned, 2 invalid inventory, "
+        "plan file or usage (every problem of the inventory is listed, each with its field).",
         epilog=INVENTORY_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        kind="query",
+        func=cmd_plan,
+        examples=[
+            "netkit bgp plan -f inventory.yaml --out plan.yaml",
+            "netkit bgp plan -f inventory.yaml --current plan.yaml",
+            "netkit bgp plan -f inventory.yaml -o json",
+        ],
     )
-    p.add_argument("-f", "--file", required=True, help="inventory + policy YAML")
+    add_file(p, "inventory + policy YAML")
     p.add_argument(
         "--current",
         metavar="PLAN",
-        help="the plan in force (a file written by --output), or 'mesh' (default); kept reflectors "
+        help="the plan in force (a file written by --out), or 'mesh' (default); kept reflectors "
         "and sessions stay put",
     )
-    p.add_argument("-o", "--output", metavar="FILE", help="also write the plan as YAML here")
-    p.add_argument("--format", choices=("text", "yaml", "json"), default="text")
+    p.add_argument("--out", metavar="FILE", help="also write the plan as YAML here")
+    add_output(p)
+    p.add_argument("--format", dest="output", type=_format, metavar="FORMAT", help="the same as -o")
     p.add_argument("--full-diff", action="store_true", help="print every changed session")
-    p.set_defaults(func=_guard(cmd_plan))
 
-    r = cmds.add_parser(
+    r = command(
+        cmds,
         "render",
         help="render the plan for BIRD, FRR, GoBGP, Calico or the netkit reflector",
-        description="Render one config per node (or Calico resources for the cluster) from a plan.",
+        description="Render one config per node (or Calico resources for the cluster) from a plan: "
+        "printed, or one file per node in --out DIR.\n\nExit status: 0 rendered, 2 invalid "
+        "inventory, plan file or usage.",
+        kind="query",
+        func=cmd_render,
+        examples=[
+            "netkit bgp render -f inventory.yaml --to bird --out bird/",
+            "netkit bgp render -f inventory.yaml --plan plan.yaml --to calico",
+            "netkit bgp render -f inventory.yaml --to frr --node node-a",
+        ],
     )
-    r.add_argument("-f", "--file", required=True, help="inventory + policy YAML")
-    r.add_argument("--plan", help="a plan file, 'rr' (plan now, the default) or 'mesh'", default="rr")
-    r.add_argument("--to", choices=FORMATS, required=True)
+    add_file(r, "inventory + policy YAML")
+    r.add_argument("--plan", help="a plan file, 'rr' (plan now) or 'mesh'", default="rr")
+    r.add_argument("--to", choices=FORMATS, required=True, help="the speaker to render for")
     r.add_argument("--node", help="only this node")
-    r.add_argument("--out", metavar="DIR", help="write files here instead of printing them")
-    r.set_defaults(func=_guard(cmd_render))
+    r.add_argument("--out", metavar="DIR", help="write one file per node here instead of printing them")
 
-    m = cmds.add_parser(
+    m = command(
+        cmds,
         "migrate",
-        help="make-before-break migration mesh <-> reflectors (dry run, or live in a lab)",
+        help="make-before-break migration mesh <-> reflectors (dry run, live speakers, or a lab)",
         description="Migrate without losing a route: new sessions beside the old (on alternate "
         "addresses where a session changes role), a check that every node learns every prefix over "
-        "the new sessions, then old sessions removed in batches with the check after each.",
+        "the new sessions, then old sessions removed in batches with the check after each.\n\n"
+        "--dry-run prints the steps and changes nothing. Exit status: 0 migrated (or nothing to "
+        "do), 1 a step failed (the speakers keep what they run; --out gets the topology in force "
+        "when it is one step's), 2 invalid inventory, plan, speakers file or usage (nothing changed).",
+        kind="change",
+        func=cmd_migrate,
+        examples=[
+            "netkit bgp migrate -f inventory.yaml --dry-run",
+            "netkit bgp migrate -f inventory.yaml --speakers speakers.yaml --out plan.yaml",
+            "netkit bgp migrate -f inventory.yaml --current plan.yaml --to mesh --dry-run",
+            "netkit bgp migrate --lab",
+        ],
     )
-    m.add_argument("-f", "--file", help="inventory + policy YAML")
+    add_file(m, "inventory + policy YAML", required=False)
     m.add_argument("--current", help="plan in force: 'mesh' (default), 'rr' or a file", default=None)
-    m.add_argument("--to", help="target: 'rr' (default), 'mesh' or a plan file", default="rr")
-    m.add_argument("--batch", type=int, default=10, help="old sessions removed per step (default 10)")
-    m.add_argument("--dry-run", action="store_true", help="print the steps only")
+    m.add_argument("--to", help="target: 'rr', 'mesh' or a plan file", default="rr")
+    m.add_argument(
+        "--batch", type=int_range(1, 100_000), default=10, metavar="N", help="old sessions removed per step"
+    )
+    m.add_argument("--dry-run", action="store_true", help="print the steps, change nothing")
     m.add_argument(
         "--speakers",
         metavar="FILE",
         help="drive the running speakers listed here (BIRD control socket + config, or FRR vty socket; "
         "see docs/bgp.md); they must run the rendered config of --current",
     )
-    m.add_argument("-o", "--output", metavar="FILE", help="write the plan in force afterwards here")
-    m.add_argument("--step-timeout", type=float, default=60.0, help="seconds a step may take to settle")
+    m.add_argument("--out", metavar="FILE", help="write the plan in force afterwards here")
+    m.add_argument(
+        "--step-timeout",
+        type=float_range(1, 3600),
+        default=60.0,
+        metavar="S",
+        help="seconds a step may take to settle",
+    )
     m.add_argument("--lab", action="store_true", help="run it live in a namespace lab (root; BIRD and FRR)")
-    m.add_argument("--nodes", type=int, default=12, help="lab size (default 12)")
+    m.add_argument("--nodes", type=int_range(4, 200), default=12, metavar="N", help="lab size, 4-200")
     m.add_argument("--no-kill", action="store_true", help="lab: skip killing and restarting a reflector")
     m.add_argument("--no-reverse", action="store_true", help="lab: skip the migration back to the mesh")
-    m.set_defaults(func=_guard(cmd_migrate))
 
     add_reflector(cmds)
 
 
-def _guard(fn: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            result: int = fn(args)
-        except InventoryError as exc:
-            print("netkit bgp: invalid inventory:\n  " + "\n  ".join(exc.errors), file=sys.stderr)
-            return 2
-        return result
-
-    return run
+def _format(text: str) -> str:
+    if text not in OUTPUT_FORMATS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    return text

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bgp.reflector.config import EXAMPLE, load_config
-from netkit.fields import ConfigError
+from netkit.cmdline import Parser, UsageError, add_file, command
+from netkit.cmdline import run as cmdline_run
 
 __all__ = ["add_parser", "build_parser", "main", "run"]
 
@@ -37,16 +38,24 @@ own lines are mixed in, in its format). Full reference: docs/bgp-reflector.md.
 """
 
 EPILOG = f"""\
-example (netkit bgp reflector --config reflector.yaml):
+example (netkit bgp reflector -f reflector.yaml):
 
 {EXAMPLE}
 `netkit bgp render --to exabgp` writes such a file for every reflector of a plan.
 --check validates FILE and prints the exabgp.conf it implies, without starting anything.
+
+Exit status: 0 stopped by SIGTERM/SIGINT (or --check passed), 1 cannot start (ExaBGP missing,
+the metrics address in use) or ExaBGP ended on its own, 2 invalid configuration or usage.
 """
+
+EXAMPLES = [
+    "netkit bgp reflector -f reflector.yaml --check",
+    "netkit bgp reflector -f reflector.yaml --state-dir /run/netkit/rr --log-format text",
+]
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--config", "-c", required=True, metavar="FILE", help="reflector YAML (see below)")
+    add_file(parser, "reflector YAML (see below)")
     parser.add_argument(
         "--state-dir",
         metavar="DIR",
@@ -55,21 +64,21 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--check", action="store_true", help="validate FILE, print the exabgp.conf it implies, and exit"
     )
-    parser.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), help="overrides log_level"
-    )
-    parser.set_defaults(func=run)
     return parser
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``reflector`` on an argparse subparsers object (``netkit bgp``'s)."""
-    parser: argparse.ArgumentParser = sub.add_parser(
+    parser = command(
+        sub,
         "reflector",
         help="run a route reflector on ExaBGP (RFC 4456; policy and metrics in Python)",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        kind="daemon",
+        log_level="info",
+        func=run,
+        examples=EXAMPLES,
     )
     return build_parser(parser)
 
@@ -83,15 +92,11 @@ def run(args: argparse.Namespace) -> int:
     from bgp.reflector.process import LOG_LEVEL_ENV
     from netkit import logs
 
-    path = Path(args.config)
+    path = Path(args.file)
     try:
         cfg = load_config(path.read_text(), str(path))
     except OSError as exc:
-        print(f"netkit bgp reflector: cannot read {path}: {exc.strerror}", file=sys.stderr)
-        return 2
-    except ConfigError as exc:
-        print(f"netkit bgp reflector: invalid config: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     if args.log_level:
         cfg = replace(cfg, log_level=args.log_level)
     if args.check:
@@ -99,20 +104,14 @@ def run(args: argparse.Namespace) -> int:
         for key, value in sorted(exabgp_environment(cfg, "USER").items()):
             print(f"# env {key}={value}")
         return 0
-    logs.setup(cfg.log_level)
+    logs.setup(cfg.log_level, args.log_format or "json")
     state = Path(args.state_dir) if args.state_dir else None
     env = {LOG_LEVEL_ENV: cfg.log_level}
     return launch(cfg, path, state, env)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="netkit bgp reflector",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    build_parser(parser)
-    args = parser.parse_args(argv)
-    result: int = args.func(args)
-    return result
+    """``python -m bgp.reflector``: the same command as ``netkit bgp reflector``."""
+    root = Parser(prog="netkit bgp")
+    add_parser(root.add_subparsers(dest="command", required=True))
+    return cmdline_run(root, ["reflector", *(sys.argv[1:] if argv is None else argv)])

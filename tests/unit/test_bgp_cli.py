@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def test_plan_prints_reflectors_and_diff_and_writes_the_plan(
     inventory: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_file = tmp_path / "plan.yaml"
-    assert main(["bgp", "plan", "-f", str(inventory), "-o", str(out_file)]) == 0
+    assert main(["bgp", "plan", "-f", str(inventory), "--out", str(out_file)]) == 0
     out = capsys.readouterr().out
     assert "3 reflectors for 9 nodes" in out and "(full mesh: 36)" in out
     assert "diff against the current plan (full mesh)" in out
@@ -63,9 +64,9 @@ def test_invalid_inventory_exits_2_naming_the_field(
     assert "duplicate address 198.18.0.1" in capsys.readouterr().err
 
 
-def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="cannot read"):
-        main(["bgp", "plan", "-f", str(tmp_path / "nope.yaml")])
+def test_missing_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bgp", "plan", "-f", str(tmp_path / "nope.yaml")]) == 2
+    assert "netkit bgp plan: cannot read" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -86,9 +87,30 @@ def test_speakers_file_errors_name_the_field(text: str, message: str) -> None:
     assert message in str(info.value)
 
 
-def test_migrate_without_speakers_or_dry_run_is_refused(inventory: Path) -> None:
-    with pytest.raises(SystemExit, match="give --speakers FILE"):
-        main(["bgp", "migrate", "-f", str(inventory)])
+def test_migrate_without_speakers_or_dry_run_is_refused(
+    inventory: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bgp", "migrate", "-f", str(inventory)]) == 2
+    assert "give --speakers FILE" in capsys.readouterr().err
+
+
+def test_o_is_the_output_format_and_a_path_there_points_at_out(
+    inventory: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bgp", "plan", "-f", str(inventory), "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "rr"
+    with pytest.raises(SystemExit) as info:
+        main(["bgp", "plan", "-f", str(inventory), "-o", "plan.yaml"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: netkit bgp plan" in err and "to write a file use --out plan.yaml" in err
+
+
+def test_render_of_an_unknown_node_names_the_nodes(
+    inventory: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bgp", "render", "-f", str(inventory), "--to", "bird", "--node", "n99"]) == 2
+    assert "--node n99: no such node in the inventory (it has: n1, n2" in capsys.readouterr().err
 
 
 def test_a_plan_naming_unknown_nodes_is_refused(

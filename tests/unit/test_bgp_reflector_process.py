@@ -378,7 +378,8 @@ def test_add_parser_registers_the_subcommand() -> None:
     sub = parser.add_subparsers(dest="command")
     cli.add_parser(sub)
     args = parser.parse_args(["reflector", "--config", "x.yaml", "--check"])
-    assert args.func is cli.run and args.config == "x.yaml" and args.check
+    assert args.func is cli.run and args.file == "x.yaml" and args.check
+    assert parser.parse_args(["reflector", "-f", "x.yaml"]).file == "x.yaml"
 
 
 def test_launcher_writes_exabgp_conf_and_environment(tmp_path: Path) -> None:
