@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from netkit.cmdline import CommandError, command, emit, float_range, group
+
 CHAOS_DNS_HELP = """\
 Measure how node-local DNS caches keep answering while their upstreams fail: the same query
 stream and the same fault schedule hit every system under test, each on its own node, at once.
@@ -47,111 +49,119 @@ windows.png, records/SYSTEM.bin (one record per query), logs/ (every daemon's lo
 cache snapshots from its restart and its stop), cleanup.json;
 and a summary table on stdout. Progress goes to stderr while it runs.
 
-Exit status: 0 done, 3 the harness's own self-checks failed (query counts, empty windows, or cold
-names answered while all upstreams were down: the results are not trustworthy), 1 error, 130
-interrupted. Needs root.
+--check validates the options and prints them with the fault schedule they give (YAML), without
+building anything.
 
-Examples:
-  netkit chaos dns --duration 600 --qps 2000 --seed 1 --out /tmp/chaos-long
-  netkit chaos dns --duration 60 --qps 100 --systems netkit,unbound --out /tmp/chaos-short
+Exit status: 0 done, 3 the harness's own self-checks failed (query counts, empty windows, or cold
+names answered while all upstreams were down: the results are not trustworthy), 1 error, 2 bad
+options, 130 interrupted. Needs root.
 """
 
 
+def _systems(text: str) -> list[str]:
+    from netkit.chaos.lab import SYSTEMS
+
+    systems = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in systems if s not in SYSTEMS]
+    if bad or not systems or len(set(systems)) != len(systems):
+        raise argparse.ArgumentTypeError(f"{text!r}: give distinct names among {', '.join(SYSTEMS)}")
+    return systems
+
+
+_systems.__name__ = "systems"
+
+
 def add_parser(sub: Any) -> None:
-    chaos = sub.add_parser(
-        "chaos", help="chaos experiments against real components", description="Chaos experiments."
+    from netkit.chaos.schedule import MIN_DURATION
+
+    csub = group(
+        sub, "chaos", help="chaos experiments against real components", description="Chaos experiments."
     )
-    csub = chaos.add_subparsers(dest="chaos_command", required=True, metavar="COMMAND")
-    p = csub.add_parser(
+    p = command(
+        csub,
         "dns",
         help="node-local DNS caches under the same upstream faults: netkit vs Unbound vs dnsmasq",
         description=CHAOS_DNS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        kind="lab",
+        func=cmd_chaos_dns,
+        examples=[
+            "netkit chaos dns --duration 600 --qps 2000 --seed 1 --out /tmp/chaos-long",
+            "netkit chaos dns --duration 60 --qps 100 --systems netkit,unbound --out /tmp/chaos-short",
+            "netkit chaos dns --duration 120 --check",
+        ],
     )
     p.add_argument(
         "--duration",
-        type=float,
+        type=float_range(MIN_DURATION, 86400),
         default=600.0,
         metavar="SECONDS",
-        help="length of the query stream; the fault plan is scaled to it (default 600, minimum 30)",
+        help=f"length of the query stream; the fault plan is scaled to it (at least {MIN_DURATION:g})",
     )
     p.add_argument(
         "--qps",
-        type=float,
+        type=float_range(0, 100_000, lo_open=True),
         default=2000.0,
         metavar="N",
-        help="queries per second sent to each system (default 2000)",
+        help="queries per second sent to each system",
     )
     p.add_argument(
         "--seed",
         type=int,
         default=1,
         metavar="S",
-        help="seed of the names, the query stream, fault targets and shifts (default 1)",
+        help="seed of the names, the query stream, fault targets and shifts",
     )
     p.add_argument(
         "--systems",
+        type=_systems,
         default="netkit,unbound,dnsmasq",
         metavar="LIST",
-        help="comma-separated systems under test among netkit, unbound, dnsmasq (default: all)",
+        help="comma-separated systems under test among netkit, unbound, dnsmasq",
     )
     p.add_argument(
         "--out",
         type=Path,
         default=Path("chaos-out"),
         metavar="DIR",
-        help="where results.json, report.html, plots, records and logs go (default ./chaos-out)",
+        help="where results.json, report.html, plots, records and logs go",
     )
     p.add_argument(
         "--deadline",
-        type=float,
+        type=float_range(0, 30, lo_open=True),
         default=1.0,
         metavar="S",
-        help="a query must be answered correctly within this long to count (default 1)",
+        help="a query must be answered correctly within this long to count",
     )
     p.add_argument(
         "--tcp-share",
-        type=float,
+        type=float_range(0, 1),
         default=0.05,
         metavar="F",
-        help="share of queries sent over TCP (default 0.05)",
+        help="share of queries sent over TCP, 0-1",
     )
     p.add_argument(
         "--progress-every",
-        type=float,
+        type=float_range(0.1, 3600),
         default=5.0,
         metavar="S",
-        help="seconds between progress lines on stderr (default 5)",
+        help="seconds between progress lines on stderr",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs (report.html without images)")
-    p.set_defaults(func=cmd_chaos_dns)  # fmt: skip
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the options, print them and the fault schedule (YAML), build nothing",
+    )
 
 
 def cmd_chaos_dns(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from netkit.chaos.lab import SYSTEMS
     from netkit.chaos.runner import Options, require_root, run
-    from netkit.chaos.schedule import MIN_DURATION
+    from netkit.chaos.schedule import build_schedule
     from netkit.chaos.workload import Mix
 
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    bad = [s for s in systems if s not in SYSTEMS]
-    if bad or not systems or len(set(systems)) != len(systems):
-        print(f"netkit chaos dns: --systems takes distinct names among {', '.join(SYSTEMS)}", file=sys.stderr)
-        return 2
-    if args.duration < MIN_DURATION:
-        print(f"netkit chaos dns: --duration must be at least {MIN_DURATION:g}", file=sys.stderr)
-        return 2
-    if args.qps <= 0 or args.deadline <= 0 or not 0 <= args.tcp_share <= 1:
-        print(
-            "netkit chaos dns: --qps and --deadline must be > 0, --tcp-share within [0, 1]", file=sys.stderr
-        )
-        return 2
-    problem = require_root()
-    if problem:
-        print(f"netkit chaos dns: {problem}", file=sys.stderr)
-        return 1
+    systems = _systems(args.systems) if isinstance(args.systems, str) else args.systems
     opts = Options(
         duration=args.duration,
         qps=args.qps,
@@ -164,8 +174,17 @@ def cmd_chaos_dns(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
         command="netkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
-    try:
-        return run(opts)
-    except Exception as e:
-        print(f"netkit chaos dns: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    if args.check:
+        options = {
+            k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("func", "check")
+        }
+        options["systems"], options["out"] = systems, str(args.out)
+        emit(
+            {"options": options, "schedule": [w.to_dict() for w in build_schedule(opts.duration, opts.seed)]},
+            "yaml",
+        )
+        return 0
+    problem = require_root()
+    if problem:
+        raise CommandError(problem)
+    return run(opts)
