@@ -197,7 +197,7 @@ def add_parser(sub: Any) -> None:
         kind="lab",
         log_level="warning",
         func=cmd_demo,
-        examples=["netkit dns demo", "netkit dns demo --names 50"],
+        examples=["netkit dns demo"],
     )
     demo.add_argument(
         "--names", type=int_range(10, 100_000), default=200, metavar="N", help="names in the demo zone"

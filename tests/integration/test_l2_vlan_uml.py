@@ -178,7 +178,7 @@ else:
         assert lab.ping("pa", "198.19.1.2", timeout=2)
 
     def test_verify_vlan(capsys: pytest.CaptureFixture[str]) -> None:
-        rc = run_verify("vlan", as_json=True)
+        rc = run_verify("vlan", output="json")
         report = json.loads(capsys.readouterr().out)
         (run,) = report["runs"]
         with capsys.disabled():
