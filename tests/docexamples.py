@@ -104,6 +104,25 @@ def from_help() -> list[Documented]:
     return found
 
 
+def yaml_blocks() -> list[tuple[str, str]]:
+    """(file:line, text) of every code block of the documents that is a YAML mapping."""
+    import yaml
+
+    out = []
+    for path in [p for pattern in DOCUMENTS for p in sorted(ROOT.glob(pattern))]:
+        lines = path.read_text().splitlines()
+        for block in _blocks(lines):
+            fenced = not block[0][1].startswith("    ")
+            text = "\n".join(line if fenced else line[4:] for _, line in block)
+            try:
+                doc = yaml.safe_load(text)
+            except yaml.YAMLError:
+                continue
+            if isinstance(doc, dict):
+                out.append((f"{path.relative_to(ROOT)}:{block[0][0]}", text))
+    return out
+
+
 def documented() -> list[Documented]:
     docs = [p for pattern in DOCUMENTS for p in sorted(ROOT.glob(pattern))]
     return from_help() + [d for p in docs for d in from_markdown(p)]
