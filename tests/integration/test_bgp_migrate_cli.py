@@ -77,7 +77,7 @@ def test_migrate_running_speakers_to_reflectors_and_back(
 ) -> None:
     inventory, spk, speakers = running_mesh
     plan_file = tmp_path / "plan.yaml"
-    args = ["bgp", "migrate", "-f", str(inventory), "--speakers", str(spk), "-o", str(plan_file)]
+    args = ["bgp", "migrate", "-f", str(inventory), "--speakers", str(spk), "--out", str(plan_file)]
     assert main(args) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert "step 1/" in out and "gate" in out and "total" in out
@@ -144,7 +144,7 @@ def test_a_failed_step_writes_the_topology_in_force_to_resume_from(
         str(inventory),
         "--speakers",
         str(spk),
-        "-o",
+        "--out",
         str(in_force),
         "--step-timeout",
         "4",

@@ -7,9 +7,11 @@ usage, 1 a failure at run time, in one line."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import shlex
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -124,8 +126,16 @@ def test_usage_errors_exit_2_with_the_commands_own_usage(
         assert "the following arguments are required" in capsys.readouterr().err
 
 
+@pytest.fixture(autouse=True)
+def default_event_loop_policy() -> Iterator[None]:
+    """`netkit dns serve` installs uvloop's policy for its process; in this one it must not
+    outlive the test (pyroute2's netlink sockets need asyncio's own loop)."""
+    yield
+    asyncio.set_event_loop_policy(None)
+
+
 @pytest.fixture
-def taken_port() -> tuple[socket.socket, int]:
+def taken_port() -> Iterator[tuple[socket.socket, int]]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
