@@ -292,7 +292,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         event_loop_policy()
         asyncio.run(serve(cfg, reload_config))
     except OSError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(exc.strerror or str(exc)) from None
     return 0
 
 

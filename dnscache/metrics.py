@@ -166,9 +166,13 @@ class MetricsServer:
         if sock is not None:
             self._server = await asyncio.start_server(self._handle, sock=sock)
         else:
-            self._server = await asyncio.start_server(
-                self._handle, self.address.host, self.address.port, reuse_address=True
-            )
+            try:
+                self._server = await asyncio.start_server(
+                    self._handle, self.address.host, self.address.port, reuse_address=True
+                )
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise OSError(exc.errno, f"cannot serve metrics on {self.address}: {reason}") from None
 
     def listening_socket(self) -> socket.socket | None:
         """A second descriptor of the listening socket, to hand over."""

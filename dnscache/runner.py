@@ -17,7 +17,7 @@ from typing import Any
 from dnscache import handover
 from dnscache.config import ServeConfig
 from dnscache.metrics import MetricsServer
-from dnscache.server import DnsServer
+from dnscache.server import DnsServer, Listeners
 from netkit.fields import ConfigError
 
 log = logging.getLogger("netkit.dns")
@@ -103,9 +103,11 @@ async def serve(
     reuse_port: bool = False,
     with_metrics: bool = True,
     on_started: Callable[[DnsServer], None] | None = None,
+    listeners: Listeners | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (drain, snapshot the cache) or a restart (hand over, drain);
-    SIGHUP re-reads the configuration without dropping a query or the cache."""
+    SIGHUP re-reads the configuration without dropping a query or the cache. ``listeners``: sockets
+    bound already (a worker's, from its supervisor); a handover's inherited ones come first."""
     inherited = handover.from_environment()
     server = DnsServer(cfg, reuse_port=reuse_port)
     cache_source = inherited.cache_file if inherited is not None else cfg.cache_file
@@ -115,7 +117,7 @@ async def serve(
         if inherited is not None and inherited.cache_is_temporary:
             with contextlib.suppress(OSError):
                 os.unlink(cache_source)
-    await server.start(inherited.listeners if inherited is not None else None)
+    await server.start(inherited.listeners if inherited is not None else listeners)
     metrics = None
     if with_metrics and cfg.metrics is not None:
         metrics = MetricsServer(cfg.metrics, server.snapshot, lambda: server.ready)

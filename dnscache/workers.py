@@ -1,9 +1,12 @@
 """``--workers N``: N processes share the listen addresses with SO_REUSEPORT (effects).
 
 The kernel spreads queries over the workers by flow hash; each worker has its own cache (as
-separate CoreDNS replicas would). The supervisor forks them before it starts an event loop,
-restarts a worker that dies, forwards SIGHUP and SIGTERM, and serves the metrics: every worker
-sends it a snapshot of its counters once a second over a pipe, and the supervisor sums them.
+separate CoreDNS replicas would). The supervisor binds every worker's sockets itself, first
+making sure no other process serves those addresses (``server.bind_exclusive``: an accidental
+second instance gets EADDRINUSE, as one without workers does), and keeps them: a worker that
+dies is restarted on the same sockets, so what the kernel queued for it waits instead of being
+dropped. It serves the metrics (every worker sends it a snapshot of its counters once a second
+over a pipe, and the supervisor sums them) and forwards SIGHUP and SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable
 from dnscache.config import ServeConfig
 from dnscache.metrics import MetricsServer, Snapshot, merge_snapshots
 from dnscache.runner import event_loop_policy, serve
-from dnscache.server import DnsServer
+from dnscache.server import DnsServer, Listeners, bind_exclusive
 
 log = logging.getLogger("netkit.dns")
 
@@ -29,7 +32,9 @@ MAX_RESTARTS = 5  # within RESTART_WINDOW seconds, then the supervisor gives up
 RESTART_WINDOW = 30.0
 
 
-def _worker_main(cfg: ServeConfig, reload_config: Callable[[], ServeConfig], report_fd: int) -> int:
+def _worker_main(
+    cfg: ServeConfig, reload_config: Callable[[], ServeConfig], report_fd: int, listeners: Listeners
+) -> int:
     event_loop_policy()
 
     def on_started(server: DnsServer) -> None:
@@ -43,7 +48,16 @@ def _worker_main(cfg: ServeConfig, reload_config: Callable[[], ServeConfig], rep
         server._housekeeping.append(task)
 
     try:
-        asyncio.run(serve(cfg, reload_config, reuse_port=True, with_metrics=False, on_started=on_started))
+        asyncio.run(
+            serve(
+                cfg,
+                reload_config,
+                reuse_port=True,
+                with_metrics=False,
+                on_started=on_started,
+                listeners=listeners,
+            )
+        )
     except OSError as exc:
         log.error("worker cannot serve", extra={"error": str(exc)})
         return 1
@@ -51,9 +65,12 @@ def _worker_main(cfg: ServeConfig, reload_config: Callable[[], ServeConfig], rep
 
 
 class Supervisor:
-    def __init__(self, cfg: ServeConfig, reload_config: Callable[[], ServeConfig]) -> None:
+    def __init__(
+        self, cfg: ServeConfig, reload_config: Callable[[], ServeConfig], sockets: list[Listeners]
+    ) -> None:
         self.cfg = cfg
         self.reload_config = reload_config
+        self.sockets = sockets  # per worker, held for the workers' whole life
         self.children: dict[int, tuple[int, int]] = {}  # pid -> (worker index, report fd)
         self.latest: dict[int, Snapshot] = {}
         self.buffers: dict[int, bytes] = {}
@@ -69,7 +86,12 @@ class Supervisor:
             os.close(r)
             code = 1
             try:
-                code = _worker_main(self.cfg, self.reload_config, w)
+                for i, group in enumerate(self.sockets):
+                    if i != index:  # the other workers' sockets are theirs
+                        for udp, tcp in group.values():
+                            udp.close()
+                            tcp.close()
+                code = _worker_main(self.cfg, self.reload_config, w, self.sockets[index])
             finally:
                 os._exit(code)
         os.close(w)
@@ -97,17 +119,21 @@ class Supervisor:
         return not self.stopping and len(self.latest) >= self.cfg.workers
 
     async def run(self) -> int:
+        """Serve the metrics, then start the workers (a metrics address in use is an error
+        before any worker runs) and keep them running until SIGTERM/SIGINT."""
         loop = asyncio.get_running_loop()
+        metrics = None
+        if self.cfg.metrics is not None:
+            metrics = MetricsServer(self.cfg.metrics, self.snapshot, self.ready)
+            await metrics.start()
+        for i in range(self.cfg.workers):
+            self.spawn(i)
         for _, (index, fd) in self.children.items():
             loop.add_reader(fd, self._read, index, fd)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._signal_all(signal.SIGHUP))
-        metrics = None
-        if self.cfg.metrics is not None:
-            metrics = MetricsServer(self.cfg.metrics, self.snapshot, self.ready)
-            await metrics.start()
         code = 0
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -158,7 +184,12 @@ class Supervisor:
 
 
 def supervise(cfg: ServeConfig, reload_config: Callable[[], ServeConfig]) -> int:
-    sup = Supervisor(cfg, reload_config)
-    for i in range(cfg.workers):
-        sup.spawn(i)
-    return asyncio.run(sup.run())
+    """Bind (or refuse with EADDRINUSE, before anything starts), then run the workers."""
+    sockets = bind_exclusive(cfg.listen, cfg.workers)
+    try:
+        return asyncio.run(Supervisor(cfg, reload_config, sockets).run())
+    finally:
+        for group in sockets:
+            for udp, tcp in group.values():
+                udp.close()
+                tcp.close()
