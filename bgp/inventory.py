@@ -259,8 +259,32 @@ def _parse_node(raw: Any, default_asn: int | None, path: str, err: Errors) -> No
     return Node(name, address, router_id, asn, labels, mark, tuple(prefixes), alt_address)
 
 
-def check_inventory(inv: Inventory) -> None:
-    """Cross-node rules: unique names, addresses, router ids; one AS unless ``asn_scope: per-as``."""
+def reflector_candidates(nodes: Sequence[Node], policy: Policy) -> list[Node]:
+    """The nodes that may reflect: those marked ``reflector: true`` (all that ``dedicated`` mode
+    takes), else every node not marked ``false``."""
+    marked = [n for n in nodes if n.reflector is True]
+    if policy.mode == "dedicated":
+        return marked
+    return marked or [n for n in nodes if n.reflector is not False]
+
+
+def candidate_problems(nodes: Sequence[Node], policy: Policy) -> list[str]:
+    """What keeps ``nodes`` (one AS) from being planned, short of planning: no candidate in
+    dedicated mode, candidates without their failure-domain label (every one of them)."""
+    cands = reflector_candidates(nodes, policy)
+    if policy.mode == "dedicated" and not cands:
+        return ["policy.mode: dedicated needs nodes marked reflector: true"]
+    label = policy.failure_domain
+    return [
+        f"nodes[{n.name}].labels.{label}: missing; reflector candidates need their failure domain"
+        for n in cands
+        if label not in n.labels
+    ]
+
+
+def inventory_problems(inv: Inventory) -> list[str]:
+    """Cross-node rules: unique names, addresses, router ids; one AS unless ``asn_scope: per-as``;
+    every reflector candidate labelled with its failure domain. All of them, not the first."""
     errors: list[str] = []
     addresses: dict[str, str] = {}
     for n in inv.nodes:
@@ -286,6 +310,16 @@ def check_inventory(inv: Inventory) -> None:
         )
     if not inv.nodes:
         errors.append("nodes: the inventory has no nodes")
+    for asn in asns:
+        group = [n for n in inv.nodes if n.asn == asn]
+        prefix = f"AS {asn}: " if len(asns) > 1 and inv.policy.asn_scope == "per-as" else ""
+        errors += [prefix + e for e in candidate_problems(group, inv.policy)]
+    return errors
+
+
+def check_inventory(inv: Inventory) -> None:
+    """``inventory_problems`` as an ``InventoryError``."""
+    errors = inventory_problems(inv)
     if errors:
         raise InventoryError(errors)
 
@@ -310,10 +344,11 @@ def parse_inventory(raw: Any) -> Inventory:
             node = _parse_node(rn, default_asn, f"nodes[{label}]", err)
             if node is not None:
                 nodes.append(node)
-    if err.items:
-        raise InventoryError(err.items)
     inv = Inventory(tuple(nodes), policy)
-    check_inventory(inv)
+    # the rules across nodes run on the nodes that parsed, so one run reports everything
+    problems = [*err.items, *(inventory_problems(inv) if nodes or not err.items else [])]
+    if problems:
+        raise InventoryError(problems)
     return inv
 
 

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bgp.inventory import Inventory, InventoryError, Node, Policy
+from bgp.inventory import Inventory, InventoryError, Node, Policy, candidate_problems, reflector_candidates
 from bgp.model import NodeInfo, Session, SessionKind, SpeakerConfig, Timers, speaker_configs
 
 __all__ = [
@@ -143,13 +143,6 @@ def mesh_plan(inv: Inventory) -> Plan:
     return Plan("mesh", {}, sessions, tuple(sorted(inv.names)))
 
 
-def _candidates(nodes: Sequence[Node], policy: Policy) -> list[Node]:
-    marked = [n for n in nodes if n.reflector is True]
-    if policy.mode == "dedicated":
-        return marked
-    return marked or [n for n in nodes if n.reflector is not False]
-
-
 def _choose(
     candidates: Sequence[Node], label: str, quota: int, keep: set[str], salt: str
 ) -> dict[str, list[Node]]:
@@ -236,14 +229,10 @@ def _plan_as(
 ) -> tuple[dict[str, Reflector], set[Session]]:
     label = policy.failure_domain
     k = policy.redundancy
-    cands = _candidates(nodes, policy)
-    if policy.mode == "dedicated" and not cands:
-        raise InventoryError(["policy.mode: dedicated needs nodes marked reflector: true"])
-    for n in cands:
-        if label not in n.labels:
-            raise InventoryError(
-                [f"nodes[{n.name}].labels.{label}: missing; reflector candidates need their failure domain"]
-            )
+    problems = candidate_problems(nodes, policy)
+    if problems:
+        raise InventoryError(problems)
+    cands = reflector_candidates(nodes, policy)
     prev_refl = previous.reflectors if previous else {}
     keep1 = {r for r, info in prev_refl.items() if info.level == 1}
     leaf = _choose(cands, label, policy.reflectors_per_domain, keep1, "leaf")
