@@ -8,9 +8,9 @@ and ``EXAMPLE`` for a complete file.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -55,8 +55,6 @@ neighbors:
      allowed_prefixes: [198.19.3.0/24], max_prefix: {limit: 100, action: teardown}}
   - {name: rr-2, address: 198.18.0.4, asn: 64512, role: peer}   # another reflector
 """
-
-
 
 
 @dataclass(frozen=True)
@@ -171,25 +169,46 @@ _NEIGHBOR = {
     "max_prefix",
     "description",
 }
+_T = TypeVar("_T")
+_EMPTY: Mapping[str, Any] = {}
 _DEFAULTS = {"allowed_prefixes", "allow_default", "max_prefix", "password", "passive"}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _EXABGP_LOG_LEVELS = ("DEBUG", "INFO", "NOTICE", "WARNING", "ERR", "CRITICAL")
 
 
+class _Collect:
+    """Runs the field validators below (each raises ``ConfigError`` for its field) and keeps
+    every error, so one run reports all of a file's problems; a failed field gets ``default``."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def __call__(self, fn: Callable[..., _T], *args: Any, default: _T) -> _T:
+        try:
+            return fn(*args)
+        except ConfigError as exc:
+            self.errors += exc.errors
+            return default
+
+    def add(self, message: str) -> None:
+        self.errors.append(message)
+
+
 def _mapping(value: object, key: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-    for k in value:
-        if not isinstance(k, str):
-            raise ConfigError(f"{key}: keys must be strings, got {k!r}")
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{key}: keys must be strings, got {bad[0]!r}")
     return value
 
 
 def _unknown(data: Mapping[str, Any], allowed: set[str], key: str) -> None:
+    where = f"{key}." if key else ""
     extra = sorted(set(data) - allowed)
     if extra:
-        where = f"{key}." if key else ""
-        raise ConfigError(f"{where}{extra[0]}: unknown key (expected one of: {', '.join(sorted(allowed))})")
+        expected = ", ".join(sorted(allowed))
+        raise ConfigError([f"{where}{k}: unknown key (expected one of: {expected})" for k in extra])
 
 
 def _int(value: object, key: str, lo: int, hi: int) -> int:
@@ -243,13 +262,20 @@ def _blocks(value: object, key: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise ConfigError(f"{key}: expected a list of prefixes")
     out = []
+    errors = []
     for i, item in enumerate(value):
-        text = _str(item, f"{key}[{i}]")
         try:
+            text = _str(item, f"{key}[{i}]")
             parse_block(text)
+        except ConfigError as exc:
+            errors += exc.errors
+            continue
         except PolicyError as exc:
-            raise ConfigError(f"{key}[{i}]: {exc}") from None
+            errors.append(f"{key}[{i}]: {exc}")
+            continue
         out.append(text)
+    if errors:
+        raise ConfigError(errors)
     return tuple(out)
 
 
@@ -259,153 +285,198 @@ def _max_prefix(value: object, key: str) -> MaxPrefix | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return MaxPrefix(_int(value, key, 1, 1 << 31))
     data = _mapping(value, key)
-    _unknown(data, {"limit", "action"}, key)
+    c = _Collect()
+    c(_unknown, data, {"limit", "action"}, key, default=None)
+    limit = 1
     if "limit" not in data:
-        raise ConfigError(f"{key}.limit: required")
-    limit = _int(data["limit"], f"{key}.limit", 1, 1 << 31)
+        c.add(f"{key}.limit: required")
+    else:
+        limit = c(_int, data["limit"], f"{key}.limit", 1, 1 << 31, default=1)
     action_text = data.get("action", "keep")
     try:
         action = MaxPrefixAction(action_text)
     except ValueError:
-        raise ConfigError(f"{key}.action: expected keep or teardown, got {action_text!r}") from None
+        c.add(f"{key}.action: expected keep or teardown, got {action_text!r}")
+        action = MaxPrefixAction.KEEP
+    if c.errors:
+        raise ConfigError(c.errors)
     return MaxPrefix(limit, action)
 
 
-def _neighbor(value: object, key: str, defaults: Mapping[str, Any], asn: int) -> NeighborConfig:
-    data = _mapping(value, key)
-    _unknown(data, _NEIGHBOR, key)
+def _neighbor(
+    value: object, key: str, defaults: Mapping[str, Any], asn: int, c: _Collect
+) -> NeighborConfig | None:
+    data = c(_mapping, value, key, default=None)
+    if data is None:
+        return None
+    before = len(c.errors)
+    c(_unknown, data, _NEIGHBOR, key, default=None)
     merged = {**defaults, **data}
     for required in ("address", "asn"):
         if required not in data:
-            raise ConfigError(f"{key}.{required}: required")
-    address = _ip(data["address"], f"{key}.address")
-    name = _str(data.get("name", address), f"{key}.name")
-    peer_asn = _int(data["asn"], f"{key}.asn", 1, (1 << 32) - 1)
+            c.add(f"{key}.{required}: required")
+    address = c(_ip, data["address"], f"{key}.address", default="") if "address" in data else ""
+    name = c(_str, data.get("name", address or "?"), f"{key}.name", default="")
+    peer_asn = c(_int, data["asn"], f"{key}.asn", 1, (1 << 32) - 1, default=asn) if "asn" in data else asn
     role_text = data.get("role", "client")
     try:
         role = Role(role_text)
     except ValueError:
-        raise ConfigError(f"{key}.role: expected client, peer or reflector, got {role_text!r}") from None
+        c.add(f"{key}.role: expected client, peer or reflector, got {role_text!r}")
+        role = Role.CLIENT
     if peer_asn != asn and "role" in data and role is Role.CLIENT:
-        raise ConfigError(f"{key}.role: an eBGP neighbour (asn {peer_asn} != {asn}) cannot be a client")
-    return NeighborConfig(
+        c.add(f"{key}.role: an eBGP neighbour (asn {peer_asn} != {asn}) cannot be a client")
+    password = None
+    if merged.get("password") is not None:
+        password = c(_password, merged["password"], f"{key}.password", default=None)
+    local = None
+    if "local_address" in data:
+        local = c(_ip, data["local_address"], f"{key}.local_address", default=None)
+    allowed = None
+    if merged.get("allowed_prefixes") is not None:
+        allowed = c(_blocks, merged["allowed_prefixes"], f"{key}.allowed_prefixes", default=None)
+    neighbor = NeighborConfig(
         name=name,
         address=address,
         asn=peer_asn,
         role=role,
-        password=_password(merged["password"], f"{key}.password")
-        if merged.get("password") is not None
-        else None,
-        passive=_bool(merged.get("passive", False), f"{key}.passive"),
-        local_address=_ip(data["local_address"], f"{key}.local_address") if "local_address" in data else None,
-        allowed_prefixes=(
-            _blocks(merged["allowed_prefixes"], f"{key}.allowed_prefixes")
-            if merged.get("allowed_prefixes") is not None
-            else None
-        ),
-        allow_default=_bool(merged.get("allow_default", False), f"{key}.allow_default"),
-        max_prefix=_max_prefix(merged.get("max_prefix"), f"{key}.max_prefix"),
+        password=password,
+        passive=c(_bool, merged.get("passive", False), f"{key}.passive", default=False),
+        local_address=local,
+        allowed_prefixes=allowed,
+        allow_default=c(_bool, merged.get("allow_default", False), f"{key}.allow_default", default=False),
+        max_prefix=c(_max_prefix, merged.get("max_prefix"), f"{key}.max_prefix", default=None),
     )
+    return neighbor if len(c.errors) == before else None
 
 
 def parse_config(data: object) -> ReflectorConfig:
-    """A parsed YAML document -> ``ReflectorConfig``; ConfigError naming the key on any problem."""
+    """A parsed YAML document -> ``ReflectorConfig``; ``ConfigError`` listing every problem, each
+    naming its key."""
     top = _mapping(data, "config")
-    _unknown(top, _TOP, "")
+    c = _Collect()
+    c(_unknown, top, _TOP, "", default=None)
     for required in ("router_id", "asn", "neighbors"):
         if required not in top:
-            raise ConfigError(f"{required}: required")
-    router_id = _ipv4(top["router_id"], "router_id")
-    asn = _int(top["asn"], "asn", 1, (1 << 32) - 1)
-    local_address = _ip(top.get("local_address", router_id), "local_address")
-    defaults = _mapping(top.get("defaults", {}), "defaults")
-    _unknown(defaults, _DEFAULTS, "defaults")
-    raw_neighbors = top["neighbors"]
-    if not isinstance(raw_neighbors, list) or not raw_neighbors:
-        raise ConfigError("neighbors: expected a non-empty list")
-    neighbors = tuple(_neighbor(n, f"neighbors[{i}]", defaults, asn) for i, n in enumerate(raw_neighbors))
+            c.add(f"{required}: required")
+    router_id = (
+        c(_ipv4, top["router_id"], "router_id", default="0.0.0.1") if "router_id" in top else "0.0.0.1"
+    )
+    asn = c(_int, top["asn"], "asn", 1, (1 << 32) - 1, default=1) if "asn" in top else 1
+    local_address = c(_ip, top.get("local_address", router_id), "local_address", default=router_id)
+    defaults = c(_mapping, top.get("defaults", {}), "defaults", default=_EMPTY)
+    c(_unknown, defaults, _DEFAULTS, "defaults", default=None)
+    raw_neighbors = top.get("neighbors", [])
+    if "neighbors" in top and (not isinstance(raw_neighbors, list) or not raw_neighbors):
+        c.add("neighbors: expected a non-empty list")
+        raw_neighbors = []
+    parsed = [(i, _neighbor(n, f"neighbors[{i}]", defaults, asn, c)) for i, n in enumerate(raw_neighbors)]
+    neighbors = tuple(n for _, n in parsed if n is not None)
     seen: dict[str, int] = {}
-    for i, n in enumerate(neighbors):
+    for i, n in parsed:
+        if n is None:
+            continue
         if n.address in seen:
-            raise ConfigError(f"neighbors[{i}].address: {n.address} is also neighbors[{seen[n.address]}]")
-        if n.address == local_address:
-            raise ConfigError(f"neighbors[{i}].address: {n.address} is the reflector's own local_address")
-        seen[n.address] = i
+            c.add(f"neighbors[{i}].address: {n.address} is also neighbors[{seen[n.address]}]")
+        elif n.address == local_address:
+            c.add(f"neighbors[{i}].address: {n.address} is the reflector's own local_address")
+        seen.setdefault(n.address, i)
     families_raw = top.get("families", ["ipv4", "ipv6"])
-    if not isinstance(families_raw, list) or not families_raw:
-        raise ConfigError("families: expected a non-empty list of ipv4, ipv6")
     families = []
+    if not isinstance(families_raw, list) or not families_raw:
+        c.add("families: expected a non-empty list of ipv4, ipv6")
+        families_raw = []
     for i, fam in enumerate(families_raw):
         if fam not in ("ipv4", "ipv6"):
-            raise ConfigError(f"families[{i}]: expected ipv4 or ipv6, got {fam!r}")
-        families.append(fam)
+            c.add(f"families[{i}]: expected ipv4 or ipv6, got {fam!r}")
+        else:
+            families.append(fam)
     metrics = None
     if top.get("metrics") is not None:
+        text = c(_str, top["metrics"], "metrics", default="")
         try:
-            metrics = parse_hostport(_str(top["metrics"], "metrics"))
+            metrics = parse_hostport(text) if text else None
         except AddressError as exc:
-            raise ConfigError(f"metrics: {exc}") from None
+            c.add(f"metrics: {exc}")
     timers = Timers()
     if "timers" in top:
-        t = _mapping(top["timers"], "timers")
-        _unknown(t, {"hold", "keepalive", "connect_retry"}, "timers")
-        hold = _int(t.get("hold", timers.hold), "timers.hold", 0, 65535)
+        t = c(_mapping, top["timers"], "timers", default=_EMPTY)
+        c(_unknown, t, {"hold", "keepalive", "connect_retry"}, "timers", default=None)
+        hold = c(_int, t.get("hold", timers.hold), "timers.hold", 0, 65535, default=timers.hold)
         if 0 < hold < 3:
-            raise ConfigError("timers.hold: must be 0 or at least 3 (RFC 4271)")
+            c.add("timers.hold: must be 0 or at least 3 (RFC 4271)")
         timers = Timers(
             hold=hold,
-            keepalive=_int(t.get("keepalive", max(hold // 3, 0)), "timers.keepalive", 0, 65535),
-            connect_retry=_int(t.get("connect_retry", timers.connect_retry), "timers.connect_retry", 1, 3600),
-        )
+            keepalive=c(
+                _int, t.get("keepalive", max(hold // 3, 0)), "timers.keepalive", 0, 65535,
+                default=timers.keepalive,
+            ),
+            connect_retry=c(
+                _int, t.get("connect_retry", timers.connect_retry), "timers.connect_retry", 1, 3600,
+                default=timers.connect_retry,
+            ),
+        )  # fmt: skip
     igp: dict[str, int] = {}
-    for nh, cost in _mapping(top.get("igp_metrics", {}), "igp_metrics").items():
-        igp[_ip(nh, f"igp_metrics.{nh}")] = _int(cost, f"igp_metrics.{nh}", 0, (1 << 32) - 1)
+    for nh, cost in c(_mapping, top.get("igp_metrics", {}), "igp_metrics", default=_EMPTY).items():
+        address = c(_ip, nh, f"igp_metrics.{nh}", default=None)
+        value = c(_int, cost, f"igp_metrics.{nh}", 0, (1 << 32) - 1, default=None)
+        if address is not None and value is not None:
+            igp[address] = value
     exabgp = ExabgpSettings()
     if "exabgp" in top:
-        e = _mapping(top["exabgp"], "exabgp")
-        _unknown(e, {"api", "reactor_speed", "tuned", "chunk", "log_level"}, "exabgp")
+        e = c(_mapping, top["exabgp"], "exabgp", default=_EMPTY)
+        c(_unknown, e, {"api", "reactor_speed", "tuned", "chunk", "log_level"}, "exabgp", default=None)
         api = e.get("api", exabgp.api)
         if api not in ("wire", "text"):
-            raise ConfigError(f"exabgp.api: expected wire or text, got {api!r}")
+            c.add(f"exabgp.api: expected wire or text, got {api!r}")
+            api = exabgp.api
         speed = e.get("reactor_speed")
         if speed is not None and (
             isinstance(speed, bool) or not isinstance(speed, int | float) or not 0.001 <= speed <= 10
         ):
-            raise ConfigError(f"exabgp.reactor_speed: expected a number between 0.001 and 10, got {speed!r}")
+            c.add(f"exabgp.reactor_speed: expected a number between 0.001 and 10, got {speed!r}")
+            speed = None
         level = e.get("log_level", exabgp.log_level)
         if level not in _EXABGP_LOG_LEVELS:
-            raise ConfigError(
-                f"exabgp.log_level: expected one of {', '.join(_EXABGP_LOG_LEVELS)}, got {level!r}"
-            )
+            c.add(f"exabgp.log_level: expected one of {', '.join(_EXABGP_LOG_LEVELS)}, got {level!r}")
+            level = exabgp.log_level
         exabgp = ExabgpSettings(
             api=api,
             reactor_speed=float(speed) if speed is not None else None,
-            tuned=_bool(e.get("tuned", exabgp.tuned), "exabgp.tuned"),
-            chunk=_int(e.get("chunk", exabgp.chunk), "exabgp.chunk", 1, 100000),
+            tuned=c(_bool, e.get("tuned", exabgp.tuned), "exabgp.tuned", default=exabgp.tuned),
+            chunk=c(_int, e.get("chunk", exabgp.chunk), "exabgp.chunk", 1, 100000, default=exabgp.chunk),
             log_level=level,
         )
     log_level = top.get("log_level", "info")
     if log_level not in _LOG_LEVELS:
-        raise ConfigError(f"log_level: expected one of {', '.join(_LOG_LEVELS)}, got {log_level!r}")
+        c.add(f"log_level: expected one of {', '.join(_LOG_LEVELS)}, got {log_level!r}")
+    v6 = None
+    if top.get("local_address_v6") is not None:
+        v6 = c(_ip, top["local_address_v6"], "local_address_v6", 6, default=None)
+    cluster_id = None
+    if top.get("cluster_id") is not None:
+        cluster_id = c(_ipv4, top["cluster_id"], "cluster_id", default=None)
+    listen = c(_bool, top.get("listen", True), "listen", default=True)
+    port = c(_int, top.get("port", 179), "port", 1, 65535, default=179)
+    local_pref = c(
+        _int, top.get("default_local_pref", DEFAULT_LOCAL_PREF), "default_local_pref", 0, (1 << 32) - 1,
+        default=DEFAULT_LOCAL_PREF,
+    )  # fmt: skip
+    if c.errors:
+        raise ConfigError(c.errors)
     return ReflectorConfig(
         router_id=router_id,
         asn=asn,
         local_address=local_address,
-        local_address_v6=(
-            _ip(top["local_address_v6"], "local_address_v6", 6)
-            if top.get("local_address_v6") is not None
-            else None
-        ),
-        cluster_id=_ipv4(top["cluster_id"], "cluster_id") if top.get("cluster_id") is not None else None,
-        listen=_bool(top.get("listen", True), "listen"),
-        port=_int(top.get("port", 179), "port", 1, 65535),
+        local_address_v6=v6,
+        cluster_id=cluster_id,
+        listen=listen,
+        port=port,
         families=tuple(families),
         metrics=metrics,
         timers=timers,
         igp_metrics=igp,
-        default_local_pref=_int(
-            top.get("default_local_pref", DEFAULT_LOCAL_PREF), "default_local_pref", 0, (1 << 32) - 1
-        ),
+        default_local_pref=local_pref,
         exabgp=exabgp,
         log_level=log_level,
         neighbors=neighbors,
@@ -421,4 +492,4 @@ def load_config(text: str, source: str = "config") -> ReflectorConfig:
     try:
         return parse_config(data)
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError([f"{source}: {e}" for e in exc.errors]) from None

@@ -275,3 +275,37 @@ def test_neighbor_objects_from_the_model_carry_roles() -> None:
     n = Neighbor("x", "198.18.0.1", 64512, Role.REFLECTOR)
     cfg = parse_config(with_("neighbors.0", {"address": n.address, "asn": n.asn, "role": str(n.role)}))
     assert cfg.neighbors[0].role is Role.REFLECTOR and not cfg.reflector().peers[n.address].client
+
+
+def test_every_problem_of_a_config_at_once() -> None:
+    text = """\
+router_id: 198.18.0.300
+asn: 64512
+colour: blue
+timers: {hold: 2}
+families: [ipv4, ipx]
+exabgp: {api: fast}
+neighbors:
+  - {address: 198.18.0.1, asn: 64512, role: boss}
+  - {address: 198.18.0.1, asn: 64512}
+  - {address: nowhere, asn: 64512, max_prefix: {limit: 0, action: explode}}
+  - {address: 198.18.0.9}
+"""
+    with pytest.raises(ConfigError) as info:
+        load_config(text, "rr.yaml")
+    errors = info.value.errors
+    expected = [
+        "rr.yaml: colour: unknown key",
+        "rr.yaml: router_id: expected an IPv4 address (dotted quad), got '198.18.0.300'",
+        "rr.yaml: neighbors[0].role: expected client, peer or reflector, got 'boss'",
+        "rr.yaml: neighbors[2].address: expected an IP address, got 'nowhere'",
+        "rr.yaml: neighbors[2].max_prefix.limit: must be between 1 and 2147483648, got 0",
+        "rr.yaml: neighbors[2].max_prefix.action: expected keep or teardown, got 'explode'",
+        "rr.yaml: neighbors[3].asn: required",
+        "rr.yaml: families[1]: expected ipv4 or ipv6, got 'ipx'",
+        "rr.yaml: timers.hold: must be 0 or at least 3 (RFC 4271)",
+        "rr.yaml: exabgp.api: expected wire or text, got 'fast'",
+    ]
+    for e in expected:
+        assert any(line.startswith(e) for line in errors), (e, errors)
+    assert len(errors) == len(expected), errors
