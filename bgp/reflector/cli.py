@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from bgp.reflector.exabgp_conf import exabgp_environment, render_exabgp_conf
     from bgp.reflector.launcher import api_command
     from bgp.reflector.launcher import run as launch
-    from bgp.reflector.process import LOG_LEVEL_ENV
+    from bgp.reflector.process import LOG_FORMAT_ENV, LOG_LEVEL_ENV
     from netkit import logs
 
     path = Path(args.file)
@@ -104,9 +104,10 @@ def run(args: argparse.Namespace) -> int:
         for key, value in sorted(exabgp_environment(cfg, "USER").items()):
             print(f"# env {key}={value}")
         return 0
-    logs.setup(cfg.log_level, args.log_format or "json")
+    log_format = args.log_format or "json"
+    logs.setup(cfg.log_level, log_format)
     state = Path(args.state_dir) if args.state_dir else None
-    env = {LOG_LEVEL_ENV: cfg.log_level}
+    env = {LOG_LEVEL_ENV: cfg.log_level, LOG_FORMAT_ENV: log_format}
     return launch(cfg, path, state, env)
 
 

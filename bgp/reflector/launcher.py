@@ -26,6 +26,7 @@ from types import FrameType
 
 from bgp.reflector.config import ReflectorConfig
 from bgp.reflector.exabgp_conf import exabgp_environment, render_exabgp_conf
+from bgp.reflector.metrics import check_bindable
 from bgp.reflector.process import CONFIG_ENV, MARKER, STATE_ENV
 
 __all__ = ["api_command", "exabgp_command", "prepare", "run"]
@@ -70,7 +71,11 @@ def run(
     state_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> int:
-    """Run the reflector until ExaBGP exits; returns its exit status."""
+    """Run the reflector until ExaBGP exits; returns its exit status.
+
+    Raises OSError before starting anything if the metrics address cannot be listened on."""
+    if cfg.metrics is not None:
+        check_bindable(cfg.metrics)
     own_dir = state_dir is None
     sdir = Path(tempfile.mkdtemp(prefix="netkit-reflector-")) if state_dir is None else state_dir
     sdir.mkdir(parents=True, exist_ok=True)

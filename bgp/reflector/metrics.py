@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from netkit.addr import HostPort
 
-__all__ = ["LATENCY_BUCKETS", "MetricsServer", "ReflectorCollector"]
+__all__ = ["LATENCY_BUCKETS", "MetricsServer", "ReflectorCollector", "check_bindable"]
 
 log = logging.getLogger("netkit.bgp.reflector")
 
@@ -130,9 +130,28 @@ class ReflectorCollector(Collector):
         )
 
 
+def _cannot_serve(address: HostPort, exc: OSError) -> OSError:
+    return OSError(exc.errno, f"cannot serve metrics on {address}: {exc.strerror or exc}")
+
+
+def check_bindable(address: HostPort) -> None:
+    """Raise OSError ("cannot serve metrics on ADDR: ...") if ``address`` cannot be listened on.
+
+    The launcher asks before it starts ExaBGP: the server itself lives in the API process, which
+    ExaBGP starts later and whose failure to start it would only see as respawns."""
+    family = socket.AF_INET6 if address.family_is_v6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds
+        try:
+            probe.bind((address.host, address.port))
+            probe.listen()
+        except OSError as exc:
+            raise _cannot_serve(address, exc) from None
+
+
 class MetricsServer:
-    """A threaded HTTP server for the endpoints above; ``start`` never raises on a bind failure
-    (it logs, and the reflector runs without metrics)."""
+    """A threaded HTTP server for the endpoints above; ``start`` raises OSError ("cannot serve
+    metrics on ADDR: ...") when it cannot listen: a reflector without /health is not started."""
 
     def __init__(
         self, address: HostPort, snapshot: Callable[[], Snapshot], ready: Callable[[], bool]
@@ -144,7 +163,7 @@ class MetricsServer:
         self.registry.register(ReflectorCollector(snapshot))
         self._server: ThreadingHTTPServer | None = None
 
-    def start(self) -> bool:
+    def start(self) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -186,12 +205,10 @@ class MetricsServer:
             server_cls = type("Server", (ThreadingHTTPServer,), {"address_family": family})
             self._server = server_cls((self.address.host, self.address.port), Handler)
         except OSError as exc:
-            log.error("metrics endpoint not started", extra={"address": str(self.address), "error": str(exc)})
-            return False
+            raise _cannot_serve(self.address, exc) from None
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
         log.info("metrics endpoint listening", extra={"address": str(self.address)})
-        return True
 
     def stop(self) -> None:
         if self._server is not None:

@@ -50,6 +50,7 @@ log = logging.getLogger("netkit.bgp.reflector")
 CONFIG_ENV = "NETKIT_REFLECTOR_CONFIG"
 STATE_ENV = "NETKIT_REFLECTOR_STATE"
 LOG_LEVEL_ENV = "NETKIT_REFLECTOR_LOG_LEVEL"
+LOG_FORMAT_ENV = "NETKIT_REFLECTOR_LOG_FORMAT"
 MARKER = "api-process-started"
 _LOG_FIRST = 20  # bad lines logged per reason before logging only every 1000th
 
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ConfigError) as exc:
         print(f"netkit reflector API process: {exc}", file=sys.stderr)
         return 2
-    logs.setup(os.environ.get(LOG_LEVEL_ENV, cfg.log_level))
+    logs.setup(os.environ.get(LOG_LEVEL_ENV, cfg.log_level), os.environ.get(LOG_FORMAT_ENV, "json"))
     reflector = cfg.reflector()
     if _respawned(os.environ.get(STATE_ENV)):
         log.warning("API process restarted by ExaBGP: resetting every session so peers resend their routes")
@@ -267,7 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     metrics = None
     if cfg.metrics is not None:
         metrics = MetricsServer(cfg.metrics, app.snapshot, app.ready)
-        metrics.start()
+        try:
+            metrics.start()
+        except OSError as exc:
+            # The launcher checked the address before starting ExaBGP; taken since, this process
+            # exits rather than run without /health (ExaBGP respawns it, then gives up and exits).
+            log.error("API process not started", extra={"error": exc.strerror})
+            return 1
     log.info(
         "API process started",
         extra={

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from bgp.reflector import cli
 from bgp.reflector.config import EXAMPLE, load_config
 from bgp.reflector.events import Event, Update
 from bgp.reflector.launcher import exabgp_command, prepare
-from bgp.reflector.metrics import MetricsServer, ReflectorCollector
+from bgp.reflector.metrics import MetricsServer, ReflectorCollector, check_bindable
 from bgp.reflector.prefix import from_text
 from bgp.reflector.process import CONFIG_ENV, MARKER, STATE_ENV, ApiProcess
 from bgp.reflector.rib import Reflector
@@ -267,6 +268,48 @@ def test_process_main_refuses_missing_or_bad_config(tmp_path: Path) -> None:
     assert bad.returncode == 2 and b"asn: required" in bad.stderr
 
 
+def test_process_main_exits_when_its_metrics_address_is_taken(tmp_path: Path) -> None:
+    """Taken between the launcher's check and the API process (a race): no reflector without
+    /health; the process exits (ExaBGP respawns it a few times, then gives up)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_process(tmp_path, CONFIG + f"metrics: 127.0.0.1:{port}\n")
+    assert done.returncode == 1 and done.stdout == b""
+    assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use".encode() in done.stderr
+
+
+def test_reflector_with_its_metrics_address_taken_exits_1_starting_nothing(tmp_path: Path) -> None:
+    """It kept running with no /health (and ExaBGP with it); now nothing starts."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "rr.yaml"
+        path.write_text(
+            f"router_id: 127.0.0.1\nasn: 64512\nlocal_address: 127.0.0.1\nmetrics: 127.0.0.1:{port}\n"
+            "neighbors: [{name: c1, address: 127.0.0.2, asn: 64512, role: client}]\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bgp.reflector", "--config", str(path), "--state-dir", tmp_path / "s"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            pytest.fail("the reflector kept running with its metrics address taken")
+    assert proc.returncode == 1 and out == b""
+    assert err.decode().splitlines() == [
+        f"netkit bgp reflector: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+    ]
+    assert not (tmp_path / "s" / "exabgp.conf").exists()
+
+
 # -- metrics -------------------------------------------------------------------------------------
 
 
@@ -315,7 +358,7 @@ def test_metrics_server_endpoints_and_bind_failure() -> None:
     port = free_port()
     ready = [False]
     server = MetricsServer(HostPort("127.0.0.1", port), snapshot, lambda: ready[0])
-    assert server.start()
+    server.start()
     try:
         base = f"http://127.0.0.1:{port}"
         assert get(base + "/metrics")[0] == 200 and "netkit_bgp_sessions" in get(base + "/metrics")[1]
@@ -326,8 +369,12 @@ def test_metrics_server_endpoints_and_bind_failure() -> None:
         status = json.loads(get(base + "/status")[1])
         assert status["router_id"] == "198.18.0.100" and len(status["peers"]) == 2
         assert get(base + "/nope")[0] == 404
-        # a second server on the same port cannot bind: logged, reported, no exception
-        assert MetricsServer(HostPort("127.0.0.1", port), snapshot, lambda: True).start() is False
+        # a second server on the same port cannot bind, and says where; the launcher's probe too
+        taken = f"cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+        with pytest.raises(OSError, match=taken):
+            MetricsServer(HostPort("127.0.0.1", port), snapshot, lambda: True).start()
+        with pytest.raises(OSError, match=taken):
+            check_bindable(HostPort("127.0.0.1", port))
     finally:
         server.stop()
 
@@ -339,7 +386,7 @@ def test_metrics_server_survives_a_failing_snapshot() -> None:
         raise RuntimeError("bug")
 
     server = MetricsServer(HostPort("127.0.0.1", port), broken, lambda: True)
-    assert server.start()
+    server.start()
     try:
         assert get(f"http://127.0.0.1:{port}/status")[0] == 500
         assert get(f"http://127.0.0.1:{port}/health")[0] == 200

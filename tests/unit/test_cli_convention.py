@@ -149,6 +149,10 @@ def taken_port() -> Iterator[tuple[socket.socket, int]]:
 
 
 L2_FILE = "networks: [{name: blue, vni: 100, members: {n1: 198.18.0.1}}]\n"
+REFLECTOR = (
+    "router_id: 127.0.0.1\nasn: 64512\nlocal_address: 127.0.0.1\nmetrics: 127.0.0.1:{port}\n"
+    "neighbors: [{{name: c1, address: 127.0.0.2, asn: 64512, role: client}}]\n"
+)
 INVENTORY = "asn: 64512\nnodes:\n" + "".join(
     f"  - {{name: n{i}, address: 198.18.0.{i}, labels: {{zone: z{i % 2}}}}}\n" for i in range(1, 5)
 )
@@ -165,7 +169,7 @@ RUNTIME_FAILURES: dict[str, list[str] | str] = {
     "netkit bgp plan": "pure: reads a file, prints a plan; every failure is bad input (exit 2)",
     "netkit bgp render": "pure: reads files, prints configs; every failure is bad input (exit 2)",
     "netkit bgp migrate": "a failed step is exit 1 (tests/integration/test_bgp_migrate_cli.py)",
-    "netkit bgp reflector": "its metrics address in use is exit 1 (tests/integration/test_bgp_reflector*)",
+    "netkit bgp reflector": ["-f", "{rr}"],
     "netkit chaos dns": "root, real peers; a failed self-check is exit 3 (tests/integration/test_chaos_dns)",
 }
 
@@ -181,9 +185,11 @@ def test_runtime_failures_exit_1_in_one_line(
     l2 = tmp_path / "nets.yaml"
     l2.write_text(L2_FILE)
     (tmp_path / "inventory.yaml").write_text(INVENTORY)
+    rr = tmp_path / "reflector.yaml"
+    rr.write_text(REFLECTOR.format(port=taken_port[1]))
     spec = RUNTIME_FAILURES[prog]
     assert isinstance(spec, list)
-    args = [a.format(port=taken_port[1], tmp=tmp_path, l2=l2) for a in spec]
+    args = [a.format(port=taken_port[1], tmp=tmp_path, l2=l2, rr=rr) for a in spec]
     assert main([*argv_of(prog), *args]) == 1
     err = capsys.readouterr().err
     lines = err.splitlines()
