@@ -11,7 +11,7 @@ import yaml
 
 from bgp.inventory import Inventory, InventoryError, load_inventory
 from bgp.migration import migration_steps
-from bgp.planner import Plan, diff_plans, mesh_plan, plan, plan_from_dict, speakers_for
+from bgp.planner import Plan, diff_plans, mesh_plan, plan, plan_from_dict, route_problems, speakers_for
 from bgp.reflector.cli import add_parser as add_reflector
 from netkit.cmdline import (
     OUTPUT_FORMATS,
@@ -66,8 +66,12 @@ def _load(path: str) -> Inventory:
     return load_inventory(text, path)
 
 
-def _load_plan(path: str | None, inv: Inventory) -> Plan:
-    """``mesh`` (the default, what Calico runs out of the box), ``rr`` (plan it now) or a file."""
+def _load_plan(path: str | None, inv: Inventory, target: bool = False) -> Plan:
+    """``mesh`` (the default, what Calico runs out of the box), ``rr`` (plan it now) or a file.
+
+    A ``target`` (what speakers are to run: ``migrate --to``, ``render --plan``) read from a file
+    must give every node every other node's route: an empty or partial file is refused, never
+    taken as "remove the sessions it does not list"."""
     if path is None or path == "mesh":
         return mesh_plan(inv)
     if path == "rr":
@@ -76,13 +80,22 @@ def _load_plan(path: str | None, inv: Inventory) -> Plan:
         raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"cannot read plan {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    p = plan_from_dict(raw)
+    p = plan_from_dict(raw, path)
     unknown = sorted({n for s in p.sessions for n in (s.a, s.b)} - set(inv.names))
     if unknown:
         raise InventoryError(
             [
                 f"{path}: sessions name nodes not in the inventory: {', '.join(unknown)} (a node stays in "
                 "the inventory until a migration has removed its sessions)"
+            ]
+        )
+    problems = route_problems(inv, p) if target else []
+    if problems:
+        raise InventoryError(
+            [
+                f"{path}: refused: running this plan would lose routes (a node leaving must be left out "
+                "of its nodes: list)",
+                *(f"{path}: {problem}" for problem in problems),
             ]
         )
     return p
@@ -166,7 +179,7 @@ def render(fmt: str, inv: Inventory, p: Plan, node: str | None) -> dict[str, str
 
 def cmd_render(args: argparse.Namespace) -> int:
     inv = _load(args.file)
-    p = _load_plan(args.plan, inv)
+    p = _load_plan(args.plan, inv, target=True)
     files = render(args.to, inv, p, args.node)
     if args.out:
         out = Path(args.out)
@@ -199,7 +212,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         raise UsageError("give -f INVENTORY (with --dry-run or --speakers), or --lab")
     inv = _load(args.file)
     current = _load_plan(args.current, inv)
-    target = _load_plan(args.to, inv)
+    target = _load_plan(args.to, inv, target=True)
     alt = frozenset(n.name for n in inv.nodes if n.alt_address)
     steps = migration_steps(current, target, args.batch, alt)
     if not steps:

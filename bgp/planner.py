@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from bgp.inventory import Inventory, InventoryError, Node, Policy, candidate_problems, reflector_candidates
 from bgp.model import NodeInfo, Session, SessionKind, SpeakerConfig, Timers, speaker_configs
+from bgp.propagation import missing_routes
 
 __all__ = [
     "Plan",
@@ -41,6 +42,7 @@ __all__ = [
     "mesh_plan",
     "plan",
     "plan_from_dict",
+    "route_problems",
     "speakers_for",
 ]
 
@@ -103,8 +105,11 @@ def _session_from_dict(s: Any) -> Session:
     return Session.peer(a, b, alt) if kind is SessionKind.PEER else Session.rr(a, b, alt)
 
 
-def plan_from_dict(raw: Any) -> Plan:
+def plan_from_dict(raw: Any, source: str = "<plan>") -> Plan:
     """Read back ``Plan.to_dict`` output (e.g. the plan in force, for ``--current``)."""
+    if not isinstance(raw, dict):
+        what = "empty" if raw is None else f"a {type(raw).__name__}"
+        raise InventoryError([f"{source}: not a netkit plan: {what}, not a mapping with kind and sessions"])
     try:
         reflectors = {
             str(r["node"]): Reflector(str(r["node"]), int(r["level"]), str(r["cluster_id"]), str(r["domain"]))
@@ -119,7 +124,31 @@ def plan_from_dict(raw: Any) -> Plan:
             raise TypeError(f"nodes must be a list, not {type(nodes).__name__}")
         return Plan(kind, reflectors, sessions, tuple(str(n) for n in nodes))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InventoryError([f"<plan>: not a netkit plan ({exc!r})"]) from exc
+        raise InventoryError([f"{source}: not a netkit plan ({exc!r})"]) from exc
+
+
+def route_problems(inv: Inventory, p: Plan, limit: int = 10) -> list[str]:
+    """What running ``p`` would cut off: per AS, each node that would not learn every other
+    node's route (``bgp.propagation``), with the origins it would miss. Empty: nothing lost.
+
+    The nodes are those the plan is for (``p.nodes``), or the inventory's when it names none: a
+    plan that names no node and no session is "every session removed", not "nothing to check"."""
+    asn = {n.name: n.asn for n in inv.nodes}
+    names = [n for n in (p.nodes or inv.names) if n in asn]
+    problems: list[str] = []
+    for number in sorted({asn[n] for n in names}):
+        group = [n for n in names if asn[n] == number]
+        sessions = [s for s in p.sessions if s.a in group and s.b in group]
+        for node, origins in sorted(missing_routes(group, sessions, p.cluster_ids).items()):
+            shown = sorted(origins)[:5]
+            more = f" and {len(origins) - len(shown)} more" if len(origins) > len(shown) else ""
+            have = len([s for s in sessions if s.involves(node)])
+            problems.append(
+                f"{node} would learn no route from {', '.join(shown)}{more} ({have} sessions in the plan)"
+            )
+    if len(problems) > limit:
+        problems[limit:] = [f"... and {len(problems) - limit} more nodes"]
+    return problems
 
 
 # ------------------------------------------------------------------------------------------

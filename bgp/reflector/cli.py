@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
     path = Path(args.file)
     try:
-        cfg = load_config(path.read_text(), str(path))
+        text = path.read_text()
+        cfg = load_config(text, str(path))
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     if args.log_level:
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     logs.setup(cfg.log_level, log_format)
     state = Path(args.state_dir) if args.state_dir else None
     env = {LOG_LEVEL_ENV: cfg.log_level, LOG_FORMAT_ENV: log_format}
-    return launch(cfg, path, state, env)
+    return launch(cfg, text, state, env)
 
 
 def main(argv: list[str] | None = None) -> int:

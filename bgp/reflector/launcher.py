@@ -29,11 +29,12 @@ from bgp.reflector.exabgp_conf import exabgp_environment, render_exabgp_conf
 from bgp.reflector.metrics import check_bindable
 from bgp.reflector.process import CONFIG_ENV, MARKER, STATE_ENV
 
-__all__ = ["api_command", "exabgp_command", "prepare", "run"]
+__all__ = ["CONFIG_COPY", "api_command", "exabgp_command", "prepare", "run"]
 
 log = logging.getLogger("netkit.bgp.reflector")
 
 _PR_SET_PDEATHSIG = 1
+CONFIG_COPY = "reflector.yaml"  # in the state dir: the configuration the reflector runs
 
 
 def api_command(python: str = sys.executable) -> list[str]:
@@ -45,13 +46,20 @@ def exabgp_command(cfg: ReflectorConfig, conf: Path, python: str = sys.executabl
     return [python, "-m", "bgp.reflector.exabgp_main", *flags, str(conf)]
 
 
-def prepare(cfg: ReflectorConfig, config_path: Path, state_dir: Path) -> tuple[Path, dict[str, str]]:
-    """Write ``exabgp.conf`` into ``state_dir``; returns its path and ExaBGP's environment."""
+def prepare(cfg: ReflectorConfig, config_text: str, state_dir: Path) -> tuple[Path, dict[str, str]]:
+    """Write ``exabgp.conf`` and the reflector YAML it was rendered from into ``state_dir``;
+    returns the former's path and ExaBGP's environment.
+
+    The API process (also when ExaBGP restarts it) reads that copy, not the file given on the
+    command line: an edited, broken or deleted file cannot change the neighbours of, or stop, a
+    running reflector whose ExaBGP still runs the sessions it was started with."""
     conf = state_dir / "exabgp.conf"
     conf.write_text(render_exabgp_conf(cfg, api_command()))
+    config_copy = state_dir / CONFIG_COPY
+    config_copy.write_text(config_text)
     env = dict(os.environ)
     env.update(exabgp_environment(cfg, getpass.getuser(), log_destination="stderr"))
-    env[CONFIG_ENV] = str(config_path.resolve())
+    env[CONFIG_ENV] = str(config_copy.resolve())
     env[STATE_ENV] = str(state_dir)
     (state_dir / "environment").write_text(
         "".join(f"{k}={v}\n" for k, v in sorted(env.items()) if k.startswith(("exabgp.", "NETKIT_")))
@@ -67,7 +75,7 @@ def _die_with_parent() -> None:
 
 def run(
     cfg: ReflectorConfig,
-    config_path: Path,
+    config_text: str,
     state_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> int:
@@ -82,7 +90,7 @@ def run(
     marker = sdir / MARKER
     marker.unlink(missing_ok=True)  # a fresh ExaBGP: the first API process is not a respawn
     try:
-        conf, exa_env = prepare(cfg, config_path, sdir)
+        conf, exa_env = prepare(cfg, config_text, sdir)
         if env:
             exa_env.update(env)
         argv = exabgp_command(cfg, conf)

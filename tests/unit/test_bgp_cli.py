@@ -124,3 +124,49 @@ def test_a_plan_naming_unknown_nodes_is_refused(
     ):
         assert main(["bgp", *argv]) == 2
         assert "sessions name nodes not in the inventory: gone" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["migrate", "render"])
+def test_a_target_plan_that_would_lose_routes_is_refused_before_any_step(
+    inventory: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty (or cut) target was "remove every session it does not list": it planned, and with
+    --speakers ran, the removal of the whole mesh."""
+    plan_file = tmp_path / "plan.yaml"
+    assert main(["bgp", "plan", "-f", str(inventory), "--out", str(plan_file)]) == 0
+    good = yaml.safe_load(plan_file.read_text())
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("kind: mesh\nsessions: []\n")
+    cut = tmp_path / "cut.yaml"  # n5 loses its sessions, though the plan is for n5 too
+    cut.write_text(
+        yaml.safe_dump({**good, "sessions": [s for s in good["sessions"] if "n5" not in (s["a"], s["b"])]})
+    )
+    blank = tmp_path / "blank.yaml"
+    blank.write_text("")
+    capsys.readouterr()
+    flag = "--to" if command == "migrate" else "--plan"
+    tail = ["--dry-run"] if command == "migrate" else ["--to", "bird"]
+    for target, expected in (
+        (empty, [f"{empty}: n{i} would learn no route from" for i in range(1, 10)]),
+        (
+            cut,
+            [f"{cut}: n5 would learn no route from n1, n2, n3, n4, n6 and 3 more (0 sessions in the plan)"],
+        ),
+        (blank, [f"{blank}: not a netkit plan: empty, not a mapping with kind and sessions"]),
+    ):
+        assert main(["bgp", command, "-f", str(inventory), flag, str(target), *tail]) == 2
+        out, err = capsys.readouterr()
+        assert out == "", out  # not one step, not one config
+        for line in expected:
+            assert f"netkit bgp {command}: {line}" in err, err
+        if target is not blank:
+            assert "refused: running this plan would lose routes" in err
+    # the planner's own plan passes, and so does a node leaving by not being in nodes:
+    assert main(["bgp", command, "-f", str(inventory), flag, str(plan_file), *tail]) == 0
+    leaving = tmp_path / "leaving.yaml"
+    leaving.write_text(
+        yaml.safe_dump(
+            {**yaml.safe_load(cut.read_text()), "nodes": [f"n{i}" for i in range(1, 10) if i != 5]}
+        )
+    )
+    assert main(["bgp", command, "-f", str(inventory), flag, str(leaving), *tail]) == 0

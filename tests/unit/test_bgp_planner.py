@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bgp.inventory import Inventory, InventoryError, Node, Policy, TopPolicy, load_inventory
 from bgp.model import SessionKind
-from bgp.planner import Plan, diff_plans, mesh_plan, plan, plan_from_dict
+from bgp.planner import Plan, diff_plans, mesh_plan, plan, plan_from_dict, route_problems
 from bgp.propagation import missing_routes
 
 
@@ -240,3 +240,20 @@ def test_plan_from_dict_normalises_peer_sessions_and_refuses_bad_ones() -> None:
     ):
         with pytest.raises(InventoryError, match="not a netkit plan"):
             plan_from_dict(bad)
+
+
+def test_route_problems_per_as_and_for_the_plan_s_own_nodes() -> None:
+    nodes = tuple(node(i, asn=64512 if i <= 4 else 64513) for i in range(1, 9))
+    inv = Inventory(nodes, Policy(asn_scope="per-as"))
+    assert route_problems(inv, mesh_plan(inv)) == []  # a mesh per AS: nothing lost across ASes
+    assert route_problems(inv, plan(inv)) == []
+    # no sessions and no nodes: every node of the inventory is cut off, not "nothing to check"
+    nothing = Plan("mesh", {}, frozenset())
+    assert len(route_problems(inv, nothing, limit=100)) == 8
+    assert route_problems(inv, nothing, limit=3)[-1] == "... and 5 more nodes"
+    # a node the plan is not for (leaving) is not checked
+    rest = mesh_plan(inv.with_nodes(inv.nodes[1:]))
+    assert route_problems(inv, rest) == []
+    assert route_problems(inv, dataclasses.replace(rest, nodes=()))[0].startswith(
+        f"{inv.nodes[0].name} would learn"
+    )

@@ -431,9 +431,11 @@ def test_add_parser_registers_the_subcommand() -> None:
 
 def test_launcher_writes_exabgp_conf_and_environment(tmp_path: Path) -> None:
     cfg = load_config(EXAMPLE)
-    conf, env = prepare(cfg, tmp_path / "rr.yaml", tmp_path)
+    conf, env = prepare(cfg, EXAMPLE, tmp_path)
     assert conf.read_text().startswith("# netkit bgp reflector")
-    assert env[CONFIG_ENV] == str((tmp_path / "rr.yaml").resolve()) and env[STATE_ENV] == str(tmp_path)
+    # the API process reads the configuration ExaBGP was started with, whatever becomes of the file
+    assert env[CONFIG_ENV] == str((tmp_path / "reflector.yaml").resolve()) and env[STATE_ENV] == str(tmp_path)
+    assert (tmp_path / "reflector.yaml").read_text() == EXAMPLE
     assert env["exabgp.api.cli"] == "false"
     assert "exabgp.tcp.bind=198.18.0.2" in (tmp_path / "environment").read_text()
     assert exabgp_command(cfg, conf)[-2:] == ["--wire", str(conf)]
