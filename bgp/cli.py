@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,8 @@ def _load_plan(path: str | None, inv: Inventory, target: bool = False) -> Plan:
                 "the inventory until a migration has removed its sessions)"
             ]
         )
+    if not p.nodes:  # the migration checks the routes of the nodes a plan is for: never none
+        p = dataclasses.replace(p, nodes=tuple(sorted(inv.names)))
     problems = route_problems(inv, p) if target else []
     if problems:
         raise InventoryError(

@@ -170,3 +170,17 @@ def test_a_target_plan_that_would_lose_routes_is_refused_before_any_step(
         )
     )
     assert main(["bgp", command, "-f", str(inventory), flag, str(leaving), *tail]) == 0
+
+
+def test_a_plan_file_naming_no_nodes_is_for_the_inventory_s(inventory: Path, tmp_path: Path) -> None:
+    """The live migration checks the routes of the nodes the target is for: with none named it
+    checked nothing, and its gate passed on any session set."""
+    from bgp.cli import _load, _load_plan
+
+    inv = _load(str(inventory))
+    path = tmp_path / "plan.yaml"
+    assert main(["bgp", "plan", "-f", str(inventory), "--out", str(path)]) == 0
+    raw = yaml.safe_load(path.read_text())
+    del raw["nodes"]
+    path.write_text(yaml.safe_dump(raw))
+    assert _load_plan(str(path), inv, target=True).nodes == tuple(sorted(inv.names))
