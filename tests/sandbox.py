@@ -92,6 +92,12 @@ def ip(*args: str, netns: str | None = None) -> None:
     sh("ip", *(["-n", netns] if netns else []), *args)
 
 
+def _code_paths() -> list[Path]:
+    """The checkout and the Python environment the sandbox runs (the venv may live elsewhere)."""
+    paths = [ROOT.resolve(), Path(sys.prefix).resolve()]
+    return [p for i, p in enumerate(paths) if not any(q == p or q in p.parents for q in paths[:i])]
+
+
 def mounts(base: Path) -> Path:
     """Fresh /run and /tmp, an overlay on /etc; returns the working directory."""
     sh("mount", "--make-rprivate", "/")
@@ -101,7 +107,15 @@ def mounts(base: Path) -> Path:
     sh("mount", "--bind", str(base), str(keep))
     for d in ("tmp", "work", "etc-upper", "etc-work"):
         (keep / d).mkdir(exist_ok=True)
+    # the checkout and its venv stay where they are even when they live under /tmp (a CI clone)
+    under_tmp = [p for p in _code_paths() if Path("/tmp") in p.parents]
+    for i, path in enumerate(under_tmp):
+        (keep / f"code-{i}").mkdir()
+        sh("mount", "--bind", str(path), str(keep / f"code-{i}"))
     sh("mount", "--bind", str(keep / "tmp"), "/tmp")
+    for i, path in enumerate(under_tmp):
+        path.mkdir(parents=True, exist_ok=True)
+        sh("mount", "--bind", str(keep / f"code-{i}"), str(path))
     upper, work = keep / "etc-upper", keep / "etc-work"
     sh("mount", "-t", "overlay", "overlay", "-o", f"lowerdir=/etc,upperdir={upper},workdir={work}", "/etc")
     Path("/run/netns").mkdir()
