@@ -122,6 +122,13 @@ FLAG_HELP: dict[str, tuple[str, str | None, bool]] = {
     ),
     "cache_file": ("snapshot the cache here on stop and restart; warm it from here on start", "PATH", False),
     "control": ("unix socket for `netkit dns restart` (zero-gap handover) and status", "PATH", False),
+    "takeover": (
+        "on start, take the sockets and cache of the instance serving --control (an upgrade; "
+        "none there: bind as usual) (default false)",
+        "BOOL",
+        False,
+    ),
+    "ready_file": ("created while this process serves, removed when it stops or hands over", "PATH", False),
     "tcp_idle_timeout": ("close idle TCP connections after this long (default 10)", "S", False),
     "max_tcp_connections": ("concurrent TCP connections (default 1024)", "N", False),
     "log_level": ("log threshold (default info)", "LEVEL", False),

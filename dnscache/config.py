@@ -56,6 +56,8 @@ class ServeConfig:
     resolv_conf: str = "/etc/resolv.conf"
     cache_file: str | None = None
     control: str | None = None
+    takeover: bool = False
+    ready_file: str | None = None
     tcp_idle_timeout: float = 10.0
     max_tcp_connections: int = 1024
     log_level: str = "info"
@@ -216,6 +218,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "resolv_conf": str,
     "cache_file": _optional(str),
     "control": _optional(str),
+    "takeover": _bool,
+    "ready_file": _optional(str),
     "tcp_idle_timeout": _float(0.1, 3600),
     "max_tcp_connections": _int(1, 1_000_000),
     "log_level": _one_of("debug", "info", "warning", "error"),
@@ -277,6 +281,10 @@ def _check(cfg: ServeConfig, source: str, err: Errors) -> None:
     zones = [z.zone for z in cfg.zone]
     if len(set(zones)) != len(zones):
         err.add(f"{source}: zone", "the same zone is given twice")
+    if cfg.takeover and cfg.control is None:
+        err.add(f"{source}: takeover", "needs control: the socket a predecessor hands its sockets over on")
+    if cfg.takeover and cfg.workers > 1:
+        err.add(f"{source}: takeover", f"works with workers: 1 only (workers is {cfg.workers})")
     loops = _loops(cfg)
     if loops:
         err.add(

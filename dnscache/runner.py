@@ -33,10 +33,16 @@ def event_loop_policy() -> str:
     return "uvloop"
 
 
-class Control:
-    """The ``--control`` unix socket: one JSON request per connection, one JSON reply."""
+Handler = Callable[
+    [dict[str, Any], asyncio.StreamReader, asyncio.StreamWriter], Awaitable[dict[str, Any] | None]
+]
 
-    def __init__(self, handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]) -> None:
+
+class Control:
+    """The ``--control`` unix socket: one JSON request per connection, one JSON reply (a handler
+    that returns None has answered on the connection itself: a takeover passes descriptors)."""
+
+    def __init__(self, handlers: dict[str, Handler]) -> None:
         self.handlers = handlers
         self.server: asyncio.Server | None = None
         self.sock: socket.socket | None = None
@@ -70,6 +76,7 @@ class Control:
         return sock
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reply: dict[str, Any] | None
         try:
             async with asyncio.timeout(5):
                 line = await reader.readline()
@@ -78,12 +85,13 @@ class Control:
             if handler is None:
                 reply = {"error": f"unknown command; try one of {sorted(self.handlers)}"}
             else:
-                reply = await handler(request)
+                reply = await handler(request, reader, writer)
         except (TimeoutError, ValueError) as exc:
             reply = {"error": f"bad request: {exc}"}
         with contextlib.suppress(OSError):
-            writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
+            if reply is not None:
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
         writer.close()
 
     def close(self, unlink: str | None) -> None:
@@ -108,7 +116,12 @@ async def serve(
     """Serve until SIGTERM/SIGINT (drain, snapshot the cache) or a restart (hand over, drain);
     SIGHUP re-reads the configuration without dropping a query or the cache. ``listeners``: sockets
     bound already (a worker's, from its supervisor); a handover's inherited ones come first."""
+    loop = asyncio.get_running_loop()
     inherited = handover.from_environment()
+    if inherited is None and cfg.takeover and cfg.control is not None:
+        inherited = await loop.run_in_executor(None, handover.take_over, cfg.control)
+        if inherited is None:
+            log.info("nothing to take over: binding", extra={"control": cfg.control})
     server = DnsServer(cfg, reuse_port=reuse_port)
     cache_source = inherited.cache_file if inherited is not None else cfg.cache_file
     if cache_source:
@@ -123,11 +136,12 @@ async def serve(
         metrics = MetricsServer(cfg.metrics, server.snapshot, lambda: server.ready)
         await metrics.start(inherited.metrics if inherited is not None else None)
     stop = asyncio.Event()
+    terminated = asyncio.Event()  # SIGTERM/SIGINT: after a takeover, the old process waits for it
     handed_over = False
+    taken_over = False
     restarting = asyncio.Lock()
-    loop = asyncio.get_running_loop()
 
-    async def restart(request: dict[str, Any]) -> dict[str, Any]:
+    async def restart(request: dict[str, Any], *_conn: object) -> dict[str, Any]:
         nonlocal handed_over
         if restarting.locked() or handed_over:
             return {"error": "a restart is already under way"}
@@ -158,14 +172,42 @@ async def serve(
             stop.set()
             return {"old_pid": os.getpid(), "new_pid": new_pid}
 
-    async def status(_request: dict[str, Any]) -> dict[str, Any]:
+    async def takeover(
+        request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> dict[str, Any] | None:
+        """A successor started on its own asks for our sockets (``handover.take_over``)."""
+        nonlocal handed_over, taken_over
+        if restarting.locked() or handed_over or control.sock is None or cfg.control is None:
+            return {"error": "a restart is already under way"}
+        async with restarting:
+            new_pid = request.get("pid")
+            path = f"{cfg.control}.cache-{int(new_pid) if isinstance(new_pid, int) else 'new'}"
+            saved = handover.save_cache(server.resolver.cache, path)
+            metrics_sock = metrics.listening_socket() if metrics is not None else None
+            try:
+                await handover.send_over(reader, writer, server.listeners, metrics_sock, control.sock, path)
+            except OSError as exc:
+                log.error("takeover failed, still serving", extra={"new_pid": new_pid, "error": str(exc)})
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                return {"error": str(exc)}
+            finally:
+                if metrics_sock is not None:
+                    metrics_sock.close()
+            log.info("taken over", extra={"new_pid": new_pid, "cache_entries": saved})
+            handed_over = taken_over = True
+            stop.set()
+            return None
+
+    async def status(_request: dict[str, Any], *_conn: object) -> dict[str, Any]:
         snap = server.snapshot()
         return {"pid": os.getpid(), "ready": server.ready, "cache_entries": snap["cache_entries"]}
 
-    control = Control({"restart": restart, "status": status})
+    control = Control({"restart": restart, "status": status, "takeover": takeover})
     await control.start(cfg.control, inherited.control if inherited is not None else None)
     if inherited is not None:
         handover.announce_ready(inherited)
+    ready_file = ReadyFile(cfg.ready_file)
 
     def reload() -> None:
         if reload_config is None:
@@ -183,8 +225,12 @@ async def serve(
         background.add(task)
         task.add_done_callback(background.discard)
 
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    def terminate() -> None:
+        terminated.set()
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    loop.add_signal_handler(signal.SIGINT, terminate)
     loop.add_signal_handler(signal.SIGHUP, reload)
     if cfg.control is not None or inherited is not None:
         loop.add_signal_handler(signal.SIGUSR2, restart_on_signal)
@@ -200,9 +246,11 @@ async def serve(
     )
     if on_started is not None:
         on_started(server)
+    ready_file.create()
     try:
         await stop.wait()
     finally:
+        ready_file.remove()
         log.info("handing over: draining" if handed_over else "stopping: draining")
         control.close(unlink=None if handed_over else cfg.control)
         if metrics is not None:
@@ -212,3 +260,25 @@ async def serve(
             log.info(
                 "cache saved", extra={"entries": handover.save_cache(server.resolver.cache, cfg.cache_file)}
             )
+    if taken_over and not terminated.is_set():
+        # Exiting now would have the old pod's container restarted, and take the sockets back.
+        log.info("handed over to a successor; waiting for SIGTERM")
+        await terminated.wait()
+
+
+class ReadyFile:
+    """``ready_file``: exists while this process serves (an exec readiness probe tests for it: an
+    HTTP probe on the shared metrics port may be answered by the predecessor)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def create(self) -> None:
+        if self.path is not None:
+            with open(self.path, "w") as f:
+                f.write(f"{os.getpid()}\n")
+
+    def remove(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)

@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import random
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dns.flags
@@ -199,3 +203,88 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: floa
             return True
         time.sleep(interval)
     return predicate()
+
+
+class Load:
+    """Steady UDP load without retries: every query gets one chance, answered within 1 s."""
+
+    def __init__(self, port: int, names: list[str], qps: int) -> None:
+        self.port, self.names, self.qps = port, names, qps
+        self.sent = self.answered = self.wrong = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._window = [0.0, 0.0]
+
+    def __enter__(self) -> Load:
+        self._window[0] = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._window[1] = time.monotonic()
+        self._stop.set()
+        self._thread.join(10)
+
+    @property
+    def rate(self) -> float:
+        """Queries sent per second while sending."""
+        return self.sent / max(self._window[1] - self._window[0], 1e-9)
+
+    def _run(self) -> None:
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]  # 8 source ports
+        for s in socks:
+            s.setblocking(False)
+        pending: dict[tuple[int, int], float] = {}
+        interval = 1.0 / self.qps
+        next_send = time.monotonic()
+        rng = random.Random(3)
+        try:
+            while not self._stop.is_set() or pending:
+                now = time.monotonic()
+                while not self._stop.is_set() and now >= next_send:  # every query that is due
+                    i = rng.randrange(len(socks))
+                    q = dns.message.make_query(rng.choice(self.names), "A")
+                    socks[i].sendto(q.to_wire(), ("127.0.0.1", self.port))
+                    pending[(i, q.id)] = now
+                    self.sent += 1
+                    next_send += interval
+                for i, s in enumerate(socks):
+                    while True:
+                        try:
+                            data = s.recv(4096)
+                        except BlockingIOError:
+                            break
+                        r = dns.message.from_wire(data)
+                        if pending.pop((i, r.id), None) is not None:
+                            self.answered += 1
+                            self.wrong += r.rcode() != dns.rcode.NOERROR or not r.answer
+                for k, t in list(pending.items()):
+                    if now - t > 1.0:
+                        del pending[k]  # lost: more than 1 s without an answer
+                time.sleep(0.0005)
+        finally:
+            for s in socks:
+                s.close()
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.answered
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise KeyError(name)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie child counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

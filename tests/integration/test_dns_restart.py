@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,76 +20,9 @@ import pytest
 from netkit.lab.dnspeers import NsdServer, Zone
 from netkit.lab.runid import RunDir, free_port
 from tests.conftest import hp
-from tests.dnshelpers import wait_for
+from tests.dnshelpers import Load, alive, metric, wait_for
 
 pytestmark = pytest.mark.peers
-
-
-class Load:
-    """Steady UDP load without retries: every query gets one chance, answered within 1 s."""
-
-    def __init__(self, port: int, names: list[str], qps: int) -> None:
-        self.port, self.names, self.qps = port, names, qps
-        self.sent = self.answered = self.wrong = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.expected: dict[int, str] = {}
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]  # 8 source ports
-        for s in socks:
-            s.setblocking(False)
-        pending: dict[tuple[int, int], float] = {}
-        interval = 1.0 / self.qps
-        next_send = time.monotonic()
-        rng = random.Random(3)
-        try:
-            while not self._stop.is_set() or pending:
-                now = time.monotonic()
-                if not self._stop.is_set() and now >= next_send:
-                    i = rng.randrange(len(socks))
-                    q = dns.message.make_query(rng.choice(self.names), "A")
-                    socks[i].sendto(q.to_wire(), ("127.0.0.1", self.port))
-                    pending[(i, q.id)] = now
-                    self.sent += 1
-                    next_send += interval
-                for i, s in enumerate(socks):
-                    while True:
-                        try:
-                            data = s.recv(4096)
-                        except BlockingIOError:
-                            break
-                        r = dns.message.from_wire(data)
-                        if pending.pop((i, r.id), None) is not None:
-                            self.answered += 1
-                            self.wrong += r.rcode() != dns.rcode.NOERROR or not r.answer
-                for k, t in list(pending.items()):
-                    if now - t > 1.0:
-                        del pending[k]  # lost: more than 1 s without an answer
-                time.sleep(0.0005)
-        finally:
-            for s in socks:
-                s.close()
-
-    @property
-    def lost(self) -> int:
-        return self.sent - self.answered
-
-
-def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise KeyError(name)
 
 
 @pytest.fixture
@@ -140,22 +70,11 @@ def serve(run_dir: RunDir, nsd: NsdServer) -> Iterator[dict]:
             except ProcessLookupError:
                 continue
         for pid in pids:
-            wait_for(lambda p=pid: not _alive(p), timeout=5)
-            if _alive(pid):
+            wait_for(lambda p=pid: not alive(p), timeout=5)
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         proc.wait(5)
         log.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie child counts as gone
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def restart(ctl: str) -> dict:
@@ -186,7 +105,7 @@ def test_restart_under_load_loses_nothing_and_keeps_the_cache(serve: dict, lab_z
         for _ in range(3):
             result = restart(serve["ctl"])
             serve["pids"].append(result["new_pid"])
-            assert wait_for(lambda old=result["old_pid"]: not _alive(old), timeout=10)
+            assert wait_for(lambda old=result["old_pid"]: not alive(old), timeout=10)
             time.sleep(0.5)
     assert load.sent > 2000
     assert load.lost == 0 and load.wrong == 0, (load.sent, load.lost, load.wrong)

@@ -214,8 +214,8 @@ def check_consistency(cfg: ServeConfig, objects: dict[tuple[str, str], Doc]) -> 
     # listening: the node-local address (put on a link by the init container) and kube-dns's IP
     assert node_local in hosts(cfg.listen)
     assert len(cfg.listen) == 2 and {a.port for a in cfg.listen} == {53}
-    ports = {(p["name"], p["protocol"]): p["containerPort"] for p in c["ports"]}
-    assert ports == {("dns", "UDP"): 53, ("dns-tcp", "TCP"): 53, ("metrics", "TCP"): cfg.metrics.port}
+    # no container ports: with hostNetwork they would be host ports, and no surge pod would fit
+    assert "ports" not in c
 
     # cluster zones go to kube-dns-upstream, which selects the CoreDNS pods only
     upstream = objects[("Service", "kube-dns-upstream")]
@@ -228,18 +228,28 @@ def check_consistency(cfg: ServeConfig, objects: dict[tuple[str, str], Doc]) -> 
     assert upstream["spec"]["clusterIP"] not in hosts(cfg.listen)
 
     # metrics, probes, annotations and the headless Service all use the configured port
-    for probe, path in (("livenessProbe", "/health"), ("readinessProbe", "/ready")):
-        get = c[probe]["httpGet"]
-        assert (get["path"], get["port"]) == (path, cfg.metrics.port), probe
-        assert get["host"] == node_local, probe
-        assert cfg.metrics.host in ("0.0.0.0", get["host"]), f"{probe} cannot reach {cfg.metrics}"
+    get = c["livenessProbe"]["httpGet"]
+    assert (get["path"], get["port"], get["host"]) == ("/health", cfg.metrics.port, node_local)
+    assert cfg.metrics.host in ("0.0.0.0", get["host"]), f"the liveness probe cannot reach {cfg.metrics}"
+    # readiness: this pod's own process serves (its ready file), not whoever answers the port
+    assert cfg.ready_file is not None
+    assert c["readinessProbe"]["exec"]["command"] == ["cat", cfg.ready_file]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert str(Path(cfg.ready_file).parent) == mounts["pod-state"] and "emptyDir" in volumes["pod-state"]
+    # takeover: the control socket on a hostPath that the old and the new pod mount at one path
+    assert cfg.takeover and cfg.control is not None and cfg.workers == 1
+    assert str(Path(cfg.control).parent) == mounts["handover"]
+    assert volumes["handover"]["hostPath"] == {"path": mounts["handover"], "type": "DirectoryOrCreate"}
+    assert pod["spec"]["terminationGracePeriodSeconds"] > cfg.deadline
     annotations = pod["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(cfg.metrics.port)
     svc = objects[("Service", "netkit-dns-metrics")]
     assert svc["spec"]["clusterIP"] == "None"
     (sport,) = svc["spec"]["ports"]
-    assert (sport["name"], sport["port"], sport["targetPort"]) == ("metrics", cfg.metrics.port, "metrics")
+    assert (sport["name"], sport["port"]) == ("metrics", cfg.metrics.port)
+    assert sport["targetPort"] == cfg.metrics.port
     assert svc["metadata"]["annotations"]["prometheus.io/port"] == str(cfg.metrics.port)
     assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     assert ds["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
@@ -282,7 +292,7 @@ def test_example_overlay_dns_yaml_passes_netkit_validation(tmp_path: Path) -> No
     assert hosts(cfg.listen) == {"169.254.25.10", "10.0.0.10"}
     patches = "\n".join(p["patch"] for p in kustomization(EXAMPLE)["patches"])
     assert {z.upstreams[0].host for z in cfg.zone} == {"10.0.0.11"}
-    assert "value: 10.0.0.11" in patches and patches.count("169.254.25.10") == 3
+    assert "value: 10.0.0.11" in patches and patches.count("169.254.25.10") == 2
 
 
 def test_daemonset_shape() -> None:
@@ -294,7 +304,7 @@ def test_daemonset_shape() -> None:
     assert {"operator": "Exists"} in spec["tolerations"]
     assert ds["spec"]["updateStrategy"] == {
         "type": "RollingUpdate",
-        "rollingUpdate": {"maxUnavailable": "10%"},
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},  # new pod first, it takes over
     }
     assert spec["serviceAccountName"] == objects[("ServiceAccount", "netkit-dns")]["metadata"]["name"]
 

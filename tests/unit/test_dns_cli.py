@@ -123,3 +123,14 @@ def test_unknown_flag_and_bad_value_show_the_subcommand_usage(capsys: pytest.Cap
     with pytest.raises(SystemExit) as info:
         main(["dns", "restart", "--control", "/x", "--timeout", "-1"])
     assert info.value.code == 2 and "usage: netkit dns restart" in capsys.readouterr().err
+
+
+def test_takeover_needs_a_control_socket_and_one_worker() -> None:
+    with pytest.raises(ConfigError) as info:
+        load({"listen": ["127.0.0.1:5399"], "upstream": ["127.0.0.1:53"], "takeover": True, "workers": 2})
+    assert info.value.errors == [
+        "config: takeover: needs control: the socket a predecessor hands its sockets over on",
+        "config: takeover: works with workers: 1 only (workers is 2)",
+    ]
+    cfg = load({"upstream": ["127.0.0.1:53"], "takeover": "yes", "control": "/run/netkit/dns/c.sock"})
+    assert cfg.takeover and cfg.ready_file is None
