@@ -96,7 +96,7 @@ FLAG_HELP: dict[str, tuple[str, str | None, bool]] = {
     ),
     "deadline": ("give up on a query after this long and answer SERVFAIL (default 2.0)", "S", False),
     "attempt_timeout": ("timeout of one exchange with one upstream (default 1.0)", "S", False),
-    "max_attempts": ("upstream attempts per query, hedges included (default 3)", "N", False),
+    "max_attempts": ("upstream attempts per query, retransmits and hedges included (default 10)", "N", False),
     "max_fails": (
         "consecutive failures before an upstream is marked down and probed (default 2)",
         "N",

@@ -45,7 +45,7 @@ class ServeConfig:
     failure_recheck: float = 30.0
     deadline: float = 2.0
     attempt_timeout: float = 1.0
-    max_attempts: int = 3
+    max_attempts: int = 10
     max_fails: int = 2
     hedge: bool = True
     prefetch: bool = True

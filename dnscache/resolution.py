@@ -21,18 +21,31 @@ class Send:
     upstream: HostPort
     tcp: bool
     timeout: float
-    hedge: bool = False
+    hedge: bool = False  # sent while an earlier attempt is still out (a retransmit or a hedge)
+    attempt: int = 0  # this resolution's number for the exchange: replies are matched to it
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptPolicy:
     deadline: float = 2.0  # the whole resolution, client-facing
     attempt_timeout: float = 1.0  # one exchange with one upstream
-    max_attempts: int = 3  # distinct upstream attempts, hedges included (TCP retries excluded)
-    hedge: bool = True
+    max_attempts: int = 10  # upstream attempts, retransmits and hedges included (TCP retries excluded)
+    hedge: bool = True  # retransmit on a timer (RTO) instead of only after a failed reply
+    min_retry_interval: float = 0.03  # the RTO floor: a loss on loopback or in a rack is still loss
+    max_retry_interval: float = 0.4
+    backoff: float = 1.1  # each further retransmit of one resolution waits this much longer
+    parallel_loss: float = 0.1  # the best upstream loses at least this share: ask two at once
 
 
 class Resolution:
+    """Attempts go round the ranked upstreams (back to the first when all had one, so a lossy
+    set is asked again, as a stub resolver retransmits), one every RTO of the upstream last asked
+    (``UpstreamPool.retry_interval``: SRTT + 4 RTTVAR, at least ``min_retry_interval``, longer
+    by ``backoff`` each time) until one answers, the deadline passes or ``max_attempts`` is
+    spent. Each attempt keeps its own timeout, so a late reply still answers. When the best
+    upstream is losing queries the first two attempts leave together. Every attempt after the
+    first spends from the retry budget: a dead upstream set costs at most the budget's share."""
+
     def __init__(
         self,
         pool: UpstreamPool,
@@ -49,8 +62,9 @@ class Resolution:
         self.deadline_at = now + policy.deadline
         self._next = 0
         self.attempts = 0
-        self.inflight: dict[tuple[HostPort, bool], float] = {}
-        self.hedge_at: float | None = None
+        self._ids = 0
+        self.inflight: dict[int, tuple[HostPort, bool, float]] = {}  # attempt -> (upstream, tcp, sent)
+        self.retry_at: float | None = None
         self.done = False
         self.answered_by: HostPort | None = None
         self.failures: list[tuple[HostPort, Outcome]] = []
@@ -58,28 +72,28 @@ class Resolution:
     # -- decisions -------------------------------------------------------------------------------
     def start(self) -> list[Send]:
         self.budget.deposit(self.started_at)
-        return self._launch(self.started_at, hedge=False, spend=False)
+        both = len(self.order) > 1 and self.pool.loss(self.order[0]) >= self.policy.parallel_loss
+        return self._launch(self.started_at, first=True, count=2 if both else 1)
 
-    def on_reply(
-        self, upstream: HostPort, tcp: bool, outcome: Outcome, truncated: bool, now: float
-    ) -> list[Send]:
+    def on_reply(self, send: Send, outcome: Outcome, truncated: bool, now: float) -> list[Send]:
         """An exchange finished. ``truncated`` means a valid reply with TC set."""
-        sent_at = self.inflight.pop((upstream, tcp), None)
-        if sent_at is None:
+        flight = self.inflight.pop(send.attempt, None)
+        if flight is None:
             return []
+        upstream, tcp, sent_at = flight
         # late replies (a hedge's loser) still teach health: a black hole must sink in the ranking
         self.pool.record(upstream, outcome, now - sent_at, now)
         if self.done:
             return []
         if outcome is Outcome.SUCCESS:
             if truncated and not tcp:
-                self.inflight[(upstream, True)] = now
-                return [Send(upstream, True, self._timeout(now))]
+                self.retry_at = None  # the answer exists; only its size needs TCP
+                return [self._send(upstream, True, now, hedge=False)]
             self.done = True
             self.answered_by = upstream
             return []
         self.failures.append((upstream, outcome))
-        sends = self._launch(now, hedge=False, spend=True)
+        sends = self._launch(now)
         if not sends and not self.inflight:
             self.done = True
         return sends
@@ -90,13 +104,16 @@ class Resolution:
         if now >= self.deadline_at:
             self.done = True
             return []
-        if self.hedge_at is not None and now >= self.hedge_at:
-            self.hedge_at = None
-            return self._launch(now, hedge=True, spend=True)
+        if self.retry_at is not None and now >= self.retry_at:
+            self.retry_at = None
+            sends = self._launch(now)
+            if not sends and not self.inflight:
+                self.done = True
+            return sends
         return []
 
     def next_wakeup(self) -> float:
-        return min(self.deadline_at, self.hedge_at) if self.hedge_at is not None else self.deadline_at
+        return min(self.deadline_at, self.retry_at) if self.retry_at is not None else self.deadline_at
 
     @property
     def failed(self) -> bool:
@@ -106,19 +123,29 @@ class Resolution:
     def _timeout(self, now: float) -> float:
         return max(0.0, min(self.policy.attempt_timeout, self.deadline_at - now))
 
-    def _launch(self, now: float, *, hedge: bool, spend: bool) -> list[Send]:
-        if (
-            self._next >= len(self.order)
-            or self.attempts >= self.policy.max_attempts
-            or now >= self.deadline_at
-        ):
-            return []
-        if spend and not self.budget.try_spend(now):
-            return []
-        upstream = self.order[self._next]
-        self._next += 1
-        self.attempts += 1
-        self.inflight[(upstream, False)] = now
-        more = self._next < len(self.order) and self.attempts < self.policy.max_attempts
-        self.hedge_at = now + self.pool.hedge_delay(upstream) if self.policy.hedge and more else None
-        return [Send(upstream, False, self._timeout(now), hedge=hedge)]
+    def _send(self, upstream: HostPort, tcp: bool, now: float, hedge: bool) -> Send:
+        self._ids += 1
+        self.inflight[self._ids] = (upstream, tcp, now)
+        return Send(upstream, tcp, self._timeout(now), hedge=hedge, attempt=self._ids)
+
+    def _launch(self, now: float, *, first: bool = False, count: int = 1) -> list[Send]:
+        sends: list[Send] = []
+        for i in range(count):
+            if self.attempts >= self.policy.max_attempts or now >= self.deadline_at:
+                break
+            if not (first and i == 0) and not self.budget.try_spend(now):
+                break
+            upstream = self.order[self._next % len(self.order)]
+            self._next += 1
+            self.attempts += 1
+            sends.append(self._send(upstream, False, now, hedge=bool(self.inflight)))
+        if sends and self.policy.hedge and self.attempts < self.policy.max_attempts:
+            p = self.policy
+            retries = max(0, self.attempts - 1)
+            interval = self.pool.retry_interval(
+                sends[-1].upstream, p.min_retry_interval, p.max_retry_interval
+            )
+            self.retry_at = now + interval * p.backoff**retries
+        elif sends:
+            self.retry_at = None
+        return sends

@@ -72,7 +72,7 @@ class Flight:
             self.pool, resolver.attempt_policy, resolver.budget, resolver.rng, resolver.clock()
         )
         self.answer: Exchange | None = None
-        self.exchanges: dict[tuple[HostPort, bool], UdpExchange | asyncio.Task[Exchange]] = {}
+        self.exchanges: dict[int, UdpExchange | asyncio.Task[Exchange]] = {}  # by attempt
         self.timer: asyncio.TimerHandle | None = None
         self.started_at = resolver.clock()
 
@@ -93,7 +93,7 @@ class Flight:
                 cd=self.variant.cd,
                 do=self.variant.do,
             )
-            slot = (send.upstream, send.tcp)
+            slot = send.attempt
             r.flights.add(self)
             if send.tcp:
                 task = self.loop.create_task(
@@ -122,11 +122,11 @@ class Flight:
             self._on_result(send, task.result())
 
     def _on_result(self, send: Send, ex: Exchange) -> None:
-        self.exchanges.pop((send.upstream, send.tcp), None)
+        self.exchanges.pop(send.attempt, None)
         if not self.exchanges:
             self.resolver.flights.discard(self)
         was_done = self.res.done
-        sends = self.res.on_reply(send.upstream, send.tcp, ex.outcome, ex.truncated, self.resolver.clock())
+        sends = self.res.on_reply(send, ex.outcome, ex.truncated, self.resolver.clock())
         if was_done:
             return  # a late reply: it only fed the health records
         if ex.outcome is Outcome.SUCCESS and self.res.answered_by is not None:

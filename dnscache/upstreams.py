@@ -1,5 +1,6 @@
 """Upstream health and selection (pure): smoothed RTT, passive failure counting, active-probe
-schedule with backoff, ranked selection with exploration, adaptive hedge delay, retry budget.
+schedule with backoff, ranked selection with exploration, retransmit interval (RTO), loss
+estimate, retry budget.
 
 Modelled on Unbound's infra cache (SRTT/RTTVAR per server, RTO = SRTT + 4*RTTVAR, a band of
 near-best servers chosen among at random) and CoreDNS forward's health checks (a server is down
@@ -34,8 +35,7 @@ class Outcome(StrEnum):
 class HealthPolicy:
     max_fails: int = 2  # consecutive failures before an upstream is marked down
     initial_rtt: float = 0.05  # estimate for a server never measured (explored early)
-    min_hedge_delay: float = 0.02
-    max_hedge_delay: float = 0.4
+    loss_weight: float = 0.1  # how fast the loss estimate follows (an EWMA over exchanges)
     probe_backoff_min: float = 0.25
     probe_backoff_max: float = 1.0  # probes are one query: come back within a second of recovery
     explore_probability: float = 0.05
@@ -54,11 +54,15 @@ class UpstreamState:
     probe_backoff: float = 0.0
     probing: bool = False
     last_outcome: Outcome | None = None
+    loss: float = 0.0  # share of recent exchanges that failed (EWMA)
+    rtt: float = 0.0  # smoothed RTT of answered exchanges only (srtt also carries failure penalties)
     results: dict[Outcome, int] = field(default_factory=dict)
 
     @property
     def rto(self) -> float:
-        return self.srtt + 4 * self.rttvar
+        """When to give up waiting for one exchange and ask again: from answered exchanges only,
+        so a lossy server is retransmitted to as quickly as a clean one."""
+        return self.rtt + 4 * self.rttvar
 
 
 class UpstreamPool:
@@ -70,7 +74,7 @@ class UpstreamPool:
         self.policy = policy or HealthPolicy()
         p = self.policy
         self.states: list[UpstreamState] = [
-            UpstreamState(a, p.initial_rtt, p.initial_rtt / 2) for a in addresses
+            UpstreamState(a, p.initial_rtt, p.initial_rtt / 2, rtt=p.initial_rtt) for a in addresses
         ]
         self._by_address = {s.address: s for s in self.states}
         # the latest question some server of this pool answered well: what probes ask
@@ -106,20 +110,25 @@ class UpstreamPool:
                 up.insert(0, up.pop(pick))
         return [s.address for s in up + down]
 
-    def hedge_delay(self, address: HostPort) -> float:
-        """How long to wait for ``address`` before also asking the next server."""
-        p = self.policy
-        return min(max(self.state(address).rto, p.min_hedge_delay), p.max_hedge_delay)
+    def retry_interval(self, address: HostPort, floor: float, ceiling: float) -> float:
+        """How long to wait for ``address`` before asking again (its RTO, within the bounds)."""
+        return min(max(self.state(address).rto, floor), ceiling)
+
+    def loss(self, address: HostPort) -> float:
+        return self.state(address).loss
 
     def record(self, address: HostPort, outcome: Outcome, rtt: float, now: float) -> None:
         """Fold one exchange (a query or a probe) into the server's health."""
         s = self.state(address)
         s.results[outcome] = s.results.get(outcome, 0) + 1
         s.last_outcome = outcome
+        s.loss += ((outcome is not Outcome.SUCCESS) - s.loss) * self.policy.loss_weight
         if outcome is Outcome.SUCCESS:
             err = rtt - s.srtt
             s.srtt += err / 8
-            s.rttvar += (abs(err) - s.rttvar) / 4
+            measured = rtt - s.rtt
+            s.rtt += measured / 8
+            s.rttvar += (abs(measured) - s.rttvar) / 4
             s.consecutive_failures = 0
             if s.down:
                 s.down = False
@@ -133,10 +142,17 @@ class UpstreamPool:
                 max(s.probe_backoff * 2, self.policy.probe_backoff_min), self.policy.probe_backoff_max
             )
             s.next_probe_at = now + s.probe_backoff
-        elif s.consecutive_failures >= self.policy.max_fails:
+        elif s.consecutive_failures >= self.policy.max_fails and self._better_than(s):
             s.down = True
             s.probe_backoff = self.policy.probe_backoff_min
             s.next_probe_at = now + s.probe_backoff
+
+    def _better_than(self, s: UpstreamState) -> bool:
+        """Is there a server to use instead of ``s``: up, and losing clearly less? When every
+        server is equally lossy, losses lower their rank (the SRTT penalty) but disable none: a
+        server that answers 70 % of queries is a path, and it may be the only kind there is. A
+        dead one (all lost) still goes down beside any that answer at all."""
+        return any(o is not s and not o.down and o.loss < s.loss / 2 for o in self.states)
 
     def due_probes(self, now: float) -> list[HostPort]:
         """Down servers whose next active probe is due and not already running."""
@@ -158,7 +174,7 @@ class RetryBudget:
     """Retries and hedges may add at most ``ratio`` of the request rate (plus a small floor), so a
     failing upstream set cannot turn into a retry storm (Finagle's RetryBudget)."""
 
-    def __init__(self, ratio: float = 0.5, floor_per_second: float = 20.0, cap: float = 200.0) -> None:
+    def __init__(self, ratio: float = 1.0, floor_per_second: float = 20.0, cap: float = 200.0) -> None:
         self.ratio = ratio
         self.floor = floor_per_second
         self.cap = cap

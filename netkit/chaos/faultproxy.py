@@ -10,6 +10,7 @@ Modes, switched at run time by one line on the ``--control`` unix socket (the re
 line; ``stats`` returns the counters):
 
 ``pass``         forward both ways untouched
+``replyloss P``  drop each UDP reply with probability P (queries pass): P of exchanges lost
 ``loss P``       drop each UDP datagram with probability P, independently in each direction; over
                  TCP (which retransmits instead of losing) each message is held back one
                  retransmission timeout, 0.2 s doubling, as many times as it is "lost" in a row
@@ -38,7 +39,7 @@ from typing import Any
 
 from netkit.addr import parse_hostport
 
-MODES = ("pass", "loss", "delay", "servfail", "garbage", "blackhole")
+MODES = ("pass", "loss", "replyloss", "delay", "servfail", "garbage", "blackhole")
 TCP_RTO = 0.2
 PENDING_TTL = 10.0
 
@@ -104,12 +105,12 @@ class Proxy:
         if mode not in MODES:
             return {"error": f"unknown mode {mode!r}; one of {', '.join(MODES)}"}
         param = 0.0
-        if mode in ("loss", "delay"):
+        if mode in ("loss", "replyloss", "delay"):
             try:
                 param = float(words[1])
             except (IndexError, ValueError):
                 return {"error": f"{mode} needs a number"}
-            if mode == "loss" and not 0.0 <= param <= 1.0:
+            if mode in ("loss", "replyloss") and not 0.0 <= param <= 1.0:
                 return {"error": "loss probability must be within [0, 1]"}
             if mode == "delay" and param < 0:
                 return {"error": "delay must be >= 0"}
@@ -138,8 +139,9 @@ class Proxy:
 
     # -- UDP -----------------------------------------------------------------------------------
 
-    def lost(self) -> bool:
-        return self.mode == "loss" and self.rng.random() < self.param
+    def lost(self, reply: bool = False) -> bool:
+        lossy = self.mode == "loss" or (reply and self.mode == "replyloss")
+        return lossy and self.rng.random() < self.param
 
     def on_query(self, data: bytes, addr: Any) -> None:
         if len(data) < 12:
@@ -190,7 +192,7 @@ class Proxy:
         if mode == "blackhole":
             self.stats["blackholed"] += 1
             return
-        if self.lost():
+        if self.lost(reply=True):
             self.stats["udp_dropped_replies"] += 1
             return
         reply = qid + data[2:]

@@ -132,5 +132,5 @@ def test_takeover_needs_a_control_socket_and_one_worker() -> None:
         "config: takeover: needs control: the socket a predecessor hands its sockets over on",
         "config: takeover: works with workers: 1 only (workers is 2)",
     ]
-    cfg = load({"upstream": ["127.0.0.1:53"], "takeover": "yes", "control": "/run/netkit/dns/c.sock"})
+    cfg = load({"upstream": ["127.0.0.1:53"], "listen": ["127.0.0.1:5399"], "takeover": "yes", "control": "/c"})
     assert cfg.takeover and cfg.ready_file is None
