@@ -40,6 +40,11 @@ The fault schedule (a 600 s plan scaled to --duration; targets and small shifts 
              anyone, so they are left out of the headline and reported on their own
   cache_restart  the cache itself restarts: netkit by `netkit dns restart` (zero-gap
              handover), Unbound and dnsmasq by SIGTERM and start (their real restart)
+  loss_all   30 % of replies lost on every upstream at once
+  upgrade    a new cache process beside the old, then SIGTERM to the old (a DaemonSet rolling
+             with maxSurge): netkit by takeover, Unbound by a second instance on SO_REUSEPORT,
+             dnsmasq (which cannot share its address) by SIGTERM and start
+  crash_restart  SIGKILL the cache and start it again
 with baseline windows in between.
 
 Output in --out: results.json (per system and window: queries, failures, availability,

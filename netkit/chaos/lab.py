@@ -82,6 +82,7 @@ T = TypeVar("T")
 # and TCP clients, no per-client wait limit (the load generator is one address for many pods).
 NODE_UNBOUND_EXTRA: dict[str, object] = {
     "access-control": "0.0.0.0/0 allow",
+    "so-reuseport": True,  # Unbound's default, said: the upgrade window starts a second one beside
     "serve-expired": True,
     "serve-expired-ttl": 86400,
     "serve-expired-client-timeout": 400,
@@ -333,6 +334,24 @@ class NsUnbound(UnboundForwarder):
         _ns_start(self, self.netns)
         return self
 
+    def beside(self) -> NsUnbound:
+        """A second unbound with this configuration on the same address (SO_REUSEPORT, Unbound's
+        default, lets it bind while this one runs), started and serving; its own directory."""
+        assert self._root is not None
+        n = sum(1 for _ in self._root.glob("surge-*")) + 1
+        new = NsUnbound(self.netns, self.forward_to, self.zones, self.address, self._root / f"surge-{n}",
+                        self.extra)  # fmt: skip
+
+        def serving() -> str | None:  # a probe could be answered by this one: ask its log
+            try:
+                text = (new.workdir / "unbound.log").read_text()
+            except FileNotFoundError:
+                return "no log yet"
+            return None if "start of service" in text else "not serving yet"
+
+        _ns_start(new, new.netns, serving)
+        return new
+
 
 class NsDnsmasq(Dnsmasq):
     def __init__(
@@ -406,6 +425,7 @@ class NsNetkit(DnsDaemon):
         self.upstreams = list(upstreams)
         self.extra_args = list(extra_args)
         self.successors: list[int] = []  # PIDs started by handovers (own sessions, not our children)
+        self._surge: list[subprocess.Popen[bytes]] = []  # takeover processes (our children)
 
     @property
     def control_path(self) -> Path:
@@ -466,6 +486,53 @@ class NsNetkit(DnsDaemon):
         self.successors.append(int(out["new_pid"]))
         return out
 
+    def take_over(self, timeout: float = 30.0) -> dict[str, Any]:
+        """As kubelet runs a surge pod: a new process of its own (same flags, ``--takeover true``,
+        its own ready file) takes over; once it is ready, SIGTERM to the old one."""
+        old = self.serving_pid
+        ready = self.workdir / f"ready-{len(self.successors) + 1}"
+        ready.unlink(missing_ok=True)
+        cmd = [*self._command(self.binary), "--takeover", "true", "--ready-file", str(ready)]
+        with open(self.output_path, "ab") as out:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=self.workdir, start_new_session=True)  # fmt: skip
+        self._surge.append(proc)
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"the new netkit exited with status {proc.returncode} before serving")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"the new netkit was not ready within {timeout:g} s")
+            time.sleep(0.02)
+        self.successors.append(proc.pid)
+        self._terminate(old)
+        return {"old_pid": old, "new_pid": proc.pid}
+
+    def crash(self) -> None:
+        """SIGKILL whichever processes serve (the first one and every successor); start() follows."""
+        for pid in self.successors:
+            if _pid_alive(pid) and str(self.control_path) in _cmdline(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for proc in self._surge:
+            proc.wait(5)
+        self._surge.clear()
+        self.successors.clear()
+        self.kill()
+
+    def _terminate(self, pid: int | None) -> None:
+        if pid is None:
+            return
+        if self._proc is not None and pid == self._proc.pid:
+            self._proc.terminate()
+            self._proc.wait(10)
+            return
+        terminate_pid(pid, str(self.control_path), timeout=10.0)
+        for proc in self._surge:
+            if proc.pid == pid:
+                proc.wait(5)
+
     def metrics(self) -> dict[str, float]:
         status, body = ns_http_get(self.netns, NODE_LOCAL, METRICS_PORT, "/metrics", timeout=3.0)
         if status != 200:
@@ -482,6 +549,9 @@ class NsNetkit(DnsDaemon):
         self.stop()
         for pid in self.successors:
             terminate_pid(pid, str(self.control_path))
+        for proc in self._surge:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -677,24 +747,44 @@ class ChaosLab:
             self.caches[s] = cache
             cache.start()
 
-    def restart_cache(self, system: str) -> dict[str, Any]:
-        """The system's real restart; returns what happened (method, PIDs, seconds)."""
+    def restart_cache(self, system: str, how: str = "cache_restart") -> dict[str, Any]:
+        """Restart the system's cache ``how`` (a schedule kind); returns what happened (method,
+        PIDs, seconds).
+
+        ``cache_restart``: its own restart (netkit: ``netkit dns restart``, the in-tree handover;
+        the others: SIGTERM, wait, start). ``upgrade``: as a DaemonSet with ``maxSurge`` rolls a
+        new version, a new process beside the old one, then SIGTERM to the old one (netkit:
+        takeover; Unbound: a second instance on the same address, SO_REUSEPORT; dnsmasq cannot
+        share its address: SIGTERM, then start). ``crash_restart``: SIGKILL, start again."""
         cache = self.caches[system]
         t = time.monotonic()
-        if isinstance(cache, NsNetkit):
-            out = cache.handover()
-            info: dict[str, Any] = {"method": "netkit dns restart (zero-gap handover)", **out}
+        old = cache.serving_pid if isinstance(cache, NsNetkit) else cache.pid
+        if how == "crash_restart":
+            if isinstance(cache, NsNetkit):
+                cache.crash()
+            else:
+                cache.kill()
+            cache.start()
+            info: dict[str, Any] = {"method": "SIGKILL, start again", "old_pid": old}
+        elif how == "upgrade" and isinstance(cache, NsNetkit):
+            taken = cache.take_over()
+            info = {"method": "a new process with takeover: true, then SIGTERM to the old", **taken}
+        elif how == "upgrade" and isinstance(cache, NsUnbound):
+            new = cache.beside()
+            cache.stop()
+            self.caches[system] = new
+            info = {"method": "a second unbound on the address (SO_REUSEPORT), then SIGTERM to the old"}
+        elif how == "cache_restart" and isinstance(cache, NsNetkit):
+            info = {"method": "netkit dns restart (zero-gap handover)", **cache.handover()}
             with contextlib.suppress(OSError):  # the snapshot handed over, kept for forensics
                 shutil.copyfile(cache.cache_path, self.rundir / "netkit-handover.cache")
         else:
-            old = cache.pid
             cache.stop()
             cache.start()
-            info = {
-                "method": "SIGTERM, wait for exit, start again (cold cache)",
-                "old_pid": old,
-                "new_pid": cache.pid,
-            }
+            info = {"method": "SIGTERM, wait for exit, start again (cold cache)", "old_pid": old}
+        info.setdefault("old_pid", old)
+        new_cache = self.caches[system]
+        info["new_pid"] = new_cache.serving_pid if isinstance(new_cache, NsNetkit) else new_cache.pid
         info["seconds"] = round(time.monotonic() - t, 3)
         return info
 

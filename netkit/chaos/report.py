@@ -32,6 +32,9 @@ FAULT_COLORS = {
     "garbage": "#aed6f1",
     "all_down": "#c39bd3",
     "cache_restart": "#d7dbdd",
+    "loss_all": "#f5cba7",
+    "upgrade": "#a3e4d7",
+    "crash_restart": "#808b96",
 }
 
 
@@ -215,10 +218,9 @@ def terminal_table(results: dict[str, Any]) -> str:
     )
     lines.append(f"{'':<{w0 + 13}}  {cells}")
     for n in names:
-        r = systems[n].get("restart")
-        if r:
+        for how, r in (systems[n].get("restart") or {}).items():
             lines.append(
-                f"restart {n}: {r.get('method', '')} {r.get('seconds', '')} s {r.get('error', '')}".rstrip()
+                f"{how} {n}: {r.get('method', '')} {r.get('seconds', '')} s {r.get('error', '')}".rstrip()
             )
     if results["harness_problems"]:
         lines += ["", "HARNESS SELF-CHECK FAILED:"] + [f"  - {p}" for p in results["harness_problems"]]

@@ -183,21 +183,23 @@ class FaultPlayer:
                     result = self._proxy([target], w.kind if begin else "pass")
                 elif w.kind == "all_down":
                     result = self._proxy(list(UPSTREAM_NAMES), "blackhole" if begin else "pass")
-                elif w.kind == "cache_restart" and begin:
-                    result = self._restart_all()
+                elif w.kind == "loss_all":
+                    result = self._proxy(list(UPSTREAM_NAMES), f"replyloss {w.param:g}" if begin else "pass")
+                elif w.kind in ("cache_restart", "upgrade", "crash_restart") and begin:
+                    result = self._restart_all(w.kind)
                 self._record(label, due, started, result)
             except Exception as e:
                 self._record(label, due, started, error=f"{type(e).__name__}: {e}")
 
         return run
 
-    def _restart_all(self) -> dict[str, Any]:
-        """Restart every cache at the same moment (one thread each)."""
+    def _restart_all(self, how: str) -> dict[str, Any]:
+        """Restart every cache at the same moment (one thread each), the way ``how`` says."""
         out: dict[str, Any] = {}
 
         def one(system: str) -> None:
             try:
-                out[system] = self.lab.restart_cache(system)
+                out[system] = self.lab.restart_cache(system, how)
             except Exception as e:
                 out[system] = {"error": f"{type(e).__name__}: {e}"}
 
@@ -206,7 +208,8 @@ class FaultPlayer:
             t.start()
         for t in threads:
             t.join()
-        self.restarts.update(out)
+        for system, info in out.items():
+            self.restarts.setdefault(system, {})[how] = info
         return out
 
     def _snapshot(self, label: str, edge: str) -> Callable[[], None]:

@@ -39,20 +39,30 @@ FAULTS: dict[str, str] = {
     "garbage": "the fault proxy of one upstream answers random bytes, wrong IDs or empty TC replies",
     "all_down": "every fault proxy black-holes everything: all upstreams down",
     "cache_restart": "the cache under test restarts (netkit: zero-gap handover; others: stop + start)",
+    "loss_all": "every fault proxy drops 30 % of replies: no upstream is better than another",
+    "upgrade": "a new cache process beside the old one, then SIGTERM to the old one, as a DaemonSet "
+    "rolls with maxSurge (netkit: takeover; Unbound: a second instance on SO_REUSEPORT; dnsmasq, "
+    "which cannot share its address: stop + start)",
+    "crash_restart": "SIGKILL the cache, start it again (whatever it saved before is all it has)",
 }
 
 # (kind, nominal start, nominal length, parameter) on the 600 s timeline; baselines fill the gaps
 PLAN: tuple[tuple[str, float, float, float | None], ...] = (
-    ("kill", 40.0, 40.0, None),
-    ("stop", 100.0, 40.0, None),
-    ("loss", 160.0, 50.0, 0.3),
-    ("delay", 230.0, 50.0, 2.0),
-    ("servfail", 300.0, 40.0, None),
-    ("garbage", 360.0, 40.0, None),
-    ("all_down", 425.0, 30.0, None),
-    ("cache_restart", 480.0, 40.0, None),
+    ("kill", 20.0, 30.0, None),
+    ("stop", 65.0, 30.0, None),
+    ("loss", 110.0, 40.0, 0.3),
+    ("delay", 165.0, 40.0, 2.0),
+    ("servfail", 220.0, 30.0, None),
+    ("garbage", 265.0, 30.0, None),
+    ("all_down", 310.0, 30.0, None),
+    ("cache_restart", 355.0, 30.0, None),
+    ("loss_all", 400.0, 40.0, 0.3),
+    ("upgrade", 455.0, 35.0, None),
+    ("crash_restart", 505.0, 35.0, None),
 )
-JITTER = 3.0  # nominal seconds; gaps in PLAN are at least 20 s
+CACHE_FAULTS = ("cache_restart", "upgrade", "crash_restart")  # done to the cache under test
+ALL_UPSTREAMS = ("all_down", "loss_all")
+JITTER = 3.0  # nominal seconds; gaps in PLAN are at least 15 s
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,7 @@ class Window:
         if self.kind == "baseline":
             return f"baseline #{self.index}"
         detail = self.target or ""
-        if self.kind == "loss" and self.param is not None:
+        if self.kind in ("loss", "loss_all") and self.param is not None:
             detail += f" {self.param * 100:g}%"
         elif self.kind == "delay" and self.param is not None:
             detail += f" +{self.param:g}s"
@@ -100,7 +110,7 @@ def build_schedule(duration: float, seed: int, upstreams: Sequence[str] = UPSTRE
         raise ValueError("the schedule needs at least two upstreams")
     rng = random.Random(f"chaos-schedule-{seed}")
     scale = duration / NOMINAL_DURATION
-    singles = [k for k, *_ in PLAN if k not in ("all_down", "cache_restart")]
+    singles = [k for k, *_ in PLAN if k not in CACHE_FAULTS + ALL_UPSTREAMS]
     # every upstream gets its share of the single-upstream faults, in a seeded order
     pool: list[str] = []
     while len(pool) < len(singles):
@@ -113,7 +123,7 @@ def build_schedule(duration: float, seed: int, upstreams: Sequence[str] = UPSTRE
         jitter = rng.uniform(-JITTER, JITTER)
         s = (start + jitter) * scale
         e = s + length * scale
-        target = targets.get(kind) or ("all" if kind == "all_down" else "cache")
+        target = targets.get(kind) or ("all" if kind in ALL_UPSTREAMS else "cache")
         faults.append(Window(s, e, kind, target, param))
     windows: list[Window] = []
     t = 0.0

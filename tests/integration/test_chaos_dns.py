@@ -162,11 +162,17 @@ def test_faults_were_really_applied(short_run: Run) -> None:
     assert all(p["blackholed"] > 0 for p in proxies.values())  # all_down
     kill = next(f for f in applied if f["action"].startswith("start kill"))
     assert kill["result"]["sigkill_pid"] > 0
-    restarts = r["systems"]
-    assert "handover" in restarts["netkit"]["restart"]["method"]
-    assert restarts["netkit"]["restart"]["new_pid"] != restarts["netkit"]["restart"]["old_pid"]
-    for s in ("unbound", "dnsmasq"):
-        assert restarts[s]["restart"]["new_pid"] != restarts[s]["restart"]["old_pid"]
+    assert all(p["udp_dropped_replies"] > 0 for p in proxies.values())  # loss_all
+    restarts = {s: r["systems"][s]["restart"] for s in SYSTEMS}
+    assert "handover" in restarts["netkit"]["cache_restart"]["method"]
+    assert "takeover" in restarts["netkit"]["upgrade"]["method"]
+    assert "SO_REUSEPORT" in restarts["unbound"]["upgrade"]["method"]
+    assert "SIGTERM" in restarts["dnsmasq"]["upgrade"]["method"]
+    for s in SYSTEMS:
+        for how in ("cache_restart", "upgrade", "crash_restart"):
+            assert "error" not in restarts[s][how], (s, how, restarts[s][how])
+            assert restarts[s][how]["new_pid"] != restarts[s][how]["old_pid"], (s, how)
+        assert "SIGKILL" in restarts[s]["crash_restart"]["method"]
     # netkit's metrics were read at every window boundary
     assert len(r["netkit_metrics_by_window"]) == len(r["schedule"])
 

@@ -43,7 +43,10 @@ def test_windows_partition_the_run(duration: float) -> None:
         assert a.end == pytest.approx(b.start)
         assert a.end > a.start
     kinds = [w.kind for w in ws if w.is_fault]
-    assert kinds == ["kill", "stop", "loss", "delay", "servfail", "garbage", "all_down", "cache_restart"]
+    assert kinds == [
+        "kill", "stop", "loss", "delay", "servfail", "garbage", "all_down", "cache_restart",
+        "loss_all", "upgrade", "crash_restart",
+    ]  # fmt: skip
     # a baseline between any two faults, so one fault's aftermath is not scored as the next fault
     for a, b in itertools.pairwise(ws):
         assert not (a.is_fault and b.is_fault)
@@ -55,7 +58,8 @@ def test_full_length_matches_the_issue() -> None:
     assert ws["loss"].param == 0.3
     assert ws["delay"].param == 2.0
     assert ws["all_down"].target == "all"
-    assert ws["cache_restart"].target == "cache"
+    assert ws["cache_restart"].target == ws["upgrade"].target == ws["crash_restart"].target == "cache"
+    assert ws["loss_all"].target == "all" and ws["loss_all"].param == 0.3
 
 
 def test_schedule_scales_with_duration() -> None:
