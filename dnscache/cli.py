@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,9 @@ def effective_config(config_file: str | None, flags: dict[str, Any]) -> ServeCon
     return cfg
 
 
+HANDOVER_ENV = "NETKIT_DNS_HANDOVER"  # dnscache.handover.ENV: a successor inherits its sockets
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from netkit import logs
 
@@ -286,18 +290,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         emit(to_dict(cfg), "yaml")
         return 0
     logs.setup(cfg.log_level, cfg.log_format)
-    from dnscache.runner import event_loop_policy, serve
-
-    def reload_config() -> ServeConfig:
-        return effective_config(args.file, flags)
-
+    listeners = None
     try:
+        if cfg.workers == 1 and not cfg.takeover and HANDOVER_ENV not in os.environ:
+            # listen first: what arrives while the resolver is imported waits in the queue
+            from dnscache.bind import bind_exclusive
+
+            (listeners,) = bind_exclusive(cfg.listen, 1)
+        from dnscache.runner import event_loop_policy, serve
+
+        def reload_config() -> ServeConfig:
+            return effective_config(args.file, flags)
+
         if cfg.workers > 1:
             from dnscache.workers import supervise
 
             return supervise(cfg, reload_config)
         event_loop_policy()
-        asyncio.run(serve(cfg, reload_config))
+        asyncio.run(serve(cfg, reload_config, listeners=listeners))
     except OSError as exc:
         raise CommandError(exc.strerror or str(exc)) from None
     return 0

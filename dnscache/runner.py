@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dnscache import handover
+from dnscache.bind import Listeners
 from dnscache.config import ServeConfig
 from dnscache.metrics import MetricsServer
-from dnscache.server import DnsServer, Listeners
+from dnscache.server import DnsServer
 from netkit.fields import ConfigError
 
 log = logging.getLogger("netkit.dns")

@@ -2,7 +2,7 @@
 
 The kernel spreads queries over the workers by flow hash; each worker has its own cache (as
 separate CoreDNS replicas would). The supervisor binds every worker's sockets itself, first
-making sure no other process serves those addresses (``server.bind_exclusive``: an accidental
+making sure no other process serves those addresses (``bind.bind_exclusive``: an accidental
 second instance gets EADDRINUSE, as one without workers does), and keeps them: a worker that
 dies is restarted on the same sockets, so what the kernel queued for it waits instead of being
 dropped. It serves the metrics (every worker sends it a snapshot of its counters once a second
@@ -20,10 +20,11 @@ import signal
 import time
 from collections.abc import Callable
 
+from dnscache.bind import Listeners, bind_exclusive
 from dnscache.config import ServeConfig
 from dnscache.metrics import MetricsServer, Snapshot, merge_snapshots
 from dnscache.runner import event_loop_policy, serve
-from dnscache.server import DnsServer, Listeners, bind_exclusive
+from dnscache.server import DnsServer
 
 log = logging.getLogger("netkit.dns")
 

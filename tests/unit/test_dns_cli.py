@@ -132,5 +132,13 @@ def test_takeover_needs_a_control_socket_and_one_worker() -> None:
         "config: takeover: needs control: the socket a predecessor hands its sockets over on",
         "config: takeover: works with workers: 1 only (workers is 2)",
     ]
-    cfg = load({"upstream": ["127.0.0.1:53"], "listen": ["127.0.0.1:5399"], "takeover": "yes", "control": "/c"})
+    cfg = load(
+        {"upstream": ["127.0.0.1:53"], "listen": ["127.0.0.1:5399"], "takeover": "yes", "control": "/c"}
+    )
     assert cfg.takeover and cfg.ready_file is None
+
+
+def test_the_cli_knows_the_handover_variable_without_importing_the_handover() -> None:
+    from dnscache import cli, handover
+
+    assert cli.HANDOVER_ENV == handover.ENV
