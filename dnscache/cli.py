@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -306,6 +305,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from dnscache.workers import supervise
 
             return supervise(cfg, reload_config)
+        import asyncio
+
         event_loop_policy()
         asyncio.run(serve(cfg, reload_config, listeners=listeners))
     except OSError as exc:

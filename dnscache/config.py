@@ -7,14 +7,16 @@ import dataclasses
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dnscache.resolution import AttemptPolicy
-from dnscache.response import CachePolicy
-from dnscache.upstreams import HealthPolicy
 from dnscache.wire import Name, WireError, name_from_text, name_to_text
 from netkit.addr import AddressError, HostPort, parse_hostport
 from netkit.fields import ConfigError, Errors
+
+if TYPE_CHECKING:  # imported where used: `netkit dns serve` binds before it loads the resolver
+    from dnscache.resolution import AttemptPolicy
+    from dnscache.response import CachePolicy
+    from dnscache.upstreams import HealthPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,8 @@ class ServeConfig:
 
     @property
     def cache_policy(self) -> CachePolicy:
+        from dnscache.response import CachePolicy
+
         return CachePolicy(
             min_ttl=self.min_ttl,
             max_ttl=self.max_ttl,
@@ -76,10 +80,14 @@ class ServeConfig:
 
     @property
     def attempt_policy(self) -> AttemptPolicy:
+        from dnscache.resolution import AttemptPolicy
+
         return AttemptPolicy(self.deadline, self.attempt_timeout, self.max_attempts, self.hedge)
 
     @property
     def health_policy(self) -> HealthPolicy:
+        from dnscache.upstreams import HealthPolicy
+
         return HealthPolicy(max_fails=self.max_fails)
 
 

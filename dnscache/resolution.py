@@ -87,7 +87,13 @@ class Resolution:
             return []
         if outcome is Outcome.SUCCESS:
             if truncated and not tcp:
-                self.retry_at = None  # the answer exists; only its size needs TCP
+                # over TCP to the same server; the retransmit timer runs on, so a TCP exchange
+                # that stalls (a server that sends empty TC replies) still leads to the next one
+                if self.retry_at is None and self.policy.hedge and self.attempts < self.policy.max_attempts:
+                    p = self.policy
+                    self.retry_at = now + self.pool.retry_interval(
+                        upstream, p.min_retry_interval, p.max_retry_interval
+                    )
                 return [self._send(upstream, True, now, hedge=False)]
             self.done = True
             self.answered_by = upstream

@@ -106,9 +106,20 @@ def test_truncated_reply_is_retried_over_tcp_on_the_same_upstream() -> None:
     first = res.start()[0]
     (tcp,) = res.on_reply(first, Outcome.SUCCESS, True, now=0.01)
     assert (tcp.upstream, tcp.tcp, tcp.hedge) == (A, True, False) and tcp.attempt != first.attempt
-    assert not res.done and res.next_wakeup() == res.deadline_at  # no UDP retransmit meanwhile
+    # should TCP stall (a server sending empty TC replies), the next attempt still comes
+    assert not res.done and res.next_wakeup() < res.deadline_at
     res.on_reply(tcp, Outcome.SUCCESS, False, now=0.02)
     assert res.answered_by == A
+
+
+def test_a_stalled_tcp_retry_after_an_empty_tc_reply_still_leads_to_the_next_upstream() -> None:
+    res = Resolution(pool(A, B), AttemptPolicy(), RetryBudget(), rng(), now=0.0)
+    first = res.start()[0]
+    (_tcp,) = res.on_reply(first, Outcome.SUCCESS, True, now=0.001)
+    (nxt,) = res.on_timer(res.next_wakeup())
+    assert not nxt.tcp and nxt.upstream != first.upstream and nxt.hedge
+    res.on_reply(nxt, Outcome.SUCCESS, False, now=res.next_wakeup())
+    assert res.answered_by == nxt.upstream
 
 
 def test_hedge_fires_after_adaptive_delay() -> None:
