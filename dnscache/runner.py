@@ -142,6 +142,24 @@ async def serve(
     taken_over = False
     restarting = asyncio.Lock()
 
+    async def pass_sockets(
+        path: str, remove_on_failure: bool, send: Callable[[socket.socket | None], Awaitable[Any]]
+    ) -> tuple[Any, int] | str:
+        """Snapshot the cache to ``path`` and let ``send`` pass every socket on (the metrics
+        socket lent to it); (what it returned, entries saved), or why it failed: we serve on."""
+        saved = handover.save_cache(server.resolver.cache, path)
+        lent = metrics.listening_socket() if metrics is not None else None
+        try:
+            return await send(lent), saved
+        except (OSError, RuntimeError) as exc:
+            if remove_on_failure:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            return str(exc)
+        finally:
+            if lent is not None:
+                lent.close()
+
     async def restart(request: dict[str, Any], *_conn: object) -> dict[str, Any]:
         nonlocal handed_over
         if restarting.locked() or handed_over:
@@ -153,21 +171,17 @@ async def serve(
                 fd, path = tempfile.mkstemp(prefix="netkit-dns-cache-")
                 os.close(fd)
                 temporary = True
-            saved = handover.save_cache(server.resolver.cache, path)
-            metrics_sock = metrics.listening_socket() if metrics is not None else None
-            try:
-                new_pid = await handover.spawn_successor(
-                    server.listeners, metrics_sock, control.sock, path, temporary, timeout
-                )
-            except (OSError, RuntimeError) as exc:
-                log.error("restart failed, still serving", extra={"error": str(exc)})
-                if temporary:
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
-                return {"error": str(exc)}
-            finally:
-                if metrics_sock is not None:
-                    metrics_sock.close()
+            result = await pass_sockets(
+                path,
+                temporary,
+                lambda lent: handover.spawn_successor(
+                    server.listeners, lent, control.sock, path, temporary, timeout
+                ),
+            )
+            if isinstance(result, str):
+                log.error("restart failed, still serving", extra={"error": result})
+                return {"error": result}
+            new_pid, saved = result
             log.info("handed over", extra={"new_pid": new_pid, "cache_entries": saved})
             handed_over = True
             stop.set()
@@ -183,18 +197,17 @@ async def serve(
         async with restarting:
             new_pid = request.get("pid")
             path = f"{cfg.control}.cache-{int(new_pid) if isinstance(new_pid, int) else 'new'}"
-            saved = handover.save_cache(server.resolver.cache, path)
-            metrics_sock = metrics.listening_socket() if metrics is not None else None
-            try:
-                await handover.send_over(reader, writer, server.listeners, metrics_sock, control.sock, path)
-            except OSError as exc:
-                log.error("takeover failed, still serving", extra={"new_pid": new_pid, "error": str(exc)})
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-                return {"error": str(exc)}
-            finally:
-                if metrics_sock is not None:
-                    metrics_sock.close()
+            assert control.sock is not None
+            sock = control.sock
+            result = await pass_sockets(
+                path,
+                True,
+                lambda lent: handover.send_over(reader, writer, server.listeners, lent, sock, path),
+            )
+            if isinstance(result, str):
+                log.error("takeover failed, still serving", extra={"new_pid": new_pid, "error": result})
+                return {"error": result}
+            _, saved = result
             log.info("taken over", extra={"new_pid": new_pid, "cache_entries": saved})
             handed_over = taken_over = True
             stop.set()
