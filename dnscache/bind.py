@@ -17,6 +17,7 @@ from pathlib import Path
 from dnscache.listeners import KernelSocket, conflicts, parse_table
 from netkit.addr import HostPort
 
+SO_RCVBUFFORCE = 33  # needs CAP_NET_ADMIN
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 
 
@@ -36,8 +37,12 @@ def make_socket(addr: HostPort, kind: socket.SocketKind, reuse_port: bool) -> so
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if kind == socket.SOCK_DGRAM:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            # a deep queue: what arrives while a worker restarts waits (FORCE passes rmem_max)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.bind((addr.host, addr.port))
         sock.setblocking(False)
         if kind == socket.SOCK_STREAM:

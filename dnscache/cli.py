@@ -115,6 +115,13 @@ FLAG_HELP: dict[str, tuple[str, str | None, bool]] = {
         False,
     ),
     "workers": ("processes sharing the listen sockets with SO_REUSEPORT (default 1)", "N", False),
+    "keeper": (
+        "serve from a worker process under one that keeps the sockets: a crashed worker is "
+        "forked again at once and what arrived meanwhile waits in the queue (default false; "
+        "always so with workers > 1)",
+        "BOOL",
+        False,
+    ),
     "resolv_conf": (
         "where to read upstreams from when none are given (default /etc/resolv.conf)",
         "PATH",
@@ -301,10 +308,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         def reload_config() -> ServeConfig:
             return effective_config(args.file, flags)
 
-        if cfg.workers > 1:
+        if cfg.workers > 1 or cfg.keeper:
             from dnscache.workers import supervise
 
-            return supervise(cfg, reload_config)
+            return supervise(cfg, reload_config, [listeners] if listeners is not None else None)
         import asyncio
 
         event_loop_policy()

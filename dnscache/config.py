@@ -55,6 +55,7 @@ class ServeConfig:
     prefetch_fraction: float = 0.1
     dns0x20: bool = False
     workers: int = 1
+    keeper: bool = False
     resolv_conf: str = "/etc/resolv.conf"
     cache_file: str | None = None
     control: str | None = None
@@ -223,6 +224,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "prefetch_fraction": _float(0.0, 0.9),
     "dns0x20": _bool,
     "workers": _int(1, 256),
+    "keeper": _bool,
     "resolv_conf": str,
     "cache_file": _optional(str),
     "control": _optional(str),

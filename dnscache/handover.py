@@ -61,6 +61,7 @@ class Inherited:
     ready_fd: int
     cache_file: str | None
     cache_is_temporary: bool
+    retire: tuple[int, ...] = ()  # a supervisor's re-exec: the old image's workers, still serving
 
 
 def from_environment() -> Inherited | None:
@@ -75,7 +76,13 @@ def from_environment() -> Inherited | None:
     metrics = socket.socket(fileno=spec["metrics"]) if spec.get("metrics") is not None else None
     control = socket.socket(fileno=spec["control"]) if spec.get("control") is not None else None
     return Inherited(
-        listeners, metrics, control, int(spec["ready"]), spec.get("cache"), bool(spec.get("cache_temp"))
+        listeners,
+        metrics,
+        control,
+        int(spec["ready"]),
+        spec.get("cache"),
+        bool(spec.get("cache_temp")),
+        tuple(int(p) for p in spec.get("retire", ())),
     )
 
 

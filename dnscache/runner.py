@@ -12,6 +12,7 @@ import signal
 import socket
 import tempfile
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from dnscache import handover
@@ -39,6 +40,22 @@ Handler = Callable[
 ]
 
 
+@dataclass
+class Supervised:
+    """What a worker gets from the supervisor that holds its sockets (``dnscache.workers``)."""
+
+    report_fd: int  # JSON lines to the supervisor: counter snapshots and events
+    control: socket.socket | None  # the control socket, held by the supervisor
+    metrics: socket.socket | None  # the supervisor's metrics socket, lent on a takeover
+    inherited: handover.Inherited | None  # the first worker after a takeover or a re-exec
+    workers: int
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Tell the supervisor; a supervisor that is gone (re-executed) is not an error."""
+        with contextlib.suppress(OSError):
+            os.write(self.report_fd, json.dumps(event).encode() + b"\n")
+
+
 class Control:
     """The ``--control`` unix socket: one JSON request per connection, one JSON reply (a handler
     that returns None has answered on the connection itself: a takeover passes descriptors)."""
@@ -52,13 +69,14 @@ class Control:
         if inherited is not None:
             self.sock = inherited
         elif path is not None:
-            self.sock = self._bind(path)
+            self.sock = self.bind(path)
         else:
             return
         self.server = await asyncio.start_unix_server(self._handle, sock=self.sock.dup())
 
     @staticmethod
-    def _bind(path: str) -> socket.socket:
+    def bind(path: str) -> socket.socket:
+        """Listen on ``path``; EADDRINUSE while a running server answers there."""
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(path)
@@ -113,16 +131,21 @@ async def serve(
     with_metrics: bool = True,
     on_started: Callable[[DnsServer], None] | None = None,
     listeners: Listeners | None = None,
+    supervised: Supervised | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (drain, snapshot the cache) or a restart (hand over, drain);
     SIGHUP re-reads the configuration without dropping a query or the cache. ``listeners``: sockets
-    bound already (a worker's, from its supervisor); a handover's inherited ones come first."""
+    bound already (a worker's, from its supervisor); a handover's inherited ones come first.
+    ``supervised``: a worker; its supervisor took over or inherited, and holds control."""
     loop = asyncio.get_running_loop()
-    inherited = handover.from_environment()
-    if inherited is None and cfg.takeover and cfg.control is not None:
-        inherited = await loop.run_in_executor(None, handover.take_over, cfg.control)
-        if inherited is None:
-            log.info("nothing to take over: binding", extra={"control": cfg.control})
+    if supervised is not None:
+        inherited = supervised.inherited
+    else:
+        inherited = handover.from_environment()
+        if inherited is None and cfg.takeover and cfg.control is not None:
+            inherited = await loop.run_in_executor(None, handover.take_over, cfg.control)
+            if inherited is None:
+                log.info("nothing to take over: binding", extra={"control": cfg.control})
     server = DnsServer(cfg, reuse_port=reuse_port)
     cache_source = inherited.cache_file if inherited is not None else cfg.cache_file
     if cache_source:
@@ -148,7 +171,12 @@ async def serve(
         """Snapshot the cache to ``path`` and let ``send`` pass every socket on (the metrics
         socket lent to it); (what it returned, entries saved), or why it failed: we serve on."""
         saved = handover.save_cache(server.resolver.cache, path)
-        lent = metrics.listening_socket() if metrics is not None else None
+        if metrics is not None:
+            lent = metrics.listening_socket()
+        elif supervised is not None and supervised.metrics is not None:
+            lent = socket.socket(fileno=os.dup(supervised.metrics.fileno()))
+        else:
+            lent = None
         try:
             return await send(lent), saved
         except (OSError, RuntimeError) as exc:
@@ -171,6 +199,8 @@ async def serve(
                 fd, path = tempfile.mkstemp(prefix="netkit-dns-cache-")
                 os.close(fd)
                 temporary = True
+            if supervised is not None:
+                return await restart_supervised(path, temporary, timeout)
             result = await pass_sockets(
                 path,
                 temporary,
@@ -186,6 +216,25 @@ async def serve(
             handed_over = True
             stop.set()
             return {"old_pid": os.getpid(), "new_pid": new_pid}
+
+    async def restart_supervised(path: str, temporary: bool, timeout: float) -> dict[str, Any]:
+        """Under a supervisor the supervisor re-executes itself on the sockets it holds; this
+        worker serves on until the new image's first worker serves and sends it SIGTERM."""
+        nonlocal handed_over
+        assert supervised is not None
+        if supervised.workers > 1:
+            return {"error": "restart works with workers: 1 (each worker has its own cache); stop and start"}
+        saved = handover.save_cache(server.resolver.cache, path)
+        supervised.send({"event": "reexec", "cache": path, "cache_temp": temporary})
+        handed_over = True  # the SIGTERM that ends the wait comes from the new image
+        try:
+            await asyncio.wait_for(terminated.wait(), timeout)
+        except TimeoutError:
+            handed_over = False
+            log.error("restart failed, still serving", extra={"error": "the new process did not serve"})
+            return {"error": f"the supervisor's new image did not serve within {timeout:g} s"}
+        log.info("handed over", extra={"new_pid": os.getppid(), "cache_entries": saved})
+        return {"old_pid": os.getpid(), "new_pid": os.getppid()}
 
     async def takeover(
         request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -209,19 +258,30 @@ async def serve(
                 return {"error": result}
             _, saved = result
             log.info("taken over", extra={"new_pid": new_pid, "cache_entries": saved})
+            if supervised is not None:
+                supervised.send({"event": "handed_over"})
             handed_over = taken_over = True
             stop.set()
             return None
 
     async def status(_request: dict[str, Any], *_conn: object) -> dict[str, Any]:
         snap = server.snapshot()
-        return {"pid": os.getpid(), "ready": server.ready, "cache_entries": snap["cache_entries"]}
+        return {
+            "pid": os.getpid(),
+            "supervisor": os.getppid() if supervised is not None else None,
+            "ready": server.ready,
+            "cache_entries": snap["cache_entries"],
+        }
 
     control = Control({"restart": restart, "status": status, "takeover": takeover})
-    await control.start(cfg.control, inherited.control if inherited is not None else None)
+    if supervised is not None:  # the supervisor holds the control socket (and unlinks it)
+        await control.start(None, supervised.control)
+    else:
+        await control.start(cfg.control, inherited.control if inherited is not None else None)
+    ready_file = ReadyFile(cfg.ready_file)
+    ready_file.create()  # first: a ready file it cannot write fails the successor before "ready"
     if inherited is not None:
         handover.announce_ready(inherited)
-    ready_file = ReadyFile(cfg.ready_file)
 
     def reload() -> None:
         if reload_config is None:
@@ -260,13 +320,12 @@ async def serve(
     )
     if on_started is not None:
         on_started(server)
-    ready_file.create()
     try:
         await stop.wait()
     finally:
         ready_file.remove()
         log.info("handing over: draining" if handed_over else "stopping: draining")
-        control.close(unlink=None if handed_over else cfg.control)
+        control.close(unlink=None if handed_over or supervised is not None else cfg.control)
         if metrics is not None:
             await metrics.stop()
         await server.drain(cfg.deadline)
@@ -293,6 +352,11 @@ class ReadyFile:
                 f.write(f"{os.getpid()}\n")
 
     def remove(self) -> None:
-        if self.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+        """Only our own: after a re-exec the new worker's file has the same path."""
+        if self.path is None:
+            return
+        with contextlib.suppress(OSError):
+            with open(self.path) as f:
+                if f.read().strip() != str(os.getpid()):
+                    return
+            os.unlink(self.path)

@@ -37,6 +37,7 @@ class Pods:
 
     run_dir: Path
     upstream: str
+    keeper: bool = False  # each pod a worker under a socket keeper (what deploy/dnscache runs)
     port: int = field(default_factory=free_port)
     mport: int = field(default_factory=free_port)
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -51,12 +52,13 @@ class Pods:
             "--listen", f"127.0.0.1:{self.port}", "--upstream", self.upstream,
             "--metrics", f"127.0.0.1:{self.mport}", "--control", self.control,
             "--takeover", "true" if takeover else "false", "--ready-file", str(ready),
+            "--keeper", "true" if self.keeper else "false",
         ]  # fmt: skip
 
     def start(
-        self, name: str, takeover: bool = True, **kwargs: object
+        self, name: str, takeover: bool = True, ready: Path | None = None, **kwargs: object
     ) -> tuple[subprocess.Popen[bytes], Path]:
-        ready = self.run_dir / f"{name}.ready"
+        ready = ready or self.run_dir / f"{name}.ready"
         log = (self.run_dir / f"{name}.log").open("wb")
         proc = subprocess.Popen(
             self.argv(ready, takeover),
@@ -84,9 +86,9 @@ class Pods:
                 proc.wait(5)
 
 
-@pytest.fixture
-def pods(run_dir: RunDir, nsd: NsdServer) -> Iterator[Pods]:
-    p = Pods(run_dir.path, hp(nsd))
+@pytest.fixture(params=[False, True], ids=["single", "keeper"])
+def pods(request: pytest.FixtureRequest, run_dir: RunDir, nsd: NsdServer) -> Iterator[Pods]:
+    p = Pods(run_dir.path, hp(nsd), keeper=request.param)
     try:
         yield p
     finally:
@@ -212,6 +214,27 @@ def test_a_successor_that_never_serves_leaves_the_old_one_serving(pods: Pods) ->
     assert wait_for(lambda: "takeover failed, still serving" in pods.log("first"), timeout=5)
     assert first.poll() is None and ready.exists()
     assert taken.cache_file is not None and not Path(taken.cache_file).exists()
+    _, second_ready = pods.start("second")
+    assert wait_for(second_ready.exists, timeout=15), pods.log("second")
+    assert wait_for(lambda: not ready.exists(), timeout=5)
+
+
+def test_a_successor_that_fails_before_ready_leaves_the_old_one_serving(pods: Pods) -> None:
+    """The new pod cannot write its ready file (a wrong mount): it fails before it says ready,
+    the old one serves on without a lost query, keeps the control path, and a good successor
+    takes over afterwards."""
+    first, ready = pods.start("first")
+    assert wait_for(ready.exists, timeout=15), pods.log("first")
+    warm(pods.port)
+    with Load(pods.port, NAMES, qps=500) as load:
+        time.sleep(0.3)
+        bad, _ = pods.start("bad", ready=pods.run_dir / "missing-dir" / "ready")
+        assert bad.wait(15) == 1, pods.log("bad")
+        time.sleep(0.5)
+    assert "no such file or directory" in pods.log("bad").lower(), pods.log("bad")
+    assert (load.lost, load.wrong) == (0, 0), (load.sent, load.lost, load.wrong)
+    assert wait_for(lambda: "takeover failed, still serving" in pods.log("first"), timeout=5)
+    assert first.poll() is None and ready.exists() and Path(pods.control).exists()
     _, second_ready = pods.start("second")
     assert wait_for(second_ready.exists, timeout=15), pods.log("second")
     assert wait_for(lambda: not ready.exists(), timeout=5)

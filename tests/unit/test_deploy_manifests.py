@@ -239,6 +239,7 @@ def check_consistency(cfg: ServeConfig, objects: dict[tuple[str, str], Doc]) -> 
     assert str(Path(cfg.ready_file).parent) == mounts["pod-state"] and "emptyDir" in volumes["pod-state"]
     # takeover: the control socket on a hostPath that the old and the new pod mount at one path
     assert cfg.takeover and cfg.control is not None and cfg.workers == 1
+    assert cfg.keeper  # a crashed worker is forked again on the sockets its keeper holds
     assert str(Path(cfg.control).parent) == mounts["handover"]
     assert volumes["handover"]["hostPath"] == {"path": mounts["handover"], "type": "DirectoryOrCreate"}
     assert pod["spec"]["terminationGracePeriodSeconds"] > cfg.deadline

@@ -135,7 +135,8 @@ def test_takeover_needs_a_control_socket_and_one_worker() -> None:
     cfg = load(
         {"upstream": ["127.0.0.1:53"], "listen": ["127.0.0.1:5399"], "takeover": "yes", "control": "/c"}
     )
-    assert cfg.takeover and cfg.ready_file is None
+    assert cfg.takeover and cfg.ready_file is None and not cfg.keeper
+    assert load({"listen": ["127.0.0.1:5399"], "upstream": ["127.0.0.1:53"], "keeper": "on"}).keeper
 
 
 def test_the_cli_knows_the_handover_variable_without_importing_the_handover() -> None:
