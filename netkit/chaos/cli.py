@@ -44,7 +44,9 @@ The fault schedule (a 600 s plan scaled to --duration; targets and small shifts 
   upgrade    a new cache process beside the old, then SIGTERM to the old (a DaemonSet rolling
              with maxSurge): netkit by takeover, Unbound by a second instance on SO_REUSEPORT,
              dnsmasq (which cannot share its address) by SIGTERM and start
-  crash_restart  SIGKILL the cache and start it again
+  crash_restart  SIGKILL the process that resolves (netkit: its worker, which the keeper
+             holding its sockets forks again; Unbound, dnsmasq: their only process, started
+             again)
 with baseline windows in between.
 
 Output in --out: results.json (per system and window: queries, failures, availability,

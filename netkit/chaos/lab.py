@@ -449,6 +449,7 @@ class NsNetkit(DnsDaemon):
             "--cache-file", str(self.cache_path),
             "--cache-size", str(NODE_NETKIT_CACHE),
             "--log-level", "info",
+            "--keeper", "true",  # as deploy/dnscache runs it
             *self.extra_args,
         ]  # fmt: skip
         return netns_exec(self.netns, cmd)
@@ -509,17 +510,29 @@ class NsNetkit(DnsDaemon):
         self._terminate(old)
         return {"old_pid": old, "new_pid": proc.pid}
 
-    def crash(self) -> None:
-        """SIGKILL whichever processes serve (the first one and every successor); start() follows."""
-        for pid in self.successors:
-            if _pid_alive(pid) and str(self.control_path) in _cmdline(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        for proc in self._surge:
-            proc.wait(5)
-        self._surge.clear()
-        self.successors.clear()
-        self.kill()
+    def status(self) -> dict[str, Any]:
+        """``status`` on the control socket: the worker's ``pid``, its keeper (``supervisor``)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(5.0)
+            conn.connect(str(self.control_path))
+            conn.sendall(b'{"cmd": "status"}\n')
+            reply: dict[str, Any] = json.loads(conn.makefile("rb").readline())
+        return reply
+
+    def crash(self, timeout: float = 10.0) -> dict[str, Any]:
+        """SIGKILL the process that resolves (the worker; the keeper that holds its sockets forks
+        a new one at once); returns the old and new worker PIDs once the new one answers."""
+        old = int(self.status()["pid"])
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                new = int(self.status()["pid"])
+                if new != old:
+                    return {"old_pid": old, "new_pid": new}
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no new worker within {timeout:g} s after SIGKILL to {old}")
+            time.sleep(0.02)
 
     def _terminate(self, pid: int | None) -> None:
         if pid is None:
@@ -755,17 +768,22 @@ class ChaosLab:
         the others: SIGTERM, wait, start). ``upgrade``: as a DaemonSet with ``maxSurge`` rolls a
         new version, a new process beside the old one, then SIGTERM to the old one (netkit:
         takeover; Unbound: a second instance on the same address, SO_REUSEPORT; dnsmasq cannot
-        share its address: SIGTERM, then start). ``crash_restart``: SIGKILL, start again."""
+        share its address: SIGTERM, then start). ``crash_restart``: SIGKILL to the process that
+        resolves (netkit: its worker, which the keeper forks again; the others: their only
+        process, then start it again)."""
         cache = self.caches[system]
         t = time.monotonic()
         old = cache.serving_pid if isinstance(cache, NsNetkit) else cache.pid
-        if how == "crash_restart":
-            if isinstance(cache, NsNetkit):
-                cache.crash()
-            else:
-                cache.kill()
+        old_worker = cache.status()["pid"] if isinstance(cache, NsNetkit) else None
+        if how == "crash_restart" and isinstance(cache, NsNetkit):
+            cache.crash()
+            info: dict[str, Any] = {
+                "method": "SIGKILL to the worker; its keeper forks a new one on the same sockets"
+            }
+        elif how == "crash_restart":
+            cache.kill()
             cache.start()
-            info: dict[str, Any] = {"method": "SIGKILL, start again", "old_pid": old}
+            info = {"method": "SIGKILL, start again", "old_pid": old}
         elif how == "upgrade" and isinstance(cache, NsNetkit):
             taken = cache.take_over()
             info = {"method": "a new process with takeover: true, then SIGTERM to the old", **taken}
@@ -785,6 +803,8 @@ class ChaosLab:
         info.setdefault("old_pid", old)
         new_cache = self.caches[system]
         info["new_pid"] = new_cache.serving_pid if isinstance(new_cache, NsNetkit) else new_cache.pid
+        if isinstance(new_cache, NsNetkit):  # the keeper may stay; the resolving process changes
+            info["old_worker"], info["new_worker"] = old_worker, new_cache.status()["pid"]
         info["seconds"] = round(time.monotonic() - t, 3)
         return info
 

@@ -43,7 +43,8 @@ FAULTS: dict[str, str] = {
     "upgrade": "a new cache process beside the old one, then SIGTERM to the old one, as a DaemonSet "
     "rolls with maxSurge (netkit: takeover; Unbound: a second instance on SO_REUSEPORT; dnsmasq, "
     "which cannot share its address: stop + start)",
-    "crash_restart": "SIGKILL the cache, start it again (whatever it saved before is all it has)",
+    "crash_restart": "SIGKILL the process that resolves (netkit: its worker, forked again by the "
+    "keeper that holds its sockets; the others: their only process, started again)",
 }
 
 # (kind, nominal start, nominal length, parameter) on the 600 s timeline; baselines fill the gaps
