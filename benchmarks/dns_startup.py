@@ -14,11 +14,16 @@ ratio to each other system's. Results: ``dns_startup.{txt,json,png}`` in ``--out
 netkit's start-up path: ``netkit dns serve`` imports only the dns plane's commands, binds its
 listen sockets before it imports the resolver (queries wait in the socket queue, never meet a
 closed port), then starts the event loop.
+
+``netkit-keeper`` is the crash as deployed (``keeper: true``): the worker is SIGKILLed under the
+keeper that holds its sockets, which forks a new one; the figure is from the SIGKILL to the first
+answered miss, and no query meets a closed port.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -37,7 +42,7 @@ from benchmarks.results_io import save_results
 from netkit.lab.dnspeers import Dnsmasq, NsdServer, UnboundForwarder, Zone, generate_zone, require_binary
 from netkit.lab.runid import RunDir, free_port
 
-SYSTEMS = ("netkit", "unbound", "dnsmasq")
+SYSTEMS = ("netkit", "unbound", "dnsmasq", "netkit-keeper")
 
 
 def zone() -> Zone:
@@ -89,15 +94,74 @@ def first_answer(argv: list[str], port: int, name: str, timeout: float = 10.0) -
             proc.wait()
 
 
+def worker_pid(control: Path) -> int:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(5)
+        conn.connect(str(control))
+        conn.sendall(b'{"cmd": "status"}\n')
+        return int(json.loads(conn.makefile("rb").readline())["pid"])
+
+
+class Keeper:
+    """One ``netkit dns serve --keeper true`` for the whole run; each turn kills its worker."""
+
+    def __init__(self, upstream: tuple[str, int], workdir: Path) -> None:
+        self.port = free_port()
+        self.control = workdir / "keeper.ctl"
+        argv = [*command("netkit", self.port, upstream, workdir), "--keeper", "true",
+                "--control", str(self.control)]  # fmt: skip
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + 15
+        while not self.control.exists():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("netkit --keeper did not start")
+            time.sleep(0.01)
+
+    def crash_to_answer(self, name: str, timeout: float = 10.0) -> float:
+        """Seconds from SIGKILL of the worker to the first answer for ``name``."""
+        query = dns.message.make_query(name, "A").to_wire()
+        old = worker_pid(self.control)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            start = time.monotonic()
+            os.kill(old, signal.SIGKILL)
+            while time.monotonic() - start < timeout:
+                sock.sendto(query, ("127.0.0.1", self.port))  # never refused: the keeper holds it
+                time.sleep(0.001)
+                try:
+                    sock.recv(4096)
+                    return time.monotonic() - start
+                except BlockingIOError:
+                    pass
+        raise RuntimeError(f"no answer within {timeout} s after killing worker {old}")
+
+    def close(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
 def run(runs: int, systems: tuple[str, ...]) -> dict[str, Any]:
     times: dict[str, list[float]] = {s: [] for s in systems}
     with RunDir() as rd, NsdServer([zone()], workdir=rd.path) as nsd:
-        for i in range(runs):
-            for system in systems:
-                port = free_port()
-                argv = command(system, port, nsd.address, rd.path / f"{system}-{i}")
-                t = first_answer(argv, port, f"h{i * len(systems) + systems.index(system)}.example.test")
-                times[system].append(t)
+        keeper = Keeper(nsd.address, rd.path) if "netkit-keeper" in systems else None
+        try:
+            for i in range(runs):
+                for system in systems:
+                    name = f"h{i * len(systems) + systems.index(system)}.example.test"
+                    if system == "netkit-keeper":
+                        assert keeper is not None
+                        t = keeper.crash_to_answer(name)
+                    else:
+                        port = free_port()
+                        argv = command(system, port, nsd.address, rd.path / f"{system}-{i}")
+                        t = first_answer(argv, port, name)
+                    times[system].append(t)
+                    print(f"[{i + 1}/{runs}] {system:<14} {t * 1000:7.1f} ms", file=sys.stderr, flush=True)
+        finally:
+            if keeper is not None:
+                keeper.close()
                 print(f"[{i + 1}/{runs}] {system:<8} {t * 1000:7.1f} ms", file=sys.stderr, flush=True)
     summary = {
         s: {
@@ -109,9 +173,10 @@ def run(runs: int, systems: tuple[str, ...]) -> dict[str, Any]:
         for s, v in times.items()
     }
     ratios = {
-        f"netkit/{s}": summary["netkit"]["median_ms"] / summary[s]["median_ms"]
-        for s in systems
-        if s != "netkit"
+        f"{n}/{s}": summary[n]["median_ms"] / summary[s]["median_ms"]
+        for n in ("netkit", "netkit-keeper")
+        for s in ("unbound", "dnsmasq")
+        if n in summary and s in summary
     }
     return {"runs": runs, "systems": summary, "ratios_of_medians": ratios}
 
@@ -119,10 +184,12 @@ def run(runs: int, systems: tuple[str, ...]) -> dict[str, Any]:
 def table(r: dict[str, Any]) -> str:
     lines = [
         f"exec to first answered miss, {r['runs']} runs each (ms)",
-        f"{'system':<10}{'median':>9}{'p90':>9}{'max':>9}",
+        f"{'system':<15}{'median':>9}{'p90':>9}{'max':>9}",
     ]
     for s, v in r["systems"].items():
-        lines.append(f"{s:<10}{v['median_ms']:>9.1f}{v['p90_ms']:>9.1f}{v['max_ms']:>9.1f}")
+        lines.append(f"{s:<15}{v['median_ms']:>9.1f}{v['p90_ms']:>9.1f}{v['max_ms']:>9.1f}")
+    if "netkit-keeper" in r["systems"]:
+        lines.append("netkit-keeper: from SIGKILL of the worker; its queries wait, none is refused")
     lines += [f"{k}: {v:.2f}" for k, v in r["ratios_of_medians"].items()]
     return "\n".join(lines)
 

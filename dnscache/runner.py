@@ -282,6 +282,9 @@ async def serve(
     ready_file.create()  # first: a ready file it cannot write fails the successor before "ready"
     if inherited is not None:
         handover.announce_ready(inherited)
+        for pid in inherited.retire:  # a keeper re-executed without keeper: its old worker stops
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
     def reload() -> None:
         if reload_config is None:

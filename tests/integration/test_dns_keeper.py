@@ -128,3 +128,40 @@ def test_restart_with_several_workers_is_refused_and_they_serve_on(pods: Pods, r
     assert r.returncode != 0 and "restart works with workers: 1" in r.stderr, r.stderr
     warm(pods.port)
     assert proc.poll() is None
+
+
+def test_a_restart_into_a_configuration_without_keeper_retires_the_worker(
+    pods: Pods, run_dir: RunDir
+) -> None:
+    """The file loses ``keeper: true`` before a restart: the re-executed process serves alone
+    and stops the old worker itself; nothing is lost."""
+    ready = run_dir.path / "file.ready"
+    config = run_dir.path / "dns.yaml"
+    base = (
+        f"listen: ['127.0.0.1:{pods.port}']\nupstream: ['{pods.upstream}']\n"
+        f"metrics: '127.0.0.1:{pods.mport}'\ncontrol: '{pods.control}'\nready_file: '{ready}'\n"
+    )
+    config.write_text(base + "keeper: true\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netkit.cli", "dns", "serve", "-f", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    pods.started.append(proc)
+    assert wait_for(ready.exists, timeout=15)
+    warm(pods.port)
+    worker = status(pods.control)["pid"]
+    config.write_text(base)
+    with Load(pods.port, NAMES, qps=1000) as load:
+        time.sleep(0.3)
+        assert restart(pods.control) == {"old_pid": worker, "new_pid": proc.pid}
+        time.sleep(0.3)
+    assert (load.lost, load.wrong) == (0, 0), (load.sent, load.lost, load.wrong)
+    assert status(pods.control) == {
+        "pid": proc.pid,
+        "supervisor": None,
+        "ready": True,
+        "cache_entries": len(NAMES),
+    }
+    assert wait_for(lambda: not alive(worker) or Path(f"/proc/{worker}/stat").read_text().split()[2] == "Z")

@@ -238,3 +238,32 @@ def test_a_successor_that_fails_before_ready_leaves_the_old_one_serving(pods: Po
     _, second_ready = pods.start("second")
     assert wait_for(second_ready.exists, timeout=15), pods.log("second")
     assert wait_for(lambda: not ready.exists(), timeout=5)
+
+
+@pytest.fixture
+def single_pods(run_dir: RunDir, nsd: NsdServer) -> Iterator[Pods]:
+    p = Pods(run_dir.path, hp(nsd))
+    try:
+        yield p
+    finally:
+        p.stop_all()
+
+
+def test_an_upgrade_from_one_process_to_a_keeper_loses_nothing(single_pods: Pods) -> None:
+    """The rollout that brings ``keeper: true``: the old pod runs one process, the new a keeper."""
+    pods = single_pods
+    old, ready = pods.start("old")
+    assert wait_for(ready.exists, timeout=15), pods.log("old")
+    warm(pods.port)
+    with Load(pods.port, NAMES, qps=2000) as load:
+        time.sleep(0.3)
+        pods.keeper = True
+        _, new_ready = pods.start("new")
+        assert wait_for(new_ready.exists, timeout=15), pods.log("new")
+        assert wait_for(lambda: not ready.exists(), timeout=5), pods.log("old")
+        old.send_signal(signal.SIGTERM)
+        assert old.wait(10) == 0, pods.log("old")
+        time.sleep(1.2)
+        assert metric(pods.mport, "netkit_dns_cache_misses_total") == 0
+    assert (load.lost, load.wrong) == (0, 0), (load.sent, load.lost, load.wrong)
+    assert "worker started" in pods.log("new") and "taking over" in pods.log("new")
