@@ -36,7 +36,7 @@ from bgp.speakerstate import (
     parse_frr_prefixes,
     parse_frr_routes,
 )
-from netkit.fields import Errors, int_in, unknown_keys
+from netkit.base.fields import Errors, int_in, unknown_keys
 
 __all__ = ["BirdControl", "ControlError", "FrrControl", "SpeakersFile", "load_speakers"]
 

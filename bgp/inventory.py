@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import yaml
 
-from netkit.fields import ConfigError, Errors, int_in, unknown_keys
+from netkit.base.fields import ConfigError, Errors, int_in, unknown_keys
 
 __all__ = ["Inventory", "InventoryError", "Node", "Policy", "TopPolicy", "load_inventory", "parse_inventory"]
 

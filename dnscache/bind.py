@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dnscache.listeners import KernelSocket, conflicts, parse_table
-from netkit.addr import HostPort
+from netkit.base.addr import HostPort
 
 SO_RCVBUFFORCE = 33  # needs CAP_NET_ADMIN
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)

@@ -9,9 +9,9 @@ from typing import Any
 
 from dnscache.config import PARSERS, ServeConfig, load, merge, to_dict, with_resolv_conf
 from dnscache.resolvconf import parse_resolv_conf
-from netkit.addr import HostPort
+from netkit.base.addr import HostPort
+from netkit.base.fields import ConfigError
 from netkit.cmdline import CommandError, add_file, add_output, command, emit, float_range, group, int_range
-from netkit.fields import ConfigError
 
 SERVE_HELP = """\
 Serve DNS on every --listen address (UDP and TCP) as a node-local cache in front of the
@@ -288,7 +288,7 @@ HANDOVER_ENV = "NETKIT_DNS_HANDOVER"  # dnscache.handover.ENV: a successor inher
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from netkit import logs
+    from netkit.base import logs
 
     flags = flag_values(args)
     cfg = effective_config(args.file, flags)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dnscache.wire import Name, WireError, name_from_text, name_to_text
-from netkit.addr import AddressError, HostPort, parse_hostport
-from netkit.fields import ConfigError, Errors
+from netkit.base.addr import AddressError, HostPort, parse_hostport
+from netkit.base.fields import ConfigError, Errors
 
 if TYPE_CHECKING:  # imported where used: `netkit dns serve` binds before it loads the resolver
     from dnscache.resolution import AttemptPolicy

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from dnscache import snapshot
 from dnscache.cache import Cache
-from netkit.addr import HostPort, parse_hostport
+from netkit.base.addr import HostPort, parse_hostport
 
 log = logging.getLogger("netkit.dns")
 

@@ -18,7 +18,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from netkit.addr import HostPort
+from netkit.base.addr import HostPort
 
 TCP_LISTEN = 0x0A
 UDP_UNCONNECTED = 0x07

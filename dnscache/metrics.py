@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from dnscache.stats import DURATION_BUCKETS
 from dnscache.wire import RCODE_NAMES
-from netkit.addr import HostPort
+from netkit.base.addr import HostPort
 
 Snapshot = dict[str, Any]
 ALWAYS_EXPORTED_RCODES = (0, 1, 2, 3, 4, 5)  # NOERROR FORMERR SERVFAIL NXDOMAIN NOTIMP REFUSED

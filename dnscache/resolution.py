@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 
 from dnscache.upstreams import Outcome, RetryBudget, UpstreamPool
-from netkit.addr import HostPort
+from netkit.base.addr import HostPort
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from netkit.addr import AddressError, HostPort, parse_hostport
+from netkit.base.addr import AddressError, HostPort, parse_hostport
 
 
 def parse_resolv_conf(text: str) -> list[HostPort]:

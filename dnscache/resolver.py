@@ -35,7 +35,7 @@ from dnscache.wire import (
     name_to_wire,
     read_name,
 )
-from netkit.addr import HostPort
+from netkit.base.addr import HostPort
 
 log = logging.getLogger("netkit.dns")
 

@@ -20,7 +20,7 @@ from dnscache.bind import Listeners
 from dnscache.config import ServeConfig
 from dnscache.metrics import MetricsServer
 from dnscache.server import DnsServer
-from netkit.fields import ConfigError
+from netkit.base.fields import ConfigError
 
 log = logging.getLogger("netkit.dns")
 

@@ -44,7 +44,7 @@ from dnscache.wire import (
     parse_message,
     question_end,
 )
-from netkit.addr import HostPort
+from netkit.base.addr import HostPort
 
 log = logging.getLogger("netkit.dns")
 

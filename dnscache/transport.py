@@ -28,7 +28,7 @@ from dnscache.wire import (
     WireError,
     parse_message,
 )
-from netkit.addr import HostPort
+from netkit.base.addr import HostPort
 
 YXDOMAIN = 6
 

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from netkit.addr import HostPort
+from netkit.base.addr import HostPort
 
 
 class Outcome(StrEnum):

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
-from netkit.addr import AddressError, HostPort, parse_hostport
-from netkit.fields import ConfigError
+from netkit.base.addr import AddressError, HostPort, parse_hostport
+from netkit.base.fields import ConfigError
 
 __all__ = [
     "EXIT_FAILURE",
@@ -315,7 +315,7 @@ def command_list(parser: argparse.ArgumentParser) -> str:
 def _setup_logs(args: argparse.Namespace) -> None:
     if not hasattr(args, "log_format"):
         return
-    from netkit import logs
+    from netkit.base import logs
 
     logs.setup(args.log_level or args._log_level or "info", args.log_format or "json")
 

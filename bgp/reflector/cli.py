@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from bgp.reflector.launcher import api_command
     from bgp.reflector.launcher import run as launch
     from bgp.reflector.process import LOG_FORMAT_ENV, LOG_LEVEL_ENV
-    from netkit import logs
+    from netkit.base import logs
 
     path = Path(args.file)
     try:

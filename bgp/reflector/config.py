@@ -26,8 +26,8 @@ from bgp.reflector.policy import (
 )
 from bgp.reflector.rib import PeerSpec, Reflector
 from bgp.reflector.route import ipv4_int
-from netkit.addr import AddressError, HostPort, parse_hostport
-from netkit.fields import ConfigError
+from netkit.base.addr import AddressError, HostPort, parse_hostport
+from netkit.base.fields import ConfigError
 
 __all__ = [
     "EXAMPLE",

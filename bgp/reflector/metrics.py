@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from netkit.addr import HostPort
+from netkit.base.addr import HostPort
 
 __all__ = ["LATENCY_BUCKETS", "MetricsServer", "ReflectorCollector", "check_bindable"]
 

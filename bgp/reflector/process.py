@@ -40,8 +40,8 @@ from bgp.reflector.events import Announce, Command, Update, Withdraw
 from bgp.reflector.exabgp_api import DecodeError, WireCodec, make_codec
 from bgp.reflector.metrics import LATENCY_BUCKETS, MetricsServer
 from bgp.reflector.rib import Reflector
-from netkit import logs
-from netkit.fields import ConfigError
+from netkit.base import logs
+from netkit.base.fields import ConfigError
 
 __all__ = ["ApiProcess", "main"]
 

@@ -37,7 +37,7 @@ import sys
 import time
 from typing import Any
 
-from netkit.addr import parse_hostport
+from netkit.base.addr import parse_hostport
 
 MODES = ("pass", "loss", "replyloss", "delay", "servfail", "garbage", "blackhole")
 TCP_RTO = 0.2

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netkit.base.fields import ConfigError
 from netkit.cmdline import (
     CommandError,
     UsageError,
@@ -23,7 +24,6 @@ from netkit.cmdline import (
     group,
     host_port,
 )
-from netkit.fields import ConfigError
 
 if TYPE_CHECKING:
     from netkit.l2.model import L2Network

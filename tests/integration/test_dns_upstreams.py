@@ -219,7 +219,7 @@ def http_get(port: int, path: str) -> tuple[int, str]:
 
 def test_metrics_health_and_ready(nsd: NsdServer) -> None:
     from dnscache.metrics import MetricsServer
-    from netkit.addr import HostPort
+    from netkit.base.addr import HostPort
 
     mport = free_port()
     with running_server(upstream=[hp(nsd)]) as srv:

@@ -75,6 +75,7 @@ def test_recorded_sli_matches_the_clients_count(
     netkit_and_prometheus: tuple[int, int], nsd: NsdServer
 ) -> None:
     port, pport = netkit_and_prometheus
+
     def scraping() -> bool:
         try:
             return bool(prom_query(pport, 'up{job="netkit-dns"} == 1'))

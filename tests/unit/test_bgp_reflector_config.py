@@ -15,8 +15,8 @@ from bgp.reflector.exabgp_conf import PROCESS_NAME, exabgp_environment, render_e
 from bgp.reflector.policy import MaxPrefix, MaxPrefixAction, PolicyError, PrefixFilter, Reject, parse_block
 from bgp.reflector.prefix import from_text
 from bgp.render.exabgp import render_reflector_config
-from netkit.addr import HostPort
-from netkit.fields import ConfigError
+from netkit.base.addr import HostPort
+from netkit.base.fields import ConfigError
 
 MINIMAL = {"router_id": "198.18.0.2", "asn": 64512, "neighbors": [{"address": "198.18.0.1", "asn": 64512}]}
 

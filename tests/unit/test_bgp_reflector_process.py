@@ -32,7 +32,7 @@ from bgp.reflector.process import CONFIG_ENV, MARKER, STATE_ENV, ApiProcess
 from bgp.reflector.rib import Reflector
 from bgp.reflector.route import Attrs
 from bgp.reflector.wire import UpdateDecoder, UpdateEncoder
-from netkit.addr import HostPort
+from netkit.base.addr import HostPort
 from netkit.lab.runid import free_port
 
 CONFIG = """

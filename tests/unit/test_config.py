@@ -9,8 +9,8 @@ import pytest
 from dnscache.cli import build_config
 from dnscache.config import ServeConfig, load, merge
 from dnscache.resolvconf import parse_resolv_conf
-from netkit.addr import AddressError, HostPort, parse_hostport
-from netkit.fields import ConfigError
+from netkit.base.addr import AddressError, HostPort, parse_hostport
+from netkit.base.fields import ConfigError
 
 
 def test_hostport_forms() -> None:

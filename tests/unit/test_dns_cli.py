@@ -13,8 +13,8 @@ import yaml
 
 from dnscache.cli import SERVE_HELP
 from dnscache.config import ServeConfig, load
+from netkit.base.fields import ConfigError
 from netkit.cli import main
-from netkit.fields import ConfigError
 
 
 def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 # ruff: noqa: E501 (kernel table rows as the kernel writes them)
 from dnscache.listeners import KernelSocket, conflicts, parse_table
-from netkit.addr import HostPort
+from netkit.base.addr import HostPort
 
 UDP = """\
    sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops

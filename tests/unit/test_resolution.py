@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from dnscache.resolution import AttemptPolicy, Resolution
 from dnscache.upstreams import HealthPolicy, Outcome, RetryBudget, UpstreamPool
-from netkit.addr import HostPort
+from netkit.base.addr import HostPort
 
 A, B, C = (HostPort("127.0.0.1", p) for p in (5301, 5302, 5303))
 
