@@ -45,13 +45,13 @@ from results_io import save_results
 
 from bgp.model import NodeInfo, Session, SpeakerConfig, Timers, speaker_configs
 from bgp.reflector.exabgp_main import PINNED
-from bgp.reflector.lab import NetkitReflector
 from bgp.render.bird import STATIC_PROTOCOLS
 from bgp.render.exabgp import render_reflector_config
-from netkit.l2.lab import L2Lab
-from netkit.lab.bgpspeakers import BirdSpeaker, GoBgpSpeaker
-from netkit.lab.dnspeers import live_group_members, require_binary
-from netkit.lab.runid import RunDir
+from labs.bgpspeakers import BirdSpeaker, GoBgpSpeaker
+from labs.dnspeers import live_group_members, require_binary
+from labs.l2lab import L2Lab
+from labs.reflector import NetkitReflector
+from labs.runid import RunDir
 
 ASN = 64512
 FIRST = int(ipaddress.IPv4Address("198.18.16.0"))  # N /32s from here, clear of the nodes' /24

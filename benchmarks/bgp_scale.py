@@ -419,9 +419,9 @@ def lab_points(peers: Sequence[int], prefixes: Sequence[int]) -> list[tuple[int,
 
 
 def run_lab(points: Sequence[tuple[int, int]], stop_flag: list[bool]) -> list[dict[str, Any]]:
-    from netkit.l2.lab import L2Lab
-    from netkit.lab.bgpspeakers import BirdSpeaker
-    from netkit.lab.runid import RunDir
+    from labs.bgpspeakers import BirdSpeaker
+    from labs.l2lab import L2Lab
+    from labs.runid import RunDir
 
     max_peers = max(n for n, _ in points)
     lab = L2Lab(nodes=max_peers + 1)

@@ -14,7 +14,7 @@ other setting default). The run:
   than a header, pipelined bursts of valid queries, connections that never read their answers);
 - ``cool-down`` (10 s).
 
-The generators are ``netkit.lab.dnsfuzz`` (scapy ``fuzz()`` of DNS/DNSQR/DNSRR/OPT, byte mutations,
+The generators are ``labs.dnsfuzz`` (scapy ``fuzz()`` of DNS/DNSQR/DNSRR/OPT, byte mutations,
 random lengths 0..4096 over UDP and 0..65535 over TCP). Throughout, a checker sends one valid query
 every 50 ms (4 of 5 over UDP, 1 over TCP; alternately a warmed name and a never-asked one) and
 compares the answer with the zone; a sampler reads VmRSS from /proc/PID/status, netkit's
@@ -57,10 +57,10 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from netkit.lab import dnsfuzz
-from netkit.lab.dnspeers import NsdServer, Record, Zone, generate_zone
-from netkit.lab.netkitd import NetkitServer
-from netkit.lab.runid import RunDir
+from labs import dnsfuzz
+from labs.dnspeers import NsdServer, Record, Zone, generate_zone
+from labs.netkitd import NetkitServer
+from labs.runid import RunDir
 
 HOST = "127.0.0.1"
 ORIGIN = "example.test."

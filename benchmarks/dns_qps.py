@@ -51,7 +51,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from netkit.lab.dnspeers import (
+from labs.dnspeers import (
     DnsDaemon,
     Dnsmasq,
     NsdServer,
@@ -61,8 +61,8 @@ from netkit.lab.dnspeers import (
     live_group_members,
     require_binary,
 )
-from netkit.lab.netkitd import NetkitServer
-from netkit.lab.runid import RunDir
+from labs.netkitd import NetkitServer
+from labs.runid import RunDir
 
 HOST = "127.0.0.1"
 ORIGIN = "example.test."

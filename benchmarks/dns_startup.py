@@ -39,8 +39,8 @@ import dns.message
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.results_io import save_results
-from netkit.lab.dnspeers import Dnsmasq, NsdServer, UnboundForwarder, Zone, generate_zone, require_binary
-from netkit.lab.runid import RunDir, free_port
+from labs.dnspeers import Dnsmasq, NsdServer, UnboundForwarder, Zone, generate_zone, require_binary
+from labs.runid import RunDir, free_port
 
 SYSTEMS = ("netkit", "unbound", "dnsmasq", "netkit-keeper")
 

@@ -200,7 +200,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     if args.lab:
-        from netkit.lab.bgpmigrate import run_migration_lab
+        from labs.bgpmigrate import run_migration_lab
 
         report = run_migration_lab(
             nodes=args.nodes,

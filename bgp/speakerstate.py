@@ -1,5 +1,5 @@
 """What a BGP speaker reports, parsed (pure): sessions and paths from ``birdc``, FRR's vtysh
-JSON and ``gobgp -j`` output, as plain data. The lab managers (``netkit.lab.bgpspeakers``) and the
+JSON and ``gobgp -j`` output, as plain data. The lab managers (``labs.bgpspeakers``) and the
 control of running speakers (``bgp.control``) both read speakers through these parsers.
 """
 

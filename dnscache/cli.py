@@ -322,7 +322,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from dnscache.demo import run_demo
+    from labs.dnsdemo import run_demo
 
     result: int = run_demo(names=args.names)
     return result

@@ -26,7 +26,7 @@ changed), 3 and up a command's own outcomes, listed in its help.
 """
 
 
-GROUPS = {"dns": "dnscache.cli", "l2": "netkit.l2.cli", "bgp": "bgp.cli", "chaos": "netkit.chaos.cli"}
+GROUPS = {"dns": "dnscache.cli", "l2": "netkit.l2.cli", "bgp": "bgp.cli", "chaos": "labs.chaos.cli"}
 
 
 def build_parser(only: str | None = None) -> Parser:

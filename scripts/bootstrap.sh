@@ -16,7 +16,7 @@ DEB_PACKAGES=(
   bird2 frr gobgpd exabgp
   # a full kernel for what this host lacks (802.1Q, dummy, netem)
   user-mode-linux kmod
-  # a C compiler for netkit.uml's XSAVE shim (UML 6.1 on AVX-512/AMX hosts)
+  # a C compiler for labs.uml's XSAVE shim (UML 6.1 on AVX-512/AMX hosts)
   gcc libc6-dev
 )
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from netkit.lab.dnspeers import NsdServer, Record, Zone, generate_zone
-from netkit.lab.runid import RunDir
+from labs.dnspeers import NsdServer, Record, Zone, generate_zone
+from labs.runid import RunDir
 
 BIG_TXT = "x" * 200
 

@@ -26,7 +26,7 @@ import uvloop
 
 from dnscache.config import ServeConfig, load
 from dnscache.server import DnsServer
-from netkit.lab.runid import free_port
+from labs.runid import free_port
 
 
 class ServerThread:

@@ -188,7 +188,7 @@ def world_l2(work: Path) -> None:
 
 
 def world_dns(work: Path, stack: ExitStack) -> None:
-    from netkit.lab.dnspeers import NsdServer, generate_zone
+    from labs.dnspeers import NsdServer, generate_zone
 
     for addr in ("169.254.20.10/32", "10.96.0.10/32", "10.96.0.11/32"):
         ip("addr", "add", addr, "dev", "lo")
@@ -210,9 +210,9 @@ def world_bgp(work: Path, stack: ExitStack) -> None:
 
     from bgp.model import Timers
     from bgp.planner import mesh_plan, speakers_for
-    from netkit.lab.bgpmigrate import lab_inventory, migration_lab, speaker_class
-    from netkit.lab.bgpspeakers import BirdSpeaker
-    from netkit.lab.runid import RunDir
+    from labs.bgpmigrate import lab_inventory, migration_lab, speaker_class
+    from labs.bgpspeakers import BirdSpeaker
+    from labs.runid import RunDir
 
     nodes = 4
     inv = lab_inventory(nodes)

@@ -152,7 +152,7 @@ between nodes. Prints a matrix (ok / LEAK / MISS per pod) and exits 1 on any dif
 
 --kind vxlan, vlan, all, or auto (default: vxlan, plus vlan when this kernel has 802.1Q). This
 host kernel may lack 8021q; run the VLAN path in User-Mode Linux:
-  python -m netkit.uml -- netkit l2 verify --kind vlan
+  python -m labs.uml -- netkit l2 verify --kind vlan
 
 Needs root. Everything it creates carries a per-run prefix and is removed at the end. Exit
 status: 0 every frame behaved, 1 a leak or a miss, 2 cannot run here (not root, no 802.1Q).
@@ -548,7 +548,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from netkit.l2.verify import VerifyError, run_verify
+    from labs.l2verify import VerifyError, run_verify
 
     main_pid = os.getpid()
 

@@ -13,10 +13,10 @@ import yaml
 
 from bgp.model import Timers
 from bgp.planner import mesh_plan, speakers_for
+from labs.bgpmigrate import lab_inventory, migration_lab, speaker_class
+from labs.bgpspeakers import BgpSpeaker, BirdSpeaker
+from labs.runid import RunDir
 from netkit.cli import main
-from netkit.lab.bgpmigrate import lab_inventory, migration_lab, speaker_class
-from netkit.lab.bgpspeakers import BgpSpeaker, BirdSpeaker
-from netkit.lab.runid import RunDir
 
 pytestmark = [pytest.mark.peers, pytest.mark.root]
 

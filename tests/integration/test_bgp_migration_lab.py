@@ -16,10 +16,10 @@ from bgp.inventory import Inventory
 from bgp.migrate import MigrationError, run_migration
 from bgp.model import Timers
 from bgp.planner import Plan, mesh_plan, plan, speakers_for
-from netkit.l2.lab import L2Lab
-from netkit.lab.bgpmigrate import lab_inventory, migration_lab, run_migration_lab, speaker_class
-from netkit.lab.bgpspeakers import BgpSpeaker
-from netkit.lab.runid import RunDir
+from labs.bgpmigrate import lab_inventory, migration_lab, run_migration_lab, speaker_class
+from labs.bgpspeakers import BgpSpeaker
+from labs.l2lab import L2Lab
+from labs.runid import RunDir
 
 pytestmark = [pytest.mark.peers, pytest.mark.root]
 

@@ -1,6 +1,6 @@
 """The netkit reflector (ExaBGP + the API process) against real BIRD, FRR and GoBGP clients in
 namespace labs; what the clients see is read back through their own tools (``birdc show route
-all``, ``vtysh ... json``, ``gobgp ... -j``) by netkit.lab.bgpspeakers.
+all``, ``vtysh ... json``, ``gobgp ... -j``) by labs.bgpspeakers.
 
 Labs (one L2Lab each; nodes share 198.18.0.0/24, announced prefixes are 198.19.i.0/24 and
 2001:db8:i::/48):
@@ -46,15 +46,15 @@ import pytest
 import yaml
 
 from bgp.model import NodeInfo, Session, SpeakerConfig, Timers, speaker_configs
-from bgp.reflector.lab import NetkitReflector
 from bgp.reflector.prefix import from_text
 from bgp.reflector.route import Attrs
 from bgp.reflector.wire import UpdateEncoder
 from bgp.render.exabgp import render_reflector_config
-from netkit.l2.lab import L2Lab
-from netkit.lab.bgpspeakers import BgpSpeaker, BirdSpeaker, FrrSpeaker, GoBgpSpeaker, PathInfo, wait_for
-from netkit.lab.dnspeers import live_group_members, require_binary
-from netkit.lab.runid import RunDir
+from labs.bgpspeakers import BgpSpeaker, BirdSpeaker, FrrSpeaker, GoBgpSpeaker, PathInfo, wait_for
+from labs.dnspeers import live_group_members, require_binary
+from labs.l2lab import L2Lab
+from labs.reflector import NetkitReflector
+from labs.runid import RunDir
 
 pytestmark = [pytest.mark.peers, pytest.mark.root]
 

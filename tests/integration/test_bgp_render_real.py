@@ -41,8 +41,7 @@ from bgp.render.bird import render_bird
 from bgp.render.calico import calico_yaml, render_calico
 from bgp.render.frr import frr_delta, render_frr
 from bgp.render.gobgp import render_gobgp
-from netkit.l2.lab import L2Lab
-from netkit.lab.bgpspeakers import (
+from labs.bgpspeakers import (
     BgpSpeaker,
     BirdSpeaker,
     FrrSpeaker,
@@ -52,7 +51,8 @@ from netkit.lab.bgpspeakers import (
     check_gobgp_config,
     wait_for,
 )
-from netkit.lab.dnspeers import DaemonError
+from labs.dnspeers import DaemonError
+from labs.l2lab import L2Lab
 
 PEERS = pytest.mark.peers  # needs bird2, frr, gobgpd
 ROOT = pytest.mark.root  # needs network namespaces

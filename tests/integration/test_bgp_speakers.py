@@ -1,5 +1,5 @@
 """Real BGP speakers in a namespace lab: BIRD, FRR, BIRD, GoBGP on n1..n4 of one L2Lab, driven by
-``speaker_configs`` through netkit.lab.bgpspeakers.
+``speaker_configs`` through labs.bgpspeakers.
 
 Proves: with BIRD (then FRR) reflecting to the three others, every client holds every other
 node's IPv4 prefix with the originator's address as next hop, ORIGINATOR_ID and CLUSTER_LIST as
@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from bgp.model import NodeInfo, Session, SpeakerConfig, Timers, speaker_configs
-from netkit.l2.lab import L2Lab
-from netkit.lab.bgpspeakers import BgpSpeaker, BirdSpeaker, FrrSpeaker, GoBgpSpeaker, wait_for
-from netkit.lab.dnspeers import live_group_members
+from labs.bgpspeakers import BgpSpeaker, BirdSpeaker, FrrSpeaker, GoBgpSpeaker, wait_for
+from labs.dnspeers import live_group_members
+from labs.l2lab import L2Lab
 
 pytestmark = [pytest.mark.peers, pytest.mark.root]
 

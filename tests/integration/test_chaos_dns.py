@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from netkit.chaos.schedule import FAULTS
+from labs.chaos.schedule import FAULTS
 
 pytestmark = [pytest.mark.peers, pytest.mark.root]
 

@@ -15,8 +15,8 @@ import dns.opcode
 import dns.rcode
 import pytest
 
-from netkit.lab import dnsfuzz
-from netkit.lab.dnspeers import NsdServer, Zone
+from labs import dnsfuzz
+from labs.dnspeers import NsdServer, Zone
 from tests.conftest import hp
 from tests.dnshelpers import ServerThread, answers, running_server, wait_for
 

@@ -12,7 +12,7 @@ import dns.rcode
 import pytest
 
 import dnscache.server
-from netkit.lab.dnspeers import NsdServer, Zone
+from labs.dnspeers import NsdServer, Zone
 from tests.conftest import hp
 from tests.dnshelpers import answers, min_ttl, running_server, wait_for
 

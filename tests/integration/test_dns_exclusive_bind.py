@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from netkit.lab.dnspeers import NsdServer
-from netkit.lab.runid import free_port
+from labs.dnspeers import NsdServer
+from labs.runid import free_port
 from tests.conftest import hp
 from tests.dnshelpers import wait_for
 from tests.integration.test_dns_process import _answers, children, netkit, serve

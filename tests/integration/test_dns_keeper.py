@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from netkit.lab.dnspeers import NsdServer
-from netkit.lab.runid import RunDir
+from labs.dnspeers import NsdServer
+from labs.runid import RunDir
 from tests.conftest import hp
 from tests.dnshelpers import Load, alive, metric, wait_for
 from tests.integration.test_dns_restart import restart

@@ -17,9 +17,9 @@ import dns.message
 import dns.rcode
 import pytest
 
-from netkit.chaos.lab import proxy_command
-from netkit.lab.dnspeers import NsdServer
-from netkit.lab.runid import RunDir, free_port
+from labs.chaos.lab import proxy_command
+from labs.dnspeers import NsdServer
+from labs.runid import RunDir, free_port
 from tests.conftest import hp
 from tests.dnshelpers import running_server, wait_for
 
@@ -35,7 +35,7 @@ def lossy_upstreams(run_dir: RunDir, nsd: NsdServer) -> Iterator[list[str]]:
         for i in range(3):
             port, ctl = free_port(), run_dir.path / f"proxy{i}.ctl"
             log = (run_dir.path / f"proxy{i}.log").open("wb")
-            argv = [sys.executable, "-m", "netkit.chaos.faultproxy", "--listen", f"127.0.0.1:{port}"]
+            argv = [sys.executable, "-m", "labs.chaos.faultproxy", "--listen", f"127.0.0.1:{port}"]
             argv += ["--backend", hp(nsd), "--control", str(ctl), "--seed", str(i)]
             procs.append(subprocess.Popen(argv, stdout=log, stderr=log))
             log.close()

@@ -17,8 +17,8 @@ import dns.query
 import dns.rcode
 import pytest
 
-from netkit.lab.dnspeers import NsdServer, Zone
-from netkit.lab.runid import RunDir, free_port
+from labs.dnspeers import NsdServer, Zone
+from labs.runid import RunDir, free_port
 from tests.conftest import hp
 from tests.dnshelpers import answers, wait_for
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from dnscache import handover
-from netkit.lab.dnspeers import NsdServer
-from netkit.lab.runid import RunDir, free_port
+from labs.dnspeers import NsdServer
+from labs.runid import RunDir, free_port
 from tests.conftest import hp
 from tests.dnshelpers import Load, metric, wait_for
 

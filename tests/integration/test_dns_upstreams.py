@@ -11,8 +11,8 @@ import dns.message
 import dns.rcode
 import pytest
 
-from netkit.lab.dnspeers import NsdServer, Zone
-from netkit.lab.runid import free_port
+from labs.dnspeers import NsdServer, Zone
+from labs.runid import free_port
 from tests.conftest import hp
 from tests.dnshelpers import ScriptedUpstream, ServerThread, answers, reply_to, running_server, wait_for
 

@@ -19,7 +19,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from netkit.lab.dnspeers import (
+from labs.dnspeers import (
     DaemonError,
     DnsDaemon,
     Dnsmasq,
@@ -32,7 +32,7 @@ from netkit.lab.dnspeers import (
     require_binary,
     zone_text,
 )
-from netkit.lab.runid import free_port, new_run_id
+from labs.runid import free_port, new_run_id
 
 pytestmark = pytest.mark.peers
 

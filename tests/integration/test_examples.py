@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from labs.runid import RunDir
 from netkit.cli import build_parser
-from netkit.lab.runid import RunDir
 from tests.docexamples import ROOT, Documented, documented
 from tests.sandbox import run_sandboxed
 
@@ -158,7 +158,7 @@ RUNS: dict[str, Run] = {
 COVERED: dict[str, str] = {
     "netkit bgp migrate --lab": "tests/integration/test_bgp_migration_lab.py::"
     "test_mesh_to_reflectors_and_back_loses_no_prefix_at_any_sample",
-    "python -m netkit.uml -- netkit l2 verify --kind vlan": "tests/integration/test_l2_vlan_uml.py::"
+    "python -m labs.uml -- netkit l2 verify --kind vlan": "tests/integration/test_l2_vlan_uml.py::"
     "test_verify_vlan",
 }
 
@@ -221,8 +221,8 @@ def _leaf_of(words: list[str]) -> Any:
 @pytest.mark.parametrize("doc", [d for d in ALL if d.kind == "synopsis"], ids=lambda d: d.where)
 def test_synopses_show_real_flags(doc: Documented) -> None:
     words = doc.words
-    if words[:3] == ["python", "-m", "netkit.uml"]:
-        from netkit.uml import main as uml_main
+    if words[:3] == ["python", "-m", "labs.uml"]:
+        from labs.uml import main as uml_main
 
         with pytest.raises(SystemExit) as info:
             uml_main(["--help"])

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from pyroute2 import IPRoute
 
+from labs.l2lab import L2Lab
 from netkit.l2.agent import reconcile_once
 from netkit.l2.kernel import (
     ApplyError,
@@ -21,7 +22,6 @@ from netkit.l2.kernel import (
     link_from_msg,
     neighbour_from_msg,
 )
-from netkit.l2.lab import L2Lab
 from netkit.l2.model import load_networks
 from netkit.l2.plan import ARP_IGNORE_NEVER, RP_FILTER_STRICT, AddFdb, DelFdb
 from netkit.l2.state import FdbEntry, ObservedState, bridge_name, vxlan_name

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netkit.l2.lab import L2Lab
-from netkit.lab.runid import free_port
+from labs.l2lab import L2Lab
+from labs.runid import free_port
 from tests.integration.test_l2_agent import (
     BLUE_BR,
     RED_BR,

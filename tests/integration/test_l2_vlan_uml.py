@@ -1,7 +1,7 @@
 """The 802.1Q path of the L2 agent, against a kernel that has it: User-Mode Linux.
 
 This host kernel has no ``8021q``. On the host this module holds one test, which boots a UML
-guest (``netkit.uml``: the project's own runner) and runs *this same file* with pytest inside
+guest (``labs.uml``: the project's own runner) and runs *this same file* with pytest inside
 it, once, where ``IN_UML=1`` defines the VLAN tests instead. Nothing is skipped: without
 ``linux.uml`` the host test fails and says how to get it.
 
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.root
 if not IN_UML:
 
     def test_vlan_path_in_user_mode_linux() -> None:
-        from netkit.uml import UmlError, run_in_uml
+        from labs.uml import UmlError, run_in_uml
 
         if os.geteuid() != 0:
             pytest.fail("the UML VLAN tests need root; the suite runs as root")
@@ -52,8 +52,8 @@ if not IN_UML:
     def test_uml_runner_status_private_run_and_timeout() -> None:
         """The command's status comes back, the guest's namespaces stay in the guest, and a
         guest that overruns is killed."""
-        from netkit.lab.runid import new_run_id
-        from netkit.uml import run_in_uml
+        from labs.runid import new_run_id
+        from labs.uml import run_in_uml
 
         ns = f"{new_run_id()}-umlcheck"
         rc, out = run_in_uml(
@@ -66,19 +66,19 @@ if not IN_UML:
         assert rc == 124 and "timed out" in out
 
 else:
+    from labs.l2lab import L2Lab
+    from labs.l2verify import ETH_P_IP, Tap, frame_vlan, run_verify
     from netkit.l2.agent import reconcile_once
     from netkit.l2.kernel import Kernel
-    from netkit.l2.lab import L2Lab
     from netkit.l2.model import load_networks
     from netkit.l2.plan import CreateLink, DeleteLink
     from netkit.l2.state import ObservedState, bridge_name, owner_alias, vlan_name
-    from netkit.l2.verify import ETH_P_IP, Tap, frame_vlan, run_verify
 
     BLUE_VL, RED_VL = vlan_name("blue", 10), vlan_name("red", 20)
 
     @pytest.fixture
     def lab() -> Iterator[L2Lab]:
-        from netkit.lab.runid import new_run_id
+        from labs.runid import new_run_id
 
         rid = new_run_id()
         with L2Lab(nodes=2, run_id=rid, underlay_name=f"{rid}-ul") as lab:

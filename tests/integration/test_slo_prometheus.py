@@ -18,8 +18,8 @@ import dns.query
 import dns.rcode
 import pytest
 
-from netkit.lab.dnspeers import NsdServer
-from netkit.lab.runid import RunDir, free_port
+from labs.dnspeers import NsdServer
+from labs.runid import RunDir, free_port
 from tests.conftest import hp
 from tests.dnshelpers import wait_for
 

@@ -32,8 +32,8 @@ from bgp.reflector.process import CONFIG_ENV, MARKER, STATE_ENV, ApiProcess
 from bgp.reflector.rib import Reflector
 from bgp.reflector.route import Attrs
 from bgp.reflector.wire import UpdateDecoder, UpdateEncoder
+from labs.runid import free_port
 from netkit.base.addr import HostPort
-from netkit.lab.runid import free_port
 
 CONFIG = """
 router_id: 198.18.0.100

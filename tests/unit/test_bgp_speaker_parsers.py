@@ -1,4 +1,4 @@
-"""The speaker-output parsers of netkit.lab.bgpspeakers on real captured output (tests/data/bgp,
+"""The speaker-output parsers of labs.bgpspeakers on real captured output (tests/data/bgp,
 see its README for the topology): states, best paths, next hops, ORIGINATOR_ID, CLUSTER_LIST,
 AS_PATH, and which neighbour each path came from."""
 

@@ -13,10 +13,10 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from netkit.chaos import schedule as sch
-from netkit.chaos.loadgen import check_reply
-from netkit.chaos.schedule import Window, build_schedule, harness_problems, percentile, score
-from netkit.chaos.workload import (
+from labs.chaos import schedule as sch
+from labs.chaos.loadgen import check_reply
+from labs.chaos.schedule import Window, build_schedule, harness_problems, percentile, score
+from labs.chaos.workload import (
     CLS_COLD,
     CLS_HOT,
     CLS_NX,
@@ -176,7 +176,7 @@ def _reply(qname: str, qtype: str, rcode: int = 0, rdatas: tuple[str, ...] = (),
 
 
 def _expected(qname: str, qtype: int, rdatas: tuple[str, ...]) -> tuple[bytes, tuple[bytes, ...]]:
-    from netkit.chaos.workload import Name
+    from labs.chaos.workload import Name
 
     conv = ipaddress.IPv4Address if qtype == T_A else ipaddress.IPv6Address
     packed = tuple(sorted(conv(r).packed for r in rdatas))
@@ -357,7 +357,7 @@ class _FixedRng:
 
 
 def _generator() -> Any:
-    from netkit.chaos.loadgen import Generator
+    from labs.chaos.loadgen import Generator
 
     spec = {"server": ["127.0.0.1", 53], "qps": 10, "duration": 3, "seed": 1, "sockets": 1,
             "mix": Mix(tcp=0.0).to_dict()}  # fmt: skip

@@ -8,7 +8,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
-from netkit.l2.verify import (
+from labs.l2verify import (
     ETH_P_TEST,
     Captured,
     arp_reply_of,

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from netkit.chaos.workload import CLASS_NAMES, CLS_COLD
+from labs.chaos.workload import CLASS_NAMES, CLS_COLD
 
 NOMINAL_DURATION = 600.0
 MIN_DURATION = 30.0

@@ -43,8 +43,8 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from netkit.chaos.workload import CLUSTER, ORIGIN, ZoneRecord
-from netkit.lab.dnspeers import (
+from labs.chaos.workload import CLUSTER, ORIGIN, ZoneRecord
+from labs.dnspeers import (
     DaemonError,
     DnsDaemon,
     Dnsmasq,
@@ -719,7 +719,7 @@ class ChaosLab:
         for k, (name, front, back) in enumerate(zip(UPSTREAM_NAMES, PROXY_IPS, RESOLVER_IPS, strict=True)):
             ctl = self.rundir / f"{name}.ctl"
             argv = [
-                sys.executable, "-m", "netkit.chaos.faultproxy",
+                sys.executable, "-m", "labs.chaos.faultproxy",
                 "--listen", f"{front}:{DNS_PORT}", "--backend", f"{back}:{DNS_PORT}",
                 "--control", str(ctl), "--seed", str(seed * 10 + k),
             ]  # fmt: skip

@@ -3,7 +3,7 @@
 This kernel has no netem, so link faults are made in user space, on the path between the caches
 and one upstream resolver:
 
-    python -m netkit.chaos.faultproxy --listen 198.18.0.11:53 --backend 198.18.1.11:53 \\
+    python -m labs.chaos.faultproxy --listen 198.18.0.11:53 --backend 198.18.1.11:53 \\
         --control DIR/up1.ctl
 
 Modes, switched at run time by one line on the ``--control`` unix socket (the reply is one JSON
@@ -348,7 +348,7 @@ class Proxy:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m netkit.chaos.faultproxy", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m labs.chaos.faultproxy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--listen", required=True, metavar="ADDR:PORT")
     p.add_argument("--backend", required=True, metavar="ADDR:PORT")

@@ -22,10 +22,10 @@ from bgp.inventory import Inventory, Node, Policy
 from bgp.migrate import MigrationResult, run_migration, session_problems
 from bgp.model import Timers
 from bgp.planner import Plan, mesh_plan, plan, speakers_for
-from netkit.l2.lab import L2Lab
-from netkit.lab.bgpspeakers import BgpSpeaker, BirdSpeaker, FrrSpeaker
-from netkit.lab.fibwatch import FibReport, FibWatch
-from netkit.lab.runid import RunDir
+from labs.bgpspeakers import BgpSpeaker, BirdSpeaker, FrrSpeaker
+from labs.fibwatch import FibReport, FibWatch
+from labs.l2lab import L2Lab
+from labs.runid import RunDir
 
 __all__ = ["MigrationLabReport", "lab_inventory", "migration_lab", "run_migration_lab", "speaker_class"]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from netkit.chaos import report
-from netkit.chaos.lab import (
+from labs.chaos import report
+from labs.chaos.lab import (
     UPSTREAM_NAMES,
     ChaosLab,
     NsNetkit,
@@ -27,10 +27,10 @@ from netkit.chaos.lab import (
     make_zones,
     proxy_command,
 )
-from netkit.chaos.loadgen import read_records
-from netkit.chaos.schedule import Score, Window, build_schedule, harness_problems, score
-from netkit.chaos.workload import Mix, build_names, build_stream, zone_records
-from netkit.lab.runid import make_run_dir, new_run_id
+from labs.chaos.loadgen import read_records
+from labs.chaos.schedule import Score, Window, build_schedule, harness_problems, score
+from labs.chaos.workload import Mix, build_names, build_stream, zone_records
+from labs.runid import make_run_dir, new_run_id
 
 
 @dataclass
@@ -304,7 +304,7 @@ def run(opts: Options) -> int:
             }
             path = rundir / f"loadgen-{s}.json"
             path.write_text(json.dumps(spec))
-            argv = [sys.executable, "-m", "netkit.chaos.loadgen", str(path)]
+            argv = [sys.executable, "-m", "labs.chaos.loadgen", str(path)]
             gens[s] = GenReader(s, lab.spawn(f"loadgen-{s}", lab.ns_node[s], argv, pipe=True))
         deadline = time.monotonic() + 120
         while not all(g.ready for g in gens.values()):

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from labs.chaos.lab import NODE_DNSMASQ_ARGS, NODE_UNBOUND_EXTRA, UPSTREAM_UNBOUND_EXTRA
+from labs.chaos.schedule import FAULTS, Score, Window
 from netkit import __version__
-from netkit.chaos.lab import NODE_DNSMASQ_ARGS, NODE_UNBOUND_EXTRA, UPSTREAM_UNBOUND_EXTRA
-from netkit.chaos.schedule import FAULTS, Score, Window
 
 if TYPE_CHECKING:
-    from netkit.chaos.runner import Options
+    from labs.chaos.runner import Options
 
 PLOTS = ("availability.png", "latency.png", "windows.png")
 COLORS = {"netkit": "#1f77b4", "unbound": "#d62728", "dnsmasq": "#2ca02c"}

@@ -40,7 +40,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from netkit.lab.runid import free_port, make_run_dir
+from labs.runid import free_port, make_run_dir
 
 __all__ = [
     "DaemonError",

@@ -6,7 +6,7 @@ pyroute2 run in it unchanged. Its kernel has 802.1Q VLANs, dummy, vrf, bond, bri
 filtering, QinQ and netem, which a container's host kernel may not. One CPU and HZ=100: use it
 for correctness, never for timings.
 
-    python -m netkit.uml [-m 768M] [-t 300] -- CMD ARGS...     # exit status of CMD
+    python -m labs.uml [-m 768M] [-t 300] -- CMD ARGS...     # exit status of CMD
     rc, output = run_in_uml(["ip", "link"], timeout=60)
 
 What the runner takes care of:
@@ -66,7 +66,7 @@ NOISE = (
 SETUP_HINT = "`make setup` installs it (Debian packages user-mode-linux kmod gcc libc6-dev)"
 
 XSTATE_SHIM = r"""
-/* netkit.uml: full-size XSAVE buffers for UML's PTRACE_{GET,SET}REGSET NT_X86_XSTATE calls */
+/* labs.uml: full-size XSAVE buffers for UML's PTRACE_{GET,SET}REGSET NT_X86_XSTATE calls */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdarg.h>
@@ -293,7 +293,7 @@ def run_in_uml(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m netkit.uml",
+        prog="python -m labs.uml",
         description="Run a command inside a User-Mode Linux guest whose root is this machine's "
         "filesystem; exit with the command's status (124 on timeout).",
     )
@@ -303,11 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        parser.error("a command is required: python -m netkit.uml -- CMD ARGS...")
+        parser.error("a command is required: python -m labs.uml -- CMD ARGS...")
     try:
         rc, _ = run_in_uml(command, args.timeout, args.mem, stream=True)
     except UmlError as exc:
-        print(f"netkit.uml: {exc}", file=sys.stderr)
+        print(f"labs.uml: {exc}", file=sys.stderr)
         return 127
     return rc
 

@@ -9,7 +9,7 @@
     pod namespaces    <rid>-<pod>: <rid>-eth with the pod's MAC and address; its peer <rid>-<pod>
                       stays in the node's namespace, as the port the agent attaches
 
-Everything carries the run id (``netkit.lab.runid.new_run_id``: ``nk`` + 4 hex), and ``close()``
+Everything carries the run id (``labs.runid.new_run_id``: ``nk`` + 4 hex), and ``close()``
 removes every namespace the lab created (which removes the veths and whatever the agent built in
 them), also after a failed build. Needs root.
 """
@@ -23,7 +23,7 @@ from types import TracebackType
 
 from pyroute2 import IPRoute, netns
 
-from netkit.lab.runid import new_run_id
+from labs.runid import new_run_id
 
 UNDERLAY_NET = "198.18.0"
 

@@ -21,8 +21,8 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from netkit.lab.dnspeers import NsdServer, Record, UnboundForwarder, generate_zone
-from netkit.lab.runid import RunDir, free_port
+from labs.dnspeers import NsdServer, Record, UnboundForwarder, generate_zone
+from labs.runid import RunDir, free_port
 
 
 def say(text: str = "") -> None:

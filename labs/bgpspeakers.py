@@ -25,7 +25,7 @@ removing other neighbours, or prefixes, touches no session anywhere.
 
 FRR's daemons run as root (``-u root -g frrvty``): per-run dirs are private to root (mode 0700),
 so user ``frr`` could not reach a runtime dir inside one. A failure raises
-:class:`~netkit.lab.dnspeers.DaemonError` with the tail of the daemon's logs; a missing binary
+:class:`~labs.dnspeers.DaemonError` with the tail of the daemon's logs; a missing binary
 raises RuntimeError naming the Debian package (never a skip).
 """
 
@@ -49,8 +49,8 @@ from bgp.render.bird import render_bird
 from bgp.render.frr import render_frr
 from bgp.render.gobgp import gobgp_announce_commands, gobgp_withdraw_commands, render_gobgp
 from bgp.speakerstate import PathInfo, parse_gobgp_neighbors, parse_gobgp_rib
-from netkit.lab.dnspeers import DaemonError, live_group_members, require_binary
-from netkit.lab.runid import free_port
+from labs.dnspeers import DaemonError, live_group_members, require_binary
+from labs.runid import free_port
 
 __all__ = [
     "BgpSpeaker",

@@ -2,7 +2,7 @@
 
 ``NetkitReflector(netns, workdir, config_yaml)`` runs ``python -m bgp.reflector --config FILE``
 in the namespace, with every file under ``<workdir>/netkit-<name>`` (the config, ExaBGP's
-config, the state dir, the output). Like the managers of ``netkit.lab.bgpspeakers``:
+config, the state dir, the output). Like the managers of ``labs.bgpspeakers``:
 
 - ``start`` returns once the API process runs (its marker file exists), not once sessions are
   up (``wait_established``);
@@ -31,7 +31,7 @@ from typing import Any, Self
 
 from bgp.reflector.config import ReflectorConfig, load_config
 from bgp.reflector.process import MARKER
-from netkit.lab.dnspeers import DaemonError, live_group_members
+from labs.dnspeers import DaemonError, live_group_members
 
 __all__ = ["NetkitReflector"]
 

@@ -31,9 +31,9 @@ from typing import Any
 
 import yaml
 
+from labs.l2lab import L2Lab
 from netkit.l2.agent import reconcile_once
 from netkit.l2.kernel import Kernel
-from netkit.l2.lab import L2Lab
 from netkit.l2.model import L2Network, load_networks
 from netkit.l2.netlink import in_netns
 
@@ -314,7 +314,7 @@ class Verifier:
         if self.kind == "vlan" and not vlan_supported(self.lab.ns("n1"), self.lab.underlay["n1"]):
             raise VerifyError(
                 "this kernel has no 802.1Q VLAN support (8021q); run the VLAN path in User-Mode "
-                "Linux: python -m netkit.uml -- netkit l2 verify --kind vlan"
+                "Linux: python -m labs.uml -- netkit l2 verify --kind vlan"
             )
         if self.kind == "vxlan":
             self.lab.add_host("rogue", ROGUE_IP)

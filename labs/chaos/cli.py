@@ -66,7 +66,7 @@ options, 130 interrupted. Needs root.
 
 
 def _systems(text: str) -> list[str]:
-    from netkit.chaos.lab import SYSTEMS
+    from labs.chaos.lab import SYSTEMS
 
     systems = [s.strip() for s in text.split(",") if s.strip()]
     bad = [s for s in systems if s not in SYSTEMS]
@@ -79,7 +79,7 @@ _systems.__name__ = "systems"
 
 
 def add_parser(sub: Any) -> None:
-    from netkit.chaos.schedule import MIN_DURATION
+    from labs.chaos.schedule import MIN_DURATION
 
     csub = group(
         sub, "chaos", help="chaos experiments against real components", description="Chaos experiments."
@@ -164,9 +164,9 @@ def add_parser(sub: Any) -> None:
 def cmd_chaos_dns(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from netkit.chaos.runner import Options, require_root, run
-    from netkit.chaos.schedule import build_schedule
-    from netkit.chaos.workload import Mix
+    from labs.chaos.runner import Options, require_root, run
+    from labs.chaos.schedule import build_schedule
+    from labs.chaos.workload import Mix
 
     systems = _systems(args.systems) if isinstance(args.systems, str) else args.systems
     opts = Options(

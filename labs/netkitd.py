@@ -10,8 +10,8 @@ from pathlib import Path
 
 import dns.message
 
-from netkit.lab.dnspeers import DnsDaemon
-from netkit.lab.runid import free_port
+from labs.dnspeers import DnsDaemon
+from labs.runid import free_port
 
 HOST = "127.0.0.1"
 

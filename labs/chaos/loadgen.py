@@ -1,7 +1,7 @@
 """Fixed-rate DNS load generator with answer checking (a process of its own, run inside a node's
 network namespace by ``ip netns exec``).
 
-    python -m netkit.chaos.loadgen SPEC.json
+    python -m labs.chaos.loadgen SPEC.json
 
 It builds the workload from the seed in the spec (the same stream in every node), prints
 ``{"event": "ready", ...}`` and waits for one line ``start T0`` on stdin, ``T0`` being a
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from netkit.chaos import schedule as sch
-from netkit.chaos.workload import QTYPES, Mix, Name, build_names, build_stream, question_wire
+from labs.chaos import schedule as sch
+from labs.chaos.workload import QTYPES, Mix, Name, build_names, build_stream, question_wire
 
 MAGIC = b"NKCHAOS1\n"
 TC_BIT = 0x0200
@@ -485,7 +485,7 @@ def _ms(seconds: float | None) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m netkit.chaos.loadgen SPEC.json", file=sys.stderr)
+        print("usage: python -m labs.chaos.loadgen SPEC.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(args[0]).read_text())
     gen = Generator(spec)
