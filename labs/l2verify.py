@@ -820,9 +820,10 @@ def verify(
 
 
 def run_verify(
-    kind: str, *, output: str = "text", settle: float | None = None, timeout: float | None = None
-) -> int:
-    """``netkit l2 verify``: print the matrix (or JSON/YAML); 0 when every frame behaved."""
+    kind: str, *, settle: float | None = None, timeout: float | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """``netkit l2 verify``: every kind asked for (``auto``: VXLAN, and VLAN where the kernel
+    has 802.1Q); the text matrices and the report (``ok`` when every frame behaved)."""
     kinds = {"auto": ["vxlan", "vlan?"], "all": ["vxlan", "vlan"]}.get(kind, [kind])
     texts, reports = [], []
     for k in kinds:
@@ -837,11 +838,4 @@ def run_verify(
             continue
         texts.append(text)
         reports.append(rep)
-    if output != "text":
-        from netkit.cmdline import emit
-
-        emit({"runs": reports, "ok": all(r["ok"] for r in reports)}, output)
-    else:
-        print("\n\n".join(texts))
-    sys.stdout.flush()
-    return 0 if all(r["ok"] for r in reports) else 1
+    return texts, {"runs": reports, "ok": all(r["ok"] for r in reports)}

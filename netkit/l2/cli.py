@@ -559,6 +559,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        return run_verify(args.kind, output=args.output, settle=args.settle, timeout=args.timeout)
+        texts, result = run_verify(args.kind, settle=args.settle, timeout=args.timeout)
     except VerifyError as exc:
         raise UsageError(str(exc)) from None
+    if args.output == "text":
+        print("\n\n".join(texts))
+    else:
+        emit(result, args.output)
+    sys.stdout.flush()
+    return 0 if result["ok"] else 1
