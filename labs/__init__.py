@@ -3,5 +3,5 @@ chaos harness, ``l2 verify`` and ``bgp migrate --lab`` (run ids and temp dirs, D
 daemons, the UML runner, the fuzzer).
 
 Product code never imports this package; the commands above load it when run
-(``netkit.cmdline.load_lab``). It is not in the wheel: it runs from a source checkout.
+(``netkit.cli.cmdline.load_lab``). It is not in the wheel: it runs from a source checkout.
 """

@@ -94,7 +94,7 @@ def from_markdown(path: Path) -> list[Documented]:
 
 def from_help() -> list[Documented]:
     from netkit.cli import build_parser
-    from netkit.cmdline import CommandInfo, leaves
+    from netkit.cli.cmdline import CommandInfo, leaves
 
     found = []
     for leaf in leaves(build_parser()):

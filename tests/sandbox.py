@@ -124,8 +124,8 @@ def mounts(base: Path) -> Path:
 
 
 def files(work: Path) -> None:
-    from bgp.cli import INVENTORY_EXAMPLE
     from bgp.reflector.config import EXAMPLE as REFLECTOR_EXAMPLE
+    from netkit.cli.bgp import INVENTORY_EXAMPLE
 
     (work / "networks.yaml").write_text(NETWORKS)
     inventory = "\n".join(line[2:] for line in INVENTORY_EXAMPLE.splitlines()[1:]) + "\n"

@@ -2,6 +2,6 @@
 
 import sys
 
-from bgp.reflector.cli import main
+from netkit.cli.reflector import main
 
 sys.exit(main())

@@ -175,7 +175,7 @@ def test_a_target_plan_that_would_lose_routes_is_refused_before_any_step(
 def test_a_plan_file_naming_no_nodes_is_for_the_inventory_s(inventory: Path, tmp_path: Path) -> None:
     """The live migration checks the routes of the nodes the target is for: with none named it
     checked nothing, and its gate passed on any session set."""
-    from bgp.cli import _load, _load_plan
+    from netkit.cli.bgp import _load, _load_plan
 
     inv = _load(str(inventory))
     path = tmp_path / "plan.yaml"

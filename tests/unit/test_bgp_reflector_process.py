@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from bgp.reflector import cli
+from netkit.cli import reflector as cli
 from bgp.reflector.config import EXAMPLE, load_config
 from bgp.reflector.events import Event, Update
 from bgp.reflector.launcher import exabgp_command, prepare

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from netkit.cli import build_parser, main
-from netkit.cmdline import LOG_FORMATS, LOG_LEVELS, OUTPUT_FORMATS, CommandInfo, leaves
+from netkit.cli.cmdline import LOG_FORMATS, LOG_LEVELS, OUTPUT_FORMATS, CommandInfo, leaves
 
 PARSER = build_parser()
 LEAVES = {leaf.prog: leaf for leaf in leaves(PARSER)}
@@ -25,7 +25,7 @@ LEAVES = {leaf.prog: leaf for leaf in leaves(PARSER)}
 
 def info(leaf: argparse.ArgumentParser) -> CommandInfo:
     found = leaf.get_default("_info")
-    assert isinstance(found, CommandInfo), f"{leaf.prog} is not declared with netkit.cmdline.command"
+    assert isinstance(found, CommandInfo), f"{leaf.prog} is not declared with netkit.cli.cmdline.command"
     return found
 
 

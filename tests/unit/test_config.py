@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from dnscache.cli import build_config
 from dnscache.config import ServeConfig, load, merge
 from dnscache.resolvconf import parse_resolv_conf
 from netkit.base.addr import AddressError, HostPort, parse_hostport
 from netkit.base.fields import ConfigError
+from netkit.cli.dns import build_config
 
 
 def test_hostport_forms() -> None:

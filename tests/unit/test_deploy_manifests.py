@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 import netkit
-from dnscache.cli import build_config, flag_values
 from dnscache.config import ServeConfig
 from netkit.base.fields import ConfigError
 from netkit.cli import build_parser
+from netkit.cli.dns import build_config, flag_values
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dnscache.cli import SERVE_HELP
 from dnscache.config import ServeConfig, load
 from netkit.base.fields import ConfigError
 from netkit.cli import main
+from netkit.cli.dns import SERVE_HELP
 
 
 def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -140,6 +140,7 @@ def test_takeover_needs_a_control_socket_and_one_worker() -> None:
 
 
 def test_the_cli_knows_the_handover_variable_without_importing_the_handover() -> None:
-    from dnscache import cli, handover
+    from dnscache import handover
+    from netkit.cli import dns
 
-    assert cli.HANDOVER_ENV == handover.ENV
+    assert dns.HANDOVER_ENV == handover.ENV

@@ -1,4 +1,4 @@
-"""``netkit bgp reflector --config FILE``: the command line (registered by ``bgp.cli``)."""
+"""``netkit bgp reflector --config FILE``: the command line (registered by ``netkit.cli.bgp``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bgp.reflector.config import EXAMPLE, load_config
-from netkit.cmdline import Parser, UsageError, add_file, command
-from netkit.cmdline import run as cmdline_run
+from netkit.cli.cmdline import Parser, UsageError, add_file, command
+from netkit.cli.cmdline import run as cmdline_run
 
 __all__ = ["add_parser", "build_parser", "main", "run"]
 

@@ -13,8 +13,7 @@ import yaml
 from bgp.inventory import Inventory, InventoryError, load_inventory
 from bgp.migration import migration_steps
 from bgp.planner import Plan, diff_plans, mesh_plan, plan, plan_from_dict, route_problems, speakers_for
-from bgp.reflector.cli import add_parser as add_reflector
-from netkit.cmdline import (
+from netkit.cli.cmdline import (
     OUTPUT_FORMATS,
     UsageError,
     add_file,
@@ -24,7 +23,9 @@ from netkit.cmdline import (
     float_range,
     group,
     int_range,
+    require_labs,
 )
+from netkit.cli.reflector import add_parser as add_reflector
 
 DESCRIPTION = """\
 iBGP route reflectors (RFC 4456) instead of the n(n-1)/2 full mesh.
@@ -200,6 +201,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     if args.lab:
+        require_labs("netkit bgp migrate --lab")
         from labs.bgpmigrate import run_migration_lab
 
         report = run_migration_lab(

@@ -9,6 +9,7 @@ top-level ``netkit`` parser runs them through :func:`run`. Nothing here knows a 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import json
 import math
@@ -64,6 +65,18 @@ class CommandError(Exception):
         super().__init__(message)
         if code is not None:
             self.code = code
+
+
+def labs_available() -> bool:
+    """The ``labs`` package is there (a source checkout; it is not in the wheel)."""
+    return importlib.util.find_spec("labs") is not None
+
+
+def require_labs(what: str) -> None:
+    """Commands that build a lab (the demo, chaos, ``l2 verify``, ``bgp migrate --lab``) load
+    ``labs`` when run; without it they fail in one line."""
+    if not labs_available():
+        raise CommandError(f"{what} runs from a netkit source checkout: the labs package is not installed")
 
 
 class UsageError(CommandError):

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from netkit.cmdline import CommandError, command, emit, float_range, group
+from netkit.cli.cmdline import CommandError, command, emit, float_range, group
 
 CHAOS_DNS_HELP = """\
 Measure how node-local DNS caches keep answering while their upstreams fail: the same query

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netkit.base.fields import ConfigError
-from netkit.cmdline import (
+from netkit.cli.cmdline import (
     CommandError,
     UsageError,
     add_file,
@@ -23,6 +23,7 @@ from netkit.cmdline import (
     float_range,
     group,
     host_port,
+    require_labs,
 )
 
 if TYPE_CHECKING:
@@ -548,6 +549,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    require_labs("netkit l2 verify")
     from labs.l2verify import VerifyError, run_verify
 
     main_pid = os.getpid()

@@ -11,7 +11,17 @@ from dnscache.config import PARSERS, ServeConfig, load, merge, to_dict, with_res
 from dnscache.resolvconf import parse_resolv_conf
 from netkit.base.addr import HostPort
 from netkit.base.fields import ConfigError
-from netkit.cmdline import CommandError, add_file, add_output, command, emit, float_range, group, int_range
+from netkit.cli.cmdline import (
+    CommandError,
+    add_file,
+    add_output,
+    command,
+    emit,
+    float_range,
+    group,
+    int_range,
+    require_labs,
+)
 
 SERVE_HELP = """\
 Serve DNS on every --listen address (UDP and TCP) as a node-local cache in front of the
@@ -322,6 +332,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    require_labs("netkit dns demo")
     from labs.dnsdemo import run_demo
 
     result: int = run_demo(names=args.names)
