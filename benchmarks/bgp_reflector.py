@@ -43,10 +43,10 @@ from typing import Any
 import yaml
 from results_io import save_results
 
-from bgp.model import NodeInfo, Session, SpeakerConfig, Timers, speaker_configs
+from bgp.core.model import NodeInfo, Session, SpeakerConfig, Timers, speaker_configs
+from bgp.core.render.bird import STATIC_PROTOCOLS
+from bgp.core.render.exabgp import render_reflector_config
 from bgp.reflector.exabgp_main import PINNED
-from bgp.render.bird import STATIC_PROTOCOLS
-from bgp.render.exabgp import render_reflector_config
 from labs.bgpspeakers import BirdSpeaker, GoBgpSpeaker
 from labs.dnspeers import live_group_members, require_binary
 from labs.l2lab import L2Lab

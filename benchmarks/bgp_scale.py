@@ -6,7 +6,7 @@
 
 Every figure in the output says where it comes from:
 
-- **planned** (exact): the real planner (``bgp.planner.plan`` / ``mesh_plan``) run on generated
+- **planned** (exact): the real planner (``bgp.core.planner.plan`` / ``mesh_plan``) run on generated
   inventories (3 zones, racks of about 20 nodes, 198.18.0.0/16 node addresses, one pod CIDR per
   node from 198.19.0.0/16: a /26 while 1,024 fit, else the longest that fits). Total sessions,
   most sessions on one client node, on one reflector, and the planning time. The full mesh is
@@ -25,7 +25,7 @@ Every figure in the output says where it comes from:
   in its RIB), and CPU = c0 + per_session x N + per_update x (routes received + routes sent).
 - **modelled**: per topology and n, route propagation over the *planned* session graph (one
   route per node; RFC 4271 iBGP + RFC 4456 reflection, best path = shortest CLUSTER_LIST then
-  lowest sender, as ``bgp.propagation``), counting every path each speaker accepts (its
+  lowest sender, as ``bgp.core.propagation``), counting every path each speaker accepts (its
   Adj-RIB-In) and every UPDATE sent when one pod CIDR changes. Exact for n <= 300; above, every
   reflector's route plus 40 sampled clients' routes (scaled up). Memory and CPU of the busiest
   reflector (for the mesh: any node) then come from the fitted constants. Modelled figures are
@@ -62,9 +62,9 @@ from typing import Any
 
 from results_io import save_results
 
-from bgp.inventory import Inventory, Node, Policy, TopPolicy
-from bgp.model import NodeInfo, Session, SessionKind, SpeakerConfig, Timers, speaker_configs
-from bgp.planner import Plan, mesh_plan, plan
+from bgp.core.inventory import Inventory, Node, Policy, TopPolicy
+from bgp.core.model import NodeInfo, Session, SessionKind, SpeakerConfig, Timers, speaker_configs
+from bgp.core.planner import Plan, mesh_plan, plan
 
 SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 TOPOLOGIES = ("mesh", "rr-k2", "rr-k3", "hier")
@@ -597,7 +597,7 @@ def report(r: dict[str, Any]) -> str:
         "run's lab (real BIRD); **fitted** = least squares over the measured points; **modelled** = "
         "route propagation over the planned sessions, priced with the fitted constants (an estimate).",
         "",
-        "## Planned (exact, from `bgp.planner`)",
+        "## Planned (exact, from `bgp.core.planner`)",
         "",
     ]
     rows = []

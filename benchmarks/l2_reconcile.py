@@ -44,9 +44,9 @@ from results_io import save_results
 from labs.runid import new_run_id
 from netkit.l2 import filter as underlay
 from netkit.l2.agent import Agent, L2Metrics, ensure_filter, filter_text, reconcile_once
+from netkit.l2.core.model import L2Network, parse_networks
+from netkit.l2.core.plan import plan
 from netkit.l2.kernel import Kernel
-from netkit.l2.model import L2Network, parse_networks
-from netkit.l2.plan import plan
 
 LOCAL = "198.18.0.1"
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import yaml
 
-from bgp.model import SpeakerConfig, Timers
-from bgp.render.bird import render_bird
-from bgp.render.frr import frr_delta
-from bgp.speakerstate import (
+from bgp.core.model import SpeakerConfig, Timers
+from bgp.core.render.bird import render_bird
+from bgp.core.render.frr import frr_delta
+from bgp.core.speakerstate import (
     PathInfo,
     parse_bird_protocols,
     parse_bird_routes,

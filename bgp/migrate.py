@@ -3,7 +3,7 @@ steps, until the sessions are up and no node misses a prefix.
 
 The speakers are anything with ``apply(SpeakerConfig)``, ``sessions()`` and ``routes(family)``
 (the lab's BIRD and FRR managers; an agent on a real node would offer the same three calls).
-The steps and the checks are pure (``bgp.migration``); this module only drives and waits. On a
+The steps and the checks are pure (``bgp.core.migration``); this module only drives and waits. On a
 timeout it stops with the problems it saw: the topology in force is the last step applied,
 which is always a complete, working one (make before break). A speaker whose state cannot be
 read counts as a problem until the timeout; one that refuses a step's config stops the run at
@@ -18,10 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bgp.inventory import Inventory
-from bgp.migration import Step, expectations, migration_steps, realize, unmet
-from bgp.model import Session, SpeakerConfig, Timers, speaker_configs
-from bgp.planner import Plan, node_infos
+from bgp.core.inventory import Inventory
+from bgp.core.migration import Step, expectations, migration_steps, realize, unmet
+from bgp.core.model import Session, SpeakerConfig, Timers, speaker_configs
+from bgp.core.planner import Plan, node_infos
 
 __all__ = ["MigrationError", "MigrationResult", "Speaker", "StepResult", "run_migration", "session_problems"]
 

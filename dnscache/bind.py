@@ -14,7 +14,7 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from dnscache.listeners import KernelSocket, conflicts, parse_table
+from dnscache.core.listeners import KernelSocket, conflicts, parse_table
 from netkit.base.addr import HostPort
 
 SO_RCVBUFFORCE = 33  # needs CAP_NET_ADMIN

@@ -40,8 +40,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dnscache import snapshot
-from dnscache.cache import Cache
+from dnscache.core import snapshot
+from dnscache.core.cache import Cache
 from netkit.base.addr import HostPort, parse_hostport
 
 log = logging.getLogger("netkit.dns")

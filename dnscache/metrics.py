@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from dnscache.stats import DURATION_BUCKETS
-from dnscache.wire import RCODE_NAMES
+from dnscache.core.stats import DURATION_BUCKETS
+from dnscache.core.wire import RCODE_NAMES
 from netkit.base.addr import HostPort
 
 Snapshot = dict[str, Any]

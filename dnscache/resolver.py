@@ -16,15 +16,14 @@ import struct
 import time
 from collections.abc import Callable
 
-from dnscache.cache import Cache, CacheEntry
-from dnscache.config import ServeConfig
-from dnscache.resolution import Resolution, Send
-from dnscache.response import Variant, build_entry
-from dnscache.scrub import scrub
-from dnscache.stats import Stats
-from dnscache.transport import Exchange, UdpExchange, exchange_tcp, exchange_udp
-from dnscache.upstreams import Outcome, RetryBudget, UpstreamPool
-from dnscache.wire import (
+from dnscache.core.cache import Cache, CacheEntry
+from dnscache.core.config import ServeConfig
+from dnscache.core.resolution import Resolution, Send
+from dnscache.core.response import Variant, build_entry
+from dnscache.core.scrub import scrub
+from dnscache.core.stats import Stats
+from dnscache.core.upstreams import Outcome, RetryBudget, UpstreamPool
+from dnscache.core.wire import (
     T_NS,
     T_SOA,
     Name,
@@ -35,6 +34,7 @@ from dnscache.wire import (
     name_to_wire,
     read_name,
 )
+from dnscache.transport import Exchange, UdpExchange, exchange_tcp, exchange_udp
 from netkit.base.addr import HostPort
 
 log = logging.getLogger("netkit.dns")

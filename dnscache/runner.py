@@ -17,7 +17,7 @@ from typing import Any
 
 from dnscache import handover
 from dnscache.bind import Listeners
-from dnscache.config import ServeConfig
+from dnscache.core.config import ServeConfig
 from dnscache.metrics import MetricsServer
 from dnscache.server import DnsServer
 from netkit.base.fields import ConfigError

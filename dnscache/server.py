@@ -21,13 +21,12 @@ import time
 from collections.abc import Callable
 
 from dnscache.bind import kernel_sockets, make_socket, refuse_shared
-from dnscache.cache import HITS, HOT, REFERENCED, cache_key, variant_byte
-from dnscache.config import ServeConfig
-from dnscache.listeners import conflicts
-from dnscache.resolver import Resolver
-from dnscache.response import finish
-from dnscache.stats import Stats
-from dnscache.wire import (
+from dnscache.core.cache import HITS, HOT, REFERENCED, cache_key, variant_byte
+from dnscache.core.config import ServeConfig
+from dnscache.core.listeners import conflicts
+from dnscache.core.response import finish
+from dnscache.core.stats import Stats
+from dnscache.core.wire import (
     BADVERS,
     CD,
     EDNS_UDP_SIZE,
@@ -44,6 +43,7 @@ from dnscache.wire import (
     parse_message,
     question_end,
 )
+from dnscache.resolver import Resolver
 from netkit.base.addr import HostPort
 
 log = logging.getLogger("netkit.dns")

@@ -14,9 +14,9 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dnscache.stats import Stats
-from dnscache.upstreams import Outcome
-from dnscache.wire import (
+from dnscache.core.stats import Stats
+from dnscache.core.upstreams import Outcome
+from dnscache.core.wire import (
     FORMERR,
     NOERROR,
     NOTIMP,

@@ -33,7 +33,7 @@ from typing import Any
 
 from dnscache import handover
 from dnscache.bind import Listeners, bind_exclusive
-from dnscache.config import ServeConfig
+from dnscache.core.config import ServeConfig
 from dnscache.metrics import MetricsServer, Snapshot, merge_snapshots
 from dnscache.runner import Control, Supervised, event_loop_policy, serve
 from dnscache.server import DnsServer

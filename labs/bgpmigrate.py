@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
 
-from bgp.inventory import Inventory, Node, Policy
+from bgp.core.inventory import Inventory, Node, Policy
+from bgp.core.model import Timers
+from bgp.core.planner import Plan, mesh_plan, plan, speakers_for
 from bgp.migrate import MigrationResult, run_migration, session_problems
-from bgp.model import Timers
-from bgp.planner import Plan, mesh_plan, plan, speakers_for
 from labs.bgpspeakers import BgpSpeaker, BirdSpeaker, FrrSpeaker
 from labs.fibwatch import FibReport, FibWatch
 from labs.l2lab import L2Lab

@@ -2,16 +2,16 @@
 
 Each manager is built with (namespace, workdir, config) and:
 
-- renders its config with ``bgp.render`` and keeps every file in ``<workdir>/<kind>-<node>``;
+- renders its config with ``bgp.core.render`` and keeps every file in ``<workdir>/<kind>-<node>``;
 - starts its daemon(s) in the foreground as children of this process, each in its own process
   group, so stop/kill reach exactly what it started; ``start`` returns once the daemon answers
   its control channel (not once sessions are up: see :meth:`BgpSpeaker.wait_established`);
 - reads state back as plain data: :meth:`BgpSpeaker.sessions` (neighbour address -> FSM state
   name as in RFC 4271, e.g. ``"Established"``) and :meth:`BgpSpeaker.routes` (prefix ->
   :class:`PathInfo` list); BIRD and FRR are read through ``bgp.control``, all three with the pure parsers of
-  ``bgp.speakerstate``;
+  ``bgp.core.speakerstate``;
 - moves to a new config without a restart with :meth:`BgpSpeaker.apply`: BIRD rewrites
-  ``bird.conf`` and runs ``birdc configure``; FRR sends ``bgp.render.frr.frr_delta`` through
+  ``bird.conf`` and runs ``birdc configure``; FRR sends ``bgp.core.render.frr.frr_delta`` through
   vtysh; GoBGP rewrites its TOML and gets SIGHUP (gobgpd adds and deletes neighbours; a changed
   one is deleted and re-added, see :class:`GoBgpSpeaker`), and its originated prefixes change
   through the gobgp CLI.
@@ -44,11 +44,11 @@ from types import TracebackType
 from typing import ClassVar, Self, TypeVar
 
 from bgp.control import BirdControl, ControlError, FrrControl
-from bgp.model import SpeakerConfig
-from bgp.render.bird import render_bird
-from bgp.render.frr import render_frr
-from bgp.render.gobgp import gobgp_announce_commands, gobgp_withdraw_commands, render_gobgp
-from bgp.speakerstate import PathInfo, parse_gobgp_neighbors, parse_gobgp_rib
+from bgp.core.model import SpeakerConfig
+from bgp.core.render.bird import render_bird
+from bgp.core.render.frr import render_frr
+from bgp.core.render.gobgp import gobgp_announce_commands, gobgp_withdraw_commands, render_gobgp
+from bgp.core.speakerstate import PathInfo, parse_gobgp_neighbors, parse_gobgp_rib
 from labs.dnspeers import DaemonError, live_group_members, require_binary
 from labs.runid import free_port
 
@@ -391,7 +391,7 @@ class BirdSpeaker(BgpSpeaker):
 
 class FrrSpeaker(BgpSpeaker):
     """FRR: zebra and bgpd with a per-instance runtime dir (pid files, zserv.api, vty sockets);
-    ``apply`` sends :func:`bgp.render.frr.frr_delta` through vtysh."""
+    ``apply`` sends :func:`bgp.core.render.frr.frr_delta` through vtysh."""
 
     kind = "frr"
 

@@ -33,8 +33,8 @@ import yaml
 
 from labs.l2lab import L2Lab
 from netkit.l2.agent import reconcile_once
+from netkit.l2.core.model import L2Network, load_networks
 from netkit.l2.kernel import Kernel
-from netkit.l2.model import L2Network, load_networks
 from netkit.l2.netlink import in_netns
 
 ETH_P_ALL = 0x0003

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from bgp.reflector.config import ReflectorConfig, load_config
+from bgp.reflector.core.config import ReflectorConfig, load_config
 from bgp.reflector.process import MARKER
 from labs.dnspeers import DaemonError, live_group_members
 

@@ -24,7 +24,7 @@ import dns.rcode
 import dns.rdatatype
 import uvloop
 
-from dnscache.config import ServeConfig, load
+from dnscache.core.config import ServeConfig, load
 from dnscache.server import DnsServer
 from labs.runid import free_port
 

@@ -124,7 +124,7 @@ def mounts(base: Path) -> Path:
 
 
 def files(work: Path) -> None:
-    from bgp.reflector.config import EXAMPLE as REFLECTOR_EXAMPLE
+    from bgp.reflector.core.config import EXAMPLE as REFLECTOR_EXAMPLE
     from netkit.cli.bgp import INVENTORY_EXAMPLE
 
     (work / "networks.yaml").write_text(NETWORKS)
@@ -208,8 +208,8 @@ def world_rr() -> None:
 def world_bgp(work: Path, stack: ExitStack) -> None:
     import yaml
 
-    from bgp.model import Timers
-    from bgp.planner import mesh_plan, speakers_for
+    from bgp.core.model import Timers
+    from bgp.core.planner import mesh_plan, speakers_for
     from labs.bgpmigrate import lab_inventory, migration_lab, speaker_class
     from labs.bgpspeakers import BirdSpeaker
     from labs.runid import RunDir

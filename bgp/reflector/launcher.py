@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
-from bgp.reflector.config import ReflectorConfig
-from bgp.reflector.exabgp_conf import exabgp_environment, render_exabgp_conf
+from bgp.reflector.core.config import ReflectorConfig
+from bgp.reflector.core.exabgp_conf import exabgp_environment, render_exabgp_conf
 from bgp.reflector.metrics import check_bindable
 from bgp.reflector.process import CONFIG_ENV, MARKER, STATE_ENV
 

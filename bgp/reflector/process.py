@@ -35,11 +35,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from bgp.reflector.config import ReflectorConfig, load_config
-from bgp.reflector.events import Announce, Command, Update, Withdraw
-from bgp.reflector.exabgp_api import DecodeError, WireCodec, make_codec
+from bgp.reflector.core.config import ReflectorConfig, load_config
+from bgp.reflector.core.events import Announce, Command, Update, Withdraw
+from bgp.reflector.core.exabgp_api import DecodeError, WireCodec, make_codec
+from bgp.reflector.core.rib import Reflector
 from bgp.reflector.metrics import LATENCY_BUCKETS, MetricsServer
-from bgp.reflector.rib import Reflector
 from netkit.base import logs
 from netkit.base.fields import ConfigError
 

@@ -1,5 +1,5 @@
 """Field validation shared by the YAML loaders (pure): collect every problem, each naming its
-field, so one run of a loader reports all of them (``netkit.l2.model``, ``bgp.inventory``)."""
+field, so one run of a loader reports all of them (``netkit.l2.core.model``, ``bgp.core.inventory``)."""
 
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-from bgp.inventory import Inventory, InventoryError, load_inventory
-from bgp.migration import migration_steps
-from bgp.planner import Plan, diff_plans, mesh_plan, plan, plan_from_dict, route_problems, speakers_for
+from bgp.core.inventory import Inventory, InventoryError, load_inventory
+from bgp.core.migration import migration_steps
+from bgp.core.planner import Plan, diff_plans, mesh_plan, plan, plan_from_dict, route_problems, speakers_for
 from netkit.cli.cmdline import (
     OUTPUT_FORMATS,
     UsageError,
@@ -154,28 +154,28 @@ def render(fmt: str, inv: Inventory, p: Plan, node: str | None) -> dict[str, str
             raise UsageError(f"--node {node}: no such node in the inventory (it has: {', '.join(configs)})")
         configs = {node: configs[node]}
     if fmt == "calico":
-        from bgp.render.calico import calico_yaml, render_calico
+        from bgp.core.render.calico import calico_yaml, render_calico
 
         asns = {c.asn for c in configs.values()}
         return {"calico.yaml": calico_yaml(render_calico(configs, min(asns)))}
     out: dict[str, str] = {}
     for name, cfg in configs.items():
         if fmt == "bird":
-            from bgp.render.bird import render_bird
+            from bgp.core.render.bird import render_bird
 
             out[f"{name}.bird.conf"] = render_bird(cfg)
         elif fmt == "frr":
-            from bgp.render.frr import render_frr
+            from bgp.core.render.frr import render_frr
 
             out[f"{name}.frr.conf"] = render_frr(cfg)
         elif fmt == "gobgp":
-            from bgp.render.gobgp import render_gobgp
+            from bgp.core.render.gobgp import render_gobgp
 
             out[f"{name}.gobgp.toml"] = render_gobgp(cfg)
         elif fmt == "exabgp":
             if not cfg.is_reflector:
                 continue
-            from bgp.render.exabgp import render_reflector_config
+            from bgp.core.render.exabgp import render_reflector_config
 
             out[f"{name}.reflector.yaml"] = render_reflector_config(cfg)
     return out

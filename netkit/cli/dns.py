@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dnscache.config import PARSERS, ServeConfig, load, merge, to_dict, with_resolv_conf
-from dnscache.resolvconf import parse_resolv_conf
+from dnscache.core.config import PARSERS, ServeConfig, load, merge, to_dict, with_resolv_conf
+from dnscache.core.resolvconf import parse_resolv_conf
 from netkit.base.addr import HostPort
 from netkit.base.fields import ConfigError
 from netkit.cli.cmdline import (

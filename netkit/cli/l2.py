@@ -27,7 +27,7 @@ from netkit.cli.cmdline import (
 )
 
 if TYPE_CHECKING:
-    from netkit.l2.model import L2Network
+    from netkit.l2.core.model import L2Network
 
 L2_HELP = """\
 Give tenants their own L2 segments, stitched across nodes: per network a Linux bridge and a VXLAN
@@ -330,7 +330,7 @@ def load_for_node(path: str, node: str) -> list[L2Network]:
     """The networks of ``path``, after checking that the file names ``node``: a node it does
     not name would be planned as "no networks here", removing every network it has. Raises
     ``ConfigError`` (each problem prefixed with the file) or ``UsageError`` (unreadable)."""
-    from netkit.l2.model import load_network_file
+    from netkit.l2.core.model import load_network_file
 
     try:
         text = Path(path).read_text()
@@ -346,7 +346,7 @@ def load_for_node(path: str, node: str) -> list[L2Network]:
 
 def network_summary(networks: list[L2Network], node: str) -> dict[str, Any]:
     """What ``--check`` prints: the networks this node gets, with the names derived for them."""
-    from netkit.l2.model import networks_for_node
+    from netkit.l2.core.model import networks_for_node
 
     rows: list[dict[str, Any]] = []
     for net in networks_for_node(networks, node):
@@ -431,8 +431,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from netkit.l2.core.plan import network_status, plan
     from netkit.l2.kernel import KernelError
-    from netkit.l2.plan import network_status, plan
 
     networks = load_for_node(args.file, args.node)
     try:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bgp.reflector.config import EXAMPLE, load_config
+from bgp.reflector.core.config import EXAMPLE, load_config
 from netkit.cli.cmdline import Parser, UsageError, add_file, command
 from netkit.cli.cmdline import run as cmdline_run
 
@@ -86,7 +86,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from bgp.reflector.exabgp_conf import exabgp_environment, render_exabgp_conf
+    from bgp.reflector.core.exabgp_conf import exabgp_environment, render_exabgp_conf
     from bgp.reflector.launcher import api_command
     from bgp.reflector.launcher import run as launch
     from bgp.reflector.process import LOG_FORMAT_ENV, LOG_LEVEL_ENV

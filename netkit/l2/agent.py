@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from netkit.l2 import filter as underlay
-from netkit.l2.kernel import AF_BRIDGE, ApplyError, ApplyResult, Event, Kernel, KernelError, Monitor
-from netkit.l2.model import L2Network
-from netkit.l2.plan import (
+from netkit.l2.core.model import L2Network
+from netkit.l2.core.plan import (
     AddFdb,
     AddNeigh,
     CreateLink,
@@ -35,7 +34,8 @@ from netkit.l2.plan import (
     plan_restore,
     simulate,
 )
-from netkit.l2.state import ObservedState
+from netkit.l2.core.state import ObservedState
+from netkit.l2.kernel import AF_BRIDGE, ApplyError, ApplyResult, Event, Kernel, KernelError, Monitor
 
 log = logging.getLogger("netkit.l2")
 

@@ -40,8 +40,8 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
-from netkit.l2.model import L2Network, Member
-from netkit.l2.plan import Plan
+from netkit.l2.core.model import L2Network, Member
+from netkit.l2.core.plan import Plan
 
 TABLE = "netkit_l2"
 COMMENT = "netkit:l2"

@@ -34,7 +34,7 @@ from pyroute2.netlink.rtnl import (
 )
 
 from netkit.l2 import netlink as nl
-from netkit.l2.plan import (
+from netkit.l2.core.plan import (
     AddFdb,
     AddNeigh,
     AttachPort,
@@ -48,7 +48,7 @@ from netkit.l2.plan import (
     Plan,
     SetLink,
 )
-from netkit.l2.state import (
+from netkit.l2.core.state import (
     FdbEntry,
     FdbState,
     Link,

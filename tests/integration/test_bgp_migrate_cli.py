@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bgp.model import Timers
-from bgp.planner import mesh_plan, speakers_for
+from bgp.core.model import Timers
+from bgp.core.planner import mesh_plan, speakers_for
 from labs.bgpmigrate import lab_inventory, migration_lab, speaker_class
 from labs.bgpspeakers import BgpSpeaker, BirdSpeaker
 from labs.runid import RunDir
@@ -109,7 +109,7 @@ def test_a_bad_speakers_file_changes_nothing(
 
 def test_a_bird_that_cannot_be_reconfigured_keeps_its_config_file(tmp_path: Path) -> None:
     from bgp.control import BirdControl, ControlError
-    from bgp.render.bird import render_bird
+    from bgp.core.render.bird import render_bird
 
     inv = lab_inventory(3)
     mesh = speakers_for(inv, mesh_plan(inv).sessions, {}, Timers.lab())

@@ -12,10 +12,10 @@ from contextlib import ExitStack
 
 import pytest
 
-from bgp.inventory import Inventory
+from bgp.core.inventory import Inventory
+from bgp.core.model import Timers
+from bgp.core.planner import Plan, mesh_plan, plan, speakers_for
 from bgp.migrate import MigrationError, run_migration
-from bgp.model import Timers
-from bgp.planner import Plan, mesh_plan, plan, speakers_for
 from labs.bgpmigrate import lab_inventory, migration_lab, run_migration_lab, speaker_class
 from labs.bgpspeakers import BgpSpeaker
 from labs.l2lab import L2Lab

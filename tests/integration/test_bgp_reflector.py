@@ -45,11 +45,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bgp.model import NodeInfo, Session, SpeakerConfig, Timers, speaker_configs
-from bgp.reflector.prefix import from_text
-from bgp.reflector.route import Attrs
-from bgp.reflector.wire import UpdateEncoder
-from bgp.render.exabgp import render_reflector_config
+from bgp.core.model import NodeInfo, Session, SpeakerConfig, Timers, speaker_configs
+from bgp.core.render.exabgp import render_reflector_config
+from bgp.reflector.core.prefix import from_text
+from bgp.reflector.core.route import Attrs
+from bgp.reflector.core.wire import UpdateEncoder
 from labs.bgpspeakers import BgpSpeaker, BirdSpeaker, FrrSpeaker, GoBgpSpeaker, PathInfo, wait_for
 from labs.dnspeers import live_group_members, require_binary
 from labs.l2lab import L2Lab

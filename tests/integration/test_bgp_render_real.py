@@ -33,14 +33,14 @@ import jsonschema
 import pytest
 import yaml
 
-from bgp.inventory import Inventory, Policy
-from bgp.inventory import Node as InvNode
-from bgp.model import NodeInfo, Session, SpeakerConfig, Timers, speaker_configs
-from bgp.planner import plan, speakers_for
-from bgp.render.bird import render_bird
-from bgp.render.calico import calico_yaml, render_calico
-from bgp.render.frr import frr_delta, render_frr
-from bgp.render.gobgp import render_gobgp
+from bgp.core.inventory import Inventory, Policy
+from bgp.core.inventory import Node as InvNode
+from bgp.core.model import NodeInfo, Session, SpeakerConfig, Timers, speaker_configs
+from bgp.core.planner import plan, speakers_for
+from bgp.core.render.bird import render_bird
+from bgp.core.render.calico import calico_yaml, render_calico
+from bgp.core.render.frr import frr_delta, render_frr
+from bgp.core.render.gobgp import render_gobgp
 from labs.bgpspeakers import (
     BgpSpeaker,
     BirdSpeaker,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from bgp.model import NodeInfo, Session, SpeakerConfig, Timers, speaker_configs
+from bgp.core.model import NodeInfo, Session, SpeakerConfig, Timers, speaker_configs
 from labs.bgpspeakers import BgpSpeaker, BirdSpeaker, FrrSpeaker, GoBgpSpeaker, wait_for
 from labs.dnspeers import live_group_members
 from labs.l2lab import L2Lab

@@ -30,10 +30,10 @@ from pyroute2 import IPRoute
 from labs.l2lab import L2Lab, Pod
 from labs.runid import RunDir, free_port
 from netkit.l2.agent import Agent, L2Metrics, reconcile_once
+from netkit.l2.core.model import L2Network, load_networks
+from netkit.l2.core.plan import plan
+from netkit.l2.core.state import ZERO_MAC, ObservedState, bridge_name, owner_alias, vxlan_name
 from netkit.l2.kernel import Event, Kernel, Monitor
-from netkit.l2.model import L2Network, load_networks
-from netkit.l2.plan import plan
-from netkit.l2.state import ZERO_MAC, ObservedState, bridge_name, owner_alias, vxlan_name
 
 pytestmark = pytest.mark.root
 

@@ -15,6 +15,9 @@ from pyroute2 import IPRoute
 
 from labs.l2lab import L2Lab
 from netkit.l2.agent import reconcile_once
+from netkit.l2.core.model import load_networks
+from netkit.l2.core.plan import ARP_IGNORE_NEVER, RP_FILTER_STRICT, AddFdb, DelFdb
+from netkit.l2.core.state import FdbEntry, ObservedState, bridge_name, vxlan_name
 from netkit.l2.kernel import (
     ApplyError,
     Kernel,
@@ -22,9 +25,6 @@ from netkit.l2.kernel import (
     link_from_msg,
     neighbour_from_msg,
 )
-from netkit.l2.model import load_networks
-from netkit.l2.plan import ARP_IGNORE_NEVER, RP_FILTER_STRICT, AddFdb, DelFdb
-from netkit.l2.state import FdbEntry, ObservedState, bridge_name, vxlan_name
 
 pytestmark = pytest.mark.root
 

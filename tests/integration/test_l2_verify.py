@@ -14,9 +14,9 @@ import pytest
 
 from labs.l2verify import Probe, Verifier
 from netkit.l2.agent import reconcile_once
+from netkit.l2.core.plan import ARP_IGNORE_NEVER, RP_FILTER_STRICT
+from netkit.l2.core.state import bridge_name
 from netkit.l2.kernel import Kernel
-from netkit.l2.plan import ARP_IGNORE_NEVER, RP_FILTER_STRICT
-from netkit.l2.state import bridge_name
 
 pytestmark = pytest.mark.root
 

@@ -69,10 +69,10 @@ else:
     from labs.l2lab import L2Lab
     from labs.l2verify import ETH_P_IP, Tap, frame_vlan, run_verify
     from netkit.l2.agent import reconcile_once
+    from netkit.l2.core.model import load_networks
+    from netkit.l2.core.plan import CreateLink, DeleteLink
+    from netkit.l2.core.state import ObservedState, bridge_name, owner_alias, vlan_name
     from netkit.l2.kernel import Kernel
-    from netkit.l2.model import load_networks
-    from netkit.l2.plan import CreateLink, DeleteLink
-    from netkit.l2.state import ObservedState, bridge_name, owner_alias, vlan_name
 
     BLUE_VL, RED_VL = vlan_name("blue", 10), vlan_name("red", 20)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bgp.inventory import InventoryError, load_inventory
+from bgp.core.inventory import InventoryError, load_inventory
 
 INVENTORY = """\
 asn: 64512

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bgp.inventory import Inventory, Policy
-from bgp.migration import migration_steps
-from bgp.model import Session, SessionKind
-from bgp.planner import mesh_plan, plan
-from bgp.propagation import missing_routes
+from bgp.core.inventory import Inventory, Policy
+from bgp.core.migration import migration_steps
+from bgp.core.model import Session, SessionKind
+from bgp.core.planner import mesh_plan, plan
+from bgp.core.propagation import missing_routes
 from tests.unit.test_bgp_planner import inventory, node
 
 
@@ -94,8 +94,8 @@ def test_nothing_to_do() -> None:
 
 
 def test_expectations_name_the_gap() -> None:
-    from bgp.migration import Step, expectations, unmet
-    from bgp.model import NodeInfo
+    from bgp.core.migration import Step, expectations, unmet
+    from bgp.core.model import NodeInfo
 
     infos = [
         NodeInfo("a", "198.18.0.1", 64512, "198.18.0.1", ("198.19.1.0/24",), "198.18.1.1"),

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bgp.inventory import Inventory, InventoryError, Node, Policy, TopPolicy, load_inventory
-from bgp.model import SessionKind
-from bgp.planner import Plan, diff_plans, mesh_plan, plan, plan_from_dict, route_problems
-from bgp.propagation import missing_routes
+from bgp.core.inventory import Inventory, InventoryError, Node, Policy, TopPolicy, load_inventory
+from bgp.core.model import SessionKind
+from bgp.core.planner import Plan, diff_plans, mesh_plan, plan, plan_from_dict, route_problems
+from bgp.core.propagation import missing_routes
 
 
 def node(i: int, zones: int = 3, racks: int = 6, mark: bool | None = None, asn: int = 64512) -> Node:

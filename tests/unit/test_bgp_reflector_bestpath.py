@@ -10,8 +10,8 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bgp.reflector.bestpath import Selection
-from bgp.reflector.route import EGP, IGP, INCOMPLETE, Attrs, Peer
+from bgp.reflector.core.bestpath import Selection
+from bgp.reflector.core.route import EGP, IGP, INCOMPLETE, Attrs, Peer
 
 
 def peer(i: int, ebgp: bool = False, router_id: str | None = None) -> Peer:

@@ -9,12 +9,19 @@ from typing import Any
 import pytest
 import yaml
 
-from bgp.model import Neighbor, NodeInfo, Role, Session, Timers, speaker_configs
-from bgp.reflector.config import EXAMPLE, load_config, parse_config
-from bgp.reflector.exabgp_conf import PROCESS_NAME, exabgp_environment, render_exabgp_conf
-from bgp.reflector.policy import MaxPrefix, MaxPrefixAction, PolicyError, PrefixFilter, Reject, parse_block
-from bgp.reflector.prefix import from_text
-from bgp.render.exabgp import render_reflector_config
+from bgp.core.model import Neighbor, NodeInfo, Role, Session, Timers, speaker_configs
+from bgp.core.render.exabgp import render_reflector_config
+from bgp.reflector.core.config import EXAMPLE, load_config, parse_config
+from bgp.reflector.core.exabgp_conf import PROCESS_NAME, exabgp_environment, render_exabgp_conf
+from bgp.reflector.core.policy import (
+    MaxPrefix,
+    MaxPrefixAction,
+    PolicyError,
+    PrefixFilter,
+    Reject,
+    parse_block,
+)
+from bgp.reflector.core.prefix import from_text
 from netkit.base.addr import HostPort
 from netkit.base.fields import ConfigError
 

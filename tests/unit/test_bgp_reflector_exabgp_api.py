@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from bgp.reflector.events import (
+from bgp.reflector.core.events import (
     Announce,
     EndOfRib,
     Malformed,
@@ -24,7 +24,7 @@ from bgp.reflector.events import (
     Update,
     Withdraw,
 )
-from bgp.reflector.exabgp_api import (
+from bgp.reflector.core.exabgp_api import (
     RAW_LINE_BYTES,
     DecodeError,
     TextCodec,
@@ -33,9 +33,9 @@ from bgp.reflector.exabgp_api import (
     encode_attrs,
     make_codec,
 )
-from bgp.reflector.prefix import from_text
-from bgp.reflector.route import EGP, Attrs
-from bgp.reflector.wire import UpdateDecoder, UpdateEncoder, end_of_rib
+from bgp.reflector.core.prefix import from_text
+from bgp.reflector.core.route import EGP, Attrs
+from bgp.reflector.core.wire import UpdateDecoder, UpdateEncoder, end_of_rib
 
 
 def P(*texts: str) -> tuple[bytes, ...]:

@@ -22,18 +22,18 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from netkit.cli import reflector as cli
-from bgp.reflector.config import EXAMPLE, load_config
-from bgp.reflector.events import Event, Update
+from bgp.reflector.core.config import EXAMPLE, load_config
+from bgp.reflector.core.events import Event, Update
+from bgp.reflector.core.prefix import from_text
+from bgp.reflector.core.rib import Reflector
+from bgp.reflector.core.route import Attrs
+from bgp.reflector.core.wire import UpdateDecoder, UpdateEncoder
 from bgp.reflector.launcher import exabgp_command, prepare
 from bgp.reflector.metrics import MetricsServer, ReflectorCollector, check_bindable
-from bgp.reflector.prefix import from_text
 from bgp.reflector.process import CONFIG_ENV, MARKER, STATE_ENV, ApiProcess
-from bgp.reflector.rib import Reflector
-from bgp.reflector.route import Attrs
-from bgp.reflector.wire import UpdateDecoder, UpdateEncoder
 from labs.runid import free_port
 from netkit.base.addr import HostPort
+from netkit.cli import reflector as cli
 
 CONFIG = """
 router_id: 198.18.0.100

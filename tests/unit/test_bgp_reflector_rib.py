@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bgp.model import Role
-from bgp.reflector.events import (
+from bgp.core.model import Role
+from bgp.reflector.core.events import (
     Announce,
     Command,
     EndOfRib,
@@ -29,10 +29,10 @@ from bgp.reflector.events import (
     Update,
     Withdraw,
 )
-from bgp.reflector.policy import MaxPrefix, MaxPrefixAction, PeerPolicy, PrefixFilter
-from bgp.reflector.prefix import Prefix, family, from_text, to_text
-from bgp.reflector.rib import PeerSpec, Reflector
-from bgp.reflector.route import Attrs
+from bgp.reflector.core.policy import MaxPrefix, MaxPrefixAction, PeerPolicy, PrefixFilter
+from bgp.reflector.core.prefix import Prefix, family, from_text, to_text
+from bgp.reflector.core.rib import PeerSpec, Reflector
+from bgp.reflector.core.route import Attrs
 
 ASN = 64512
 ME = "198.18.0.100"

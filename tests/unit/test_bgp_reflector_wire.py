@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bgp.reflector.prefix import from_text, to_text
-from bgp.reflector.route import EGP, IGP, INCOMPLETE, Attrs
-from bgp.reflector.wire import (
+from bgp.reflector.core.prefix import from_text, to_text
+from bgp.reflector.core.route import EGP, IGP, INCOMPLETE, Attrs
+from bgp.reflector.core.wire import (
     MAX_MESSAGE,
     UpdateDecoder,
     UpdateEncoder,

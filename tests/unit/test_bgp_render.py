@@ -1,4 +1,4 @@
-"""Renderers (bgp.render): structure of the BIRD, FRR and GoBGP configs, the FRR vtysh delta,
+"""Renderers (bgp.core.render): structure of the BIRD, FRR and GoBGP configs, the FRR vtysh delta,
 and the Calico resources reproducing a plan's exact session set. That the real tools accept
 these configs and bring sessions up is tests/integration/test_bgp_render_real.py."""
 
@@ -14,14 +14,20 @@ from typing import Any
 import pytest
 import yaml
 
-from bgp.inventory import Inventory, Policy
-from bgp.inventory import Node as InvNode
-from bgp.model import Neighbor, NodeInfo, Role, Session, SpeakerConfig, Timers, speaker_configs
-from bgp.planner import mesh_plan, plan, speakers_for
-from bgp.render.bird import render_bird
-from bgp.render.calico import PASSWORD_SECRET, calico_kind_changes, calico_yaml, plan_sessions, render_calico
-from bgp.render.frr import NEXT_HOP_ROUTE_MAP, NO_FIB_ROUTE_MAP, OWN_PREFIX_LIST, frr_delta, render_frr
-from bgp.render.gobgp import gobgp_announce_commands, gobgp_withdraw_commands, render_gobgp
+from bgp.core.inventory import Inventory, Policy
+from bgp.core.inventory import Node as InvNode
+from bgp.core.model import Neighbor, NodeInfo, Role, Session, SpeakerConfig, Timers, speaker_configs
+from bgp.core.planner import mesh_plan, plan, speakers_for
+from bgp.core.render.bird import render_bird
+from bgp.core.render.calico import (
+    PASSWORD_SECRET,
+    calico_kind_changes,
+    calico_yaml,
+    plan_sessions,
+    render_calico,
+)
+from bgp.core.render.frr import NEXT_HOP_ROUTE_MAP, NO_FIB_ROUTE_MAP, OWN_PREFIX_LIST, frr_delta, render_frr
+from bgp.core.render.gobgp import gobgp_announce_commands, gobgp_withdraw_commands, render_gobgp
 
 ASN = 64512
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bgp.speakerstate import (
+from bgp.core.speakerstate import (
     PathInfo,
     normalise_state,
     parse_bird_protocols,

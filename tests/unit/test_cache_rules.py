@@ -8,9 +8,9 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from dnscache.cache import Cache, cache_key, variant_byte
-from dnscache.response import CachePolicy, Variant, build_entry, finish
-from dnscache.wire import parse_message
+from dnscache.core.cache import Cache, cache_key, variant_byte
+from dnscache.core.response import CachePolicy, Variant, build_entry, finish
+from dnscache.core.wire import parse_message
 
 PLAIN = Variant(edns=False, do=False, cd=False)
 EDNS = Variant(edns=True, do=False, cd=False)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dnscache.config import ServeConfig, load, merge
-from dnscache.resolvconf import parse_resolv_conf
+from dnscache.core.config import ServeConfig, load, merge
+from dnscache.core.resolvconf import parse_resolv_conf
 from netkit.base.addr import AddressError, HostPort, parse_hostport
 from netkit.base.fields import ConfigError
 from netkit.cli.dns import build_config

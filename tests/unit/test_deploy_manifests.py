@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import netkit
-from dnscache.config import ServeConfig
+from dnscache.core.config import ServeConfig
 from netkit.base.fields import ConfigError
 from netkit.cli import build_parser
 from netkit.cli.dns import build_config, flag_values

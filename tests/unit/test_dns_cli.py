@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dnscache.config import ServeConfig, load
+from dnscache.core.config import ServeConfig, load
 from netkit.base.fields import ConfigError
 from netkit.cli import main
 from netkit.cli.dns import SERVE_HELP

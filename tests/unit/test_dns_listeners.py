@@ -4,7 +4,7 @@ ports, states, inodes; which sockets would share a listen address."""
 from __future__ import annotations
 
 # ruff: noqa: E501 (kernel table rows as the kernel writes them)
-from dnscache.listeners import KernelSocket, conflicts, parse_table
+from dnscache.core.listeners import KernelSocket, conflicts, parse_table
 from netkit.base.addr import HostPort
 
 UDP = """\

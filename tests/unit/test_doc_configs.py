@@ -14,13 +14,13 @@ from tests.docexamples import yaml_blocks
 
 
 def _l2(text: str) -> object:
-    from netkit.l2.model import load_network_file
+    from netkit.l2.core.model import load_network_file
 
     return load_network_file(text)
 
 
 def _inventory(text: str) -> object:
-    from bgp.inventory import load_inventory
+    from bgp.core.inventory import load_inventory
 
     return load_inventory(text, "doc")
 
@@ -32,13 +32,13 @@ def _speakers(text: str) -> object:
 
 
 def _reflector(text: str) -> object:
-    from bgp.reflector.config import load_config
+    from bgp.reflector.core.config import load_config
 
     return load_config(text, "doc")
 
 
 def _dns(text: str) -> object:
-    from dnscache.config import load
+    from dnscache.core.config import load
 
     return load(yaml.safe_load(text), "doc")
 

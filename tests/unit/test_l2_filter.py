@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from netkit.l2.core.model import load_networks
+from netkit.l2.core.plan import Plan, Problem
 from netkit.l2.filter import filtered_networks, marker, render
-from netkit.l2.model import load_networks
-from netkit.l2.plan import Plan, Problem
 
 FILE = """
 networks:

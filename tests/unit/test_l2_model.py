@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netkit.l2.model import (
+from netkit.l2.core.model import (
     ConfigError,
     Endpoint,
     L2Network,
@@ -21,7 +21,7 @@ from netkit.l2.model import (
     networks_for_node,
     overlay_mtu,
 )
-from netkit.l2.state import IFNAMSIZ, bridge_mac, bridge_name, owner_alias, vlan_name, vxlan_name
+from netkit.l2.core.state import IFNAMSIZ, bridge_mac, bridge_name, owner_alias, vlan_name, vxlan_name
 
 GOOD = """
 networks:
@@ -333,7 +333,7 @@ networks:
 
 
 def test_nodes_lists_the_nodes_a_file_is_for_and_members_must_be_among_them() -> None:
-    from netkit.l2.model import load_network_file
+    from netkit.l2.core.model import load_network_file
 
     nf = load_network_file("nodes: [n1, n2, n3]\nnetworks: [{name: b, vni: 1, members: {n1: 198.18.0.1}}]")
     assert nf.nodes == ("n1", "n2", "n3")
@@ -370,7 +370,7 @@ def test_nodes_lists_the_nodes_a_file_is_for_and_members_must_be_among_them() ->
     ],
 )
 def test_require_node(text: str, node: str, accepted: bool) -> None:
-    from netkit.l2.model import UnknownNodeError, load_network_file
+    from netkit.l2.core.model import UnknownNodeError, load_network_file
 
     nf = load_network_file(text)
     if accepted:
@@ -381,7 +381,7 @@ def test_require_node(text: str, node: str, accepted: bool) -> None:
 
 
 def test_require_node_hints_at_the_fqdn_or_short_name() -> None:
-    from netkit.l2.model import UnknownNodeError, load_network_file
+    from netkit.l2.core.model import UnknownNodeError, load_network_file
 
     nf = load_network_file(
         "networks: [{name: b, vni: 1, members: {n1.dc1.example: 198.18.0.1, n2: 198.18.0.2}}]"

@@ -17,9 +17,9 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
 from netkit.l2 import netlink as nl
+from netkit.l2.core.plan import Change
+from netkit.l2.core.state import ZERO_MAC, FdbEntry, Link, Neighbour, VlanInfo, VxlanInfo
 from netkit.l2.kernel import create_link_requests, fdb_request, neighbour_request, set_link_requests
-from netkit.l2.plan import Change
-from netkit.l2.state import ZERO_MAC, FdbEntry, Link, Neighbour, VlanInfo, VxlanInfo
 
 INDEX = {"eth1": 2, "nkbr-x": 10, "nkvx-100": 11, "pa": 12, "nkvl200-abcdef": 13}
 

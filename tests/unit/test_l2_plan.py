@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netkit.l2.model import Endpoint, L2Network, Member, Port, load_networks
-from netkit.l2.plan import (
+from netkit.l2.core.model import Endpoint, L2Network, Member, Port, load_networks
+from netkit.l2.core.plan import (
     AddFdb,
     AddNeigh,
     AttachPort,
@@ -26,7 +26,7 @@ from netkit.l2.plan import (
     plan_restore,
     simulate,
 )
-from netkit.l2.state import (
+from netkit.l2.core.state import (
     ZERO_MAC,
     FdbEntry,
     Link,

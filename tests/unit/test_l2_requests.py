@@ -7,6 +7,8 @@ exists.
 
 from __future__ import annotations
 
+from netkit.l2.core.plan import AttachPort, Change, DeleteLink, DetachPort
+from netkit.l2.core.state import ZERO_MAC, FdbEntry, Link, Neighbour, VlanInfo, VxlanInfo
 from netkit.l2.kernel import (
     AF_INET6,
     NTF_MASTER,
@@ -19,8 +21,6 @@ from netkit.l2.kernel import (
     op_requests,
     set_link_requests,
 )
-from netkit.l2.plan import AttachPort, Change, DeleteLink, DetachPort
-from netkit.l2.state import ZERO_MAC, FdbEntry, Link, Neighbour, VlanInfo, VxlanInfo
 
 INDEX = {"eth1": 2, "nkbr-x": 10, "nkvx-100": 11, "pa": 12}
 

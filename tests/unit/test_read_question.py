@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnscache.cache import cache_key, variant_byte
+from dnscache.core.cache import cache_key, variant_byte
+from dnscache.core.wire import WireError, parse_message
 from dnscache.server import read_question
-from dnscache.wire import WireError, parse_message
 
 
 @pytest.mark.parametrize(

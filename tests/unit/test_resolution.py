@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnscache.resolution import AttemptPolicy, Resolution
-from dnscache.upstreams import HealthPolicy, Outcome, RetryBudget, UpstreamPool
+from dnscache.core.resolution import AttemptPolicy, Resolution
+from dnscache.core.upstreams import HealthPolicy, Outcome, RetryBudget, UpstreamPool
 from netkit.base.addr import HostPort
 
 A, B, C = (HostPort("127.0.0.1", p) for p in (5301, 5302, 5303))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dns.message
 
-from dnscache.scrub import scrub
-from dnscache.wire import name_from_text, parse_message
+from dnscache.core.scrub import scrub
+from dnscache.core.wire import name_from_text, parse_message
 from tests.unit.test_cache_rules import reply
 
 

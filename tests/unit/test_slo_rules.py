@@ -243,7 +243,7 @@ def test_sli_recording_rules_for_every_window() -> None:
 
 def test_latency_sli_uses_the_128ms_bucket() -> None:
     """0.1 s is not a bucket boundary; 0.128 is the nearest one above it."""
-    from dnscache.stats import DURATION_BUCKETS
+    from dnscache.core.stats import DURATION_BUCKETS
 
     above = min(b for b in DURATION_BUCKETS if b >= 0.1)
     assert above == 0.128

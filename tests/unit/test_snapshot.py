@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dnscache import snapshot
-from dnscache.cache import Cache
+from dnscache.core import snapshot
+from dnscache.core.cache import Cache
 from tests.unit.test_cache_rules import make_entry
 
 

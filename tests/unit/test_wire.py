@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnscache import wire
-from dnscache.wire import WireError, parse_message, question_end, read_name
+from dnscache.core import wire
+from dnscache.core.wire import WireError, parse_message, question_end, read_name
 
 
 def response(*answers: str, authority: tuple[str, ...] = (), use_edns: bool = True) -> bytes:

@@ -30,9 +30,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bgp.inventory import Inventory, InventoryError, Node, Policy, candidate_problems, reflector_candidates
-from bgp.model import NodeInfo, Session, SessionKind, SpeakerConfig, Timers, speaker_configs
-from bgp.propagation import missing_routes
+from bgp.core.inventory import (
+    Inventory,
+    InventoryError,
+    Node,
+    Policy,
+    candidate_problems,
+    reflector_candidates,
+)
+from bgp.core.model import NodeInfo, Session, SessionKind, SpeakerConfig, Timers, speaker_configs
+from bgp.core.propagation import missing_routes
 
 __all__ = [
     "Plan",
@@ -129,7 +136,7 @@ def plan_from_dict(raw: Any, source: str = "<plan>") -> Plan:
 
 def route_problems(inv: Inventory, p: Plan, limit: int = 10) -> list[str]:
     """What running ``p`` would cut off: per AS, each node that would not learn every other
-    node's route (``bgp.propagation``), with the origins it would miss. Empty: nothing lost.
+    node's route (``bgp.core.propagation``), with the origins it would miss. Empty: nothing lost.
 
     The nodes are those the plan is for (``p.nodes``), or the inventory's when it names none: a
     plan that names no node and no session is "every session removed", not "nothing to check"."""

@@ -2,7 +2,7 @@
 from one config to another without a restart.
 
 Neighbours are keyed by address (as bgpd keys them). Each is activated in the address family
-of its own address only (see ``bgp.render``; ``no bgp default ipv4-unicast`` makes activation
+of its own address only (see ``bgp.core.render``; ``no bgp default ipv4-unicast`` makes activation
 explicit); originated prefixes are
 ``network`` statements, which with ``no bgp network import-check`` need no route in the RIB.
 When ``install_routes`` is off, a ``table-map`` whose route-map denies everything keeps BGP's
@@ -18,8 +18,8 @@ CEASE and reconnects); see ``frr_delta``.
 
 from __future__ import annotations
 
-from bgp.model import Neighbor, Role, SpeakerConfig
-from bgp.render import family
+from bgp.core.model import Neighbor, Role, SpeakerConfig
+from bgp.core.render import family
 
 __all__ = ["NEXT_HOP_ROUTE_MAP", "NO_FIB_ROUTE_MAP", "OWN_PREFIX_LIST", "frr_delta", "render_frr"]
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bgp.reflector.prefix import V6, Prefix
+from bgp.reflector.core.prefix import V6, Prefix
 
 __all__ = [
     "DEFAULT_ROUTES",
@@ -96,7 +96,7 @@ class PrefixFilter:
         self.allow_default = allow_default
 
     def check(self, prefix: Prefix) -> Reject | None:
-        """None if ``prefix`` (a key of ``bgp.reflector.prefix``) may be accepted, else the reason.
+        """None if ``prefix`` (a key of ``bgp.reflector.core.prefix``) may be accepted, else the reason.
 
         Without blocks (the common case, on the hot path) only the default route is refused."""
         if self.blocks is None:

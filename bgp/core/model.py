@@ -1,7 +1,7 @@
 """What one BGP speaker is told to run: the unit every renderer and the lab consume.
 
-The planner (``bgp.planner``) decides the topology as a set of sessions; ``speaker_configs``
-turns a topology into one ``SpeakerConfig`` per node; renderers (``bgp.render``) turn a
+The planner (``bgp.core.planner``) decides the topology as a set of sessions; ``speaker_configs``
+turns a topology into one ``SpeakerConfig`` per node; renderers (``bgp.core.render``) turn a
 ``SpeakerConfig`` into BIRD, FRR, GoBGP, Calico or ExaBGP syntax. Nothing here does I/O.
 """
 

@@ -2,7 +2,7 @@
 
 Choices worth knowing:
 
-- Each session has one channel, of its own address family (see ``bgp.render``); originated
+- Each session has one channel, of its own address family (see ``bgp.core.render``); originated
   prefixes of both families are static routes, and the kernel gets BGP routes of both.
 - Next hops are resolved recursively (``gateway recursive``, BIRD's iBGP default) through the
   ``master4``/``master6`` tables, which ``protocol direct`` fills with the node's connected
@@ -25,8 +25,8 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-from bgp.model import Neighbor, Role, SpeakerConfig, Timers
-from bgp.render import family
+from bgp.core.model import Neighbor, Role, SpeakerConfig, Timers
+from bgp.core.render import family
 
 __all__ = ["STATIC_PROTOCOLS", "render_bird"]
 

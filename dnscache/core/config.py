@@ -9,14 +9,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dnscache.wire import Name, WireError, name_from_text, name_to_text
+from dnscache.core.wire import Name, WireError, name_from_text, name_to_text
 from netkit.base.addr import AddressError, HostPort, parse_hostport
 from netkit.base.fields import ConfigError, Errors
 
 if TYPE_CHECKING:  # imported where used: `netkit dns serve` binds before it loads the resolver
-    from dnscache.resolution import AttemptPolicy
-    from dnscache.response import CachePolicy
-    from dnscache.upstreams import HealthPolicy
+    from dnscache.core.resolution import AttemptPolicy
+    from dnscache.core.response import CachePolicy
+    from dnscache.core.upstreams import HealthPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ class ServeConfig:
 
     @property
     def cache_policy(self) -> CachePolicy:
-        from dnscache.response import CachePolicy
+        from dnscache.core.response import CachePolicy
 
         return CachePolicy(
             min_ttl=self.min_ttl,
@@ -81,13 +81,13 @@ class ServeConfig:
 
     @property
     def attempt_policy(self) -> AttemptPolicy:
-        from dnscache.resolution import AttemptPolicy
+        from dnscache.core.resolution import AttemptPolicy
 
         return AttemptPolicy(self.deadline, self.attempt_timeout, self.max_attempts, self.hedge)
 
     @property
     def health_policy(self) -> HealthPolicy:
-        from dnscache.upstreams import HealthPolicy
+        from dnscache.core.upstreams import HealthPolicy
 
         return HealthPolicy(max_fails=self.max_fails)
 

@@ -43,7 +43,7 @@ from typing import Any, Literal
 import yaml
 
 from netkit.base.fields import ConfigError, Errors, int_in, unknown_keys
-from netkit.l2.state import bridge_name, ifname_problem, vlan_name, vxlan_name
+from netkit.l2.core.state import bridge_name, ifname_problem, vlan_name, vxlan_name
 
 Kind = Literal["vxlan", "vlan"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dnscache.wire import (
+from dnscache.core.wire import (
     ANSWER,
     T_ANY,
     T_CNAME,

@@ -47,9 +47,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bgp.model import Role
-from bgp.reflector.bestpath import Selection
-from bgp.reflector.events import (
+from bgp.core.model import Role
+from bgp.reflector.core.bestpath import Selection
+from bgp.reflector.core.events import (
     Announce,
     Command,
     EndOfRib,
@@ -66,9 +66,9 @@ from bgp.reflector.events import (
     Update,
     Withdraw,
 )
-from bgp.reflector.policy import DEFAULT_ROUTES, MaxPrefixAction, PeerPolicy, Reject
-from bgp.reflector.prefix import V6, Prefix, to_text
-from bgp.reflector.route import Attrs, Peer, ipv4_int
+from bgp.reflector.core.policy import DEFAULT_ROUTES, MaxPrefixAction, PeerPolicy, Reject
+from bgp.reflector.core.prefix import V6, Prefix, to_text
+from bgp.reflector.core.route import Attrs, Peer, ipv4_int
 
 __all__ = ["CEASE_ADMIN_RESET", "CEASE_MAX_PREFIX", "PeerSpec", "PeerStats", "Reflector"]
 
@@ -85,7 +85,7 @@ Best = tuple[Peer, Attrs]
 
 @dataclass(frozen=True)
 class PeerSpec:
-    """A configured neighbour: ``role`` as in ``bgp.model`` (seen from the reflector)."""
+    """A configured neighbour: ``role`` as in ``bgp.core.model`` (seen from the reflector)."""
 
     name: str
     address: str

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bgp.reflector.route import Attrs, Peer, ipv4_int
+from bgp.reflector.core.route import Attrs, Peer, ipv4_int
 
 __all__ = ["DEFAULT_LOCAL_PREF", "Selection"]
 

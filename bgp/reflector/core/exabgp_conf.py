@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bgp.reflector.config import ReflectorConfig
+from bgp.reflector.core.config import ReflectorConfig
 
 __all__ = ["PROCESS_NAME", "exabgp_environment", "render_exabgp_conf"]
 

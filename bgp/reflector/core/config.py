@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 import yaml
 
-from bgp.model import Role, Timers
-from bgp.reflector.bestpath import DEFAULT_LOCAL_PREF, Selection
-from bgp.reflector.policy import (
+from bgp.core.model import Role, Timers
+from bgp.reflector.core.bestpath import DEFAULT_LOCAL_PREF, Selection
+from bgp.reflector.core.policy import (
     MaxPrefix,
     MaxPrefixAction,
     PeerPolicy,
@@ -24,8 +24,8 @@ from bgp.reflector.policy import (
     PrefixFilter,
     parse_block,
 )
-from bgp.reflector.rib import PeerSpec, Reflector
-from bgp.reflector.route import ipv4_int
+from bgp.reflector.core.rib import PeerSpec, Reflector
+from bgp.reflector.core.route import ipv4_int
 from netkit.base.addr import AddressError, HostPort, parse_hostport
 from netkit.base.fields import ConfigError
 

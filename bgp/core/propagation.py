@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from bgp.model import Session, SessionKind
+from bgp.core.model import Session, SessionKind
 
 __all__ = ["Path", "missing_routes", "propagate"]
 

@@ -59,7 +59,7 @@ from typing import Any
 
 import yaml
 
-from bgp.model import Role, SpeakerConfig
+from bgp.core.model import Role, SpeakerConfig
 
 __all__ = [
     "LABEL_PREFIX",

@@ -1,7 +1,7 @@
 """GoBGP (gobgpd 3) TOML configuration for one speaker, and the CLI commands that originate
 its prefixes (GoBGP's TOML has no place for locally originated routes).
 
-Each session carries the address family of its own addresses (see ``bgp.render``). gobgpd
+Each session carries the address family of its own addresses (see ``bgp.core.render``). gobgpd
 installs nothing in the kernel by itself (only through zebra), so ``install_routes`` has no
 effect here. gobgpd listens on every address (no ``local-address-list``: a SIGHUP reload does
 not change global settings, and new sessions may use an alternate local address); each
@@ -12,8 +12,8 @@ in the BIRD and FRR renderers).
 
 from __future__ import annotations
 
-from bgp.model import Role, SpeakerConfig
-from bgp.render import family
+from bgp.core.model import Role, SpeakerConfig
+from bgp.core.render import family
 
 __all__ = ["gobgp_announce_commands", "gobgp_withdraw_commands", "render_gobgp"]
 

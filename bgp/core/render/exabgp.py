@@ -1,6 +1,6 @@
 """The netkit reflector's config file (``netkit bgp reflector --config FILE``) for one speaker.
 
-A planner ``SpeakerConfig`` of a node that reflects becomes the YAML ``bgp.reflector.config``
+A planner ``SpeakerConfig`` of a node that reflects becomes the YAML ``bgp.reflector.core.config``
 reads: router id, AS, session address, cluster id, timers and every neighbour with its role
 (client, peer, reflector), TCP MD5 password and alternate local address. Policy is not part of a
 ``SpeakerConfig``; pass it here: ``allowed`` (neighbour name -> allowed blocks, e.g. each node's
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import yaml
 
-from bgp.model import SpeakerConfig
+from bgp.core.model import SpeakerConfig
 
 __all__ = ["render_reflector_config"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from dnscache.cache import Cache, CacheEntry
+from dnscache.core.cache import Cache, CacheEntry
 
 MAGIC = b"NKDC"
 VERSION = 1

@@ -28,8 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bgp.model import NodeInfo, Session, SessionKind
-from bgp.planner import Plan
+from bgp.core.model import NodeInfo, Session, SessionKind
+from bgp.core.planner import Plan
 
 __all__ = ["Expect", "Step", "expectations", "migration_steps", "realize", "unmet"]
 

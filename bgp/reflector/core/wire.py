@@ -3,7 +3,7 @@ numbers, 7606 for error handling), OPEN capabilities and ROUTE-REFRESH (pure).
 
 Used in ``wire`` API mode, where ExaBGP hands the API process every UPDATE as received and
 sends the UPDATEs the API process built, so that no route goes through ExaBGP's per-route Python
-objects (see ``exabgp_main``). Prefixes are the keys of ``bgp.reflector.prefix``, which are their
+objects (see ``exabgp_main``). Prefixes are the keys of ``bgp.reflector.core.prefix``, which are their
 NLRI encoding: decoding slices them out of the message, encoding joins them back.
 
 Errors (RFC 7606):
@@ -23,8 +23,8 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bgp.reflector.prefix import V6, Prefix
-from bgp.reflector.route import INCOMPLETE, Attrs
+from bgp.reflector.core.prefix import V6, Prefix
+from bgp.reflector.core.route import INCOMPLETE, Attrs
 
 __all__ = [
     "MAX_MESSAGE",
@@ -87,7 +87,7 @@ class _TreatAsWithdraw(Exception):
 
 def nlri_keys(data: bytes, v6: bool) -> list[Prefix]:
     """An NLRI field (RFC 4271 4.3: length in bits, then the octets it covers) -> prefix keys
-    (``bgp.reflector.prefix``). Bits past the length are cleared; WireError if the field is
+    (``bgp.reflector.core.prefix``). Bits past the length are cleared; WireError if the field is
     broken. This runs for every prefix received: it only slices."""
     out: list[Prefix] = []
     append = out.append

@@ -2,15 +2,15 @@
 
 ``exabgp_api`` turns ExaBGP's JSON into events and commands into ExaBGP's API; ``rib`` consumes
 events and produces commands. Peers are named by their session address, prefixes are keys of
-``bgp.reflector.prefix``.
+``bgp.reflector.core.prefix``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bgp.reflector.prefix import Prefix
-from bgp.reflector.route import Attrs
+from bgp.reflector.core.prefix import Prefix
+from bgp.reflector.core.route import Attrs
 
 __all__ = [
     "Announce",

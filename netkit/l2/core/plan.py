@@ -34,8 +34,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from netkit.l2.model import L2Network, MtuError, overlay_mtu
-from netkit.l2.state import (
+from netkit.l2.core.model import L2Network, MtuError, overlay_mtu
+from netkit.l2.core.state import (
     ZERO_MAC,
     DesiredNetwork,
     FdbEntry,

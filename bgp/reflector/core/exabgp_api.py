@@ -40,7 +40,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bgp.reflector.events import (
+from bgp.reflector.core.events import (
     Announce,
     Command,
     EndOfRib,
@@ -57,9 +57,16 @@ from bgp.reflector.events import (
     Update,
     Withdraw,
 )
-from bgp.reflector.prefix import V6, Prefix, from_text, to_text
-from bgp.reflector.route import EGP, IGP, INCOMPLETE, ORIGIN_NAMES, Attrs, ipv4_int
-from bgp.reflector.wire import UpdateDecoder, UpdateEncoder, WireError, end_of_rib, parse_open, parse_refresh
+from bgp.reflector.core.prefix import V6, Prefix, from_text, to_text
+from bgp.reflector.core.route import EGP, IGP, INCOMPLETE, ORIGIN_NAMES, Attrs, ipv4_int
+from bgp.reflector.core.wire import (
+    UpdateDecoder,
+    UpdateEncoder,
+    WireError,
+    end_of_rib,
+    parse_open,
+    parse_refresh,
+)
 
 __all__ = [
     "RAW_LINE_BYTES",

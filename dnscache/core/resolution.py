@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from dnscache.upstreams import Outcome, RetryBudget, UpstreamPool
+from dnscache.core.upstreams import Outcome, RetryBudget, UpstreamPool
 from netkit.base.addr import HostPort
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from dnscache.cache import CacheEntry
-from dnscache.wire import (
+from dnscache.core.cache import CacheEntry
+from dnscache.core.wire import (
     AD,
     ANSWER,
     AUTHORITY,
