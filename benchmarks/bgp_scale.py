@@ -64,7 +64,7 @@ from results_io import save_results
 
 from bgp.core.inventory import Inventory, Node, Policy, TopPolicy
 from bgp.core.model import NodeInfo, Session, SessionKind, SpeakerConfig, Timers, speaker_configs
-from bgp.core.planner import Plan, mesh_plan, plan
+from bgp.core.planner import SessionPlan, mesh_plan, plan
 
 SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 TOPOLOGIES = ("mesh", "rr-k2", "rr-k3", "hier")
@@ -138,7 +138,7 @@ class Planned:
     max_top: int  # level-2 reflectors (hier only)
     plan_seconds: float
     materialised: bool
-    plan: Plan | None = field(default=None, repr=False)
+    plan: SessionPlan | None = field(default=None, repr=False)
 
 
 def run_planner(n: int, topology: str) -> Planned:
@@ -194,7 +194,7 @@ class Propagation:
     exact: bool
 
 
-def _graph(p: Plan, names: Sequence[str]) -> tuple[list[list[int]], list[set[int]]]:
+def _graph(p: SessionPlan, names: Sequence[str]) -> tuple[list[list[int]], list[set[int]]]:
     index = {name: i for i, name in enumerate(names)}
     nbrs: list[list[int]] = [[] for _ in names]
     clients: list[set[int]] = [set() for _ in names]
@@ -251,7 +251,7 @@ def _one_route(
     return total, [sent_here.get(i, 0) for i in range(len(nbrs))]
 
 
-def model_propagation(p: Plan, seed: int = 1) -> Propagation:
+def model_propagation(p: SessionPlan, seed: int = 1) -> Propagation:
     names = sorted(p.nodes)
     nbrs, clients = _graph(p, names)
     refl = [i for i, name in enumerate(names) if name in p.reflectors]

@@ -1,1 +1,2 @@
-"""BGP route reflectors: topology planning, renderers, live migration (coming with later issues)."""
+"""BGP route reflectors: topology planning and rendering (``core``), the live migration from a
+full mesh (``migrate``, ``control``), and a reflector in Python on ExaBGP (``reflector``)."""

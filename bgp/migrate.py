@@ -21,7 +21,7 @@ from typing import Protocol
 from bgp.core.inventory import Inventory
 from bgp.core.migration import Step, expectations, migration_steps, realize, unmet
 from bgp.core.model import Session, SpeakerConfig, Timers, speaker_configs
-from bgp.core.planner import Plan, node_infos
+from bgp.core.planner import SessionPlan, node_infos
 
 __all__ = ["MigrationError", "MigrationResult", "Speaker", "StepResult", "run_migration", "session_problems"]
 
@@ -113,8 +113,8 @@ def learnt_routes(speakers: Mapping[str, Speaker], families: Sequence[str]) -> d
 
 def run_migration(
     inv: Inventory,
-    current: Plan,
-    target: Plan,
+    current: SessionPlan,
+    target: SessionPlan,
     speakers: Mapping[str, Speaker],
     *,
     batch: int = 10,

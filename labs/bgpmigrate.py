@@ -20,7 +20,7 @@ from pyroute2 import IPRoute
 
 from bgp.core.inventory import Inventory, Node, Policy
 from bgp.core.model import Timers
-from bgp.core.planner import Plan, mesh_plan, plan, speakers_for
+from bgp.core.planner import SessionPlan, mesh_plan, plan, speakers_for
 from bgp.migrate import MigrationResult, run_migration, session_problems
 from labs.bgpspeakers import BgpSpeaker, BirdSpeaker, FrrSpeaker
 from labs.fibwatch import FibReport, FibWatch
@@ -185,7 +185,7 @@ def run_migration_lab(
         phase("mesh -> reflectors", forward)
         done = report.phases[-1].migration
         assert done is not None
-        now = Plan("rr", rr.reflectors, done.sessions, rr.nodes)  # where the reflector sessions run
+        now = SessionPlan("rr", rr.reflectors, done.sessions, rr.nodes)  # where the reflector sessions run
 
         if kill_reflector:
             victim = next(

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bgp.core.model import NodeInfo, Session, SessionKind
-from bgp.core.planner import Plan
+from bgp.core.planner import SessionPlan
 
 __all__ = ["Expect", "Step", "expectations", "migration_steps", "realize", "unmet"]
 
@@ -54,7 +54,7 @@ def _touched(before: Iterable[Session], after: Iterable[Session]) -> tuple[str, 
 
 
 def realize(
-    current: Plan, target: Plan, alt_nodes: frozenset[str] | None = None
+    current: SessionPlan, target: SessionPlan, alt_nodes: frozenset[str] | None = None
 ) -> tuple[set[Session], dict[frozenset[str], Session]]:
     """Where each target session will run, and the sessions that must be flipped in place.
 
@@ -90,7 +90,7 @@ def realize(
 
 
 def migration_steps(
-    current: Plan, target: Plan, batch: int = 10, alt_nodes: frozenset[str] | None = None
+    current: SessionPlan, target: SessionPlan, batch: int = 10, alt_nodes: frozenset[str] | None = None
 ) -> list[Step]:
     """The steps from ``current`` to ``target``; an empty list when there is nothing to do.
 

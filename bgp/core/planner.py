@@ -42,9 +42,9 @@ from bgp.core.model import NodeInfo, Session, SessionKind, SpeakerConfig, Timers
 from bgp.core.propagation import missing_routes
 
 __all__ = [
-    "Plan",
     "PlanDiff",
-    "Reflector",
+    "ReflectorRole",
+    "SessionPlan",
     "diff_plans",
     "mesh_plan",
     "plan",
@@ -57,7 +57,7 @@ PlanKind = Literal["mesh", "rr"]
 
 
 @dataclass(frozen=True)
-class Reflector:
+class ReflectorRole:
     node: str
     level: int  # 1: reflects for nodes (leaf level, or the only level); 2: top level
     cluster_id: str
@@ -65,9 +65,9 @@ class Reflector:
 
 
 @dataclass(frozen=True)
-class Plan:
+class SessionPlan:
     kind: PlanKind
-    reflectors: Mapping[str, Reflector]
+    reflectors: Mapping[str, ReflectorRole]
     sessions: frozenset[Session]
     nodes: tuple[str, ...] = ()
 
@@ -112,14 +112,16 @@ def _session_from_dict(s: Any) -> Session:
     return Session.peer(a, b, alt) if kind is SessionKind.PEER else Session.rr(a, b, alt)
 
 
-def plan_from_dict(raw: Any, source: str = "<plan>") -> Plan:
-    """Read back ``Plan.to_dict`` output (e.g. the plan in force, for ``--current``)."""
+def plan_from_dict(raw: Any, source: str = "<plan>") -> SessionPlan:
+    """Read back ``SessionPlan.to_dict`` output (e.g. the plan in force, for ``--current``)."""
     if not isinstance(raw, dict):
         what = "empty" if raw is None else f"a {type(raw).__name__}"
         raise InventoryError([f"{source}: not a netkit plan: {what}, not a mapping with kind and sessions"])
     try:
         reflectors = {
-            str(r["node"]): Reflector(str(r["node"]), int(r["level"]), str(r["cluster_id"]), str(r["domain"]))
+            str(r["node"]): ReflectorRole(
+                str(r["node"]), int(r["level"]), str(r["cluster_id"]), str(r["domain"])
+            )
             for r in raw.get("reflectors", [])
         }
         sessions = frozenset(_session_from_dict(s) for s in raw["sessions"])
@@ -129,12 +131,12 @@ def plan_from_dict(raw: Any, source: str = "<plan>") -> Plan:
         nodes = raw.get("nodes", [])
         if not isinstance(nodes, list):
             raise TypeError(f"nodes must be a list, not {type(nodes).__name__}")
-        return Plan(kind, reflectors, sessions, tuple(str(n) for n in nodes))
+        return SessionPlan(kind, reflectors, sessions, tuple(str(n) for n in nodes))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InventoryError([f"{source}: not a netkit plan ({exc!r})"]) from exc
 
 
-def route_problems(inv: Inventory, p: Plan, limit: int = 10) -> list[str]:
+def route_problems(inv: Inventory, p: SessionPlan, limit: int = 10) -> list[str]:
     """What running ``p`` would cut off: per AS, each node that would not learn every other
     node's route (``bgp.core.propagation``), with the origins it would miss. Empty: nothing lost.
 
@@ -168,7 +170,7 @@ def _hrw(*parts: str) -> int:
     return int.from_bytes(hashlib.blake2b("\x00".join(parts).encode(), digest_size=8).digest(), "big")
 
 
-def mesh_plan(inv: Inventory) -> Plan:
+def mesh_plan(inv: Inventory) -> SessionPlan:
     """The full iBGP mesh (per AS): n(n-1)/2 plain sessions."""
     sessions = frozenset(
         Session.peer(a.name, b.name)
@@ -176,7 +178,7 @@ def mesh_plan(inv: Inventory) -> Plan:
         for b in inv.nodes[i + 1 :]
         if a.asn == b.asn
     )
-    return Plan("mesh", {}, sessions, tuple(sorted(inv.names)))
+    return SessionPlan("mesh", {}, sessions, tuple(sorted(inv.names)))
 
 
 def _choose(
@@ -228,7 +230,9 @@ def _need_domains(policy: Policy, label: str, by_domain: Mapping[str, Sequence[s
         )
 
 
-def _groups(by_domain: Mapping[str, Sequence[str]], k: int, previous: Plan | None) -> list[tuple[str, ...]]:
+def _groups(
+    by_domain: Mapping[str, Sequence[str]], k: int, previous: SessionPlan | None
+) -> list[tuple[str, ...]]:
     """Shared cluster ids: groups of ``k`` reflectors in distinct domains (kept ones first)."""
     reflectors = {r for names in by_domain.values() for r in names}
     domain_of = {r: d for d, names in by_domain.items() for r in names}
@@ -261,8 +265,8 @@ def _groups(by_domain: Mapping[str, Sequence[str]], k: int, previous: Plan | Non
 
 
 def _plan_as(
-    nodes: Sequence[Node], policy: Policy, previous: Plan | None
-) -> tuple[dict[str, Reflector], set[Session]]:
+    nodes: Sequence[Node], policy: Policy, previous: SessionPlan | None
+) -> tuple[dict[str, ReflectorRole], set[Session]]:
     label = policy.failure_domain
     k = policy.redundancy
     problems = candidate_problems(nodes, policy)
@@ -275,7 +279,7 @@ def _plan_as(
     leaf_names = {d: [n.name for n in ns] for d, ns in leaf.items()}
     _need_domains(policy, label, leaf_names, "clients")
     by_name = {n.name: n for n in nodes}
-    reflectors: dict[str, Reflector] = {}
+    reflectors: dict[str, ReflectorRole] = {}
     sessions: set[Session] = set()
 
     def prev_of(node: str) -> list[str]:
@@ -286,11 +290,11 @@ def _plan_as(
         for g in groups:
             cid = min((by_name[m].router_id for m in g), key=lambda r: tuple(int(x) for x in r.split(".")))
             for m in g:
-                reflectors[m] = Reflector(m, 1, cid, by_name[m].domain(label))
+                reflectors[m] = ReflectorRole(m, 1, cid, by_name[m].domain(label))
     else:
         for names in leaf_names.values():
             for m in names:
-                reflectors[m] = Reflector(m, 1, by_name[m].router_id, by_name[m].domain(label))
+                reflectors[m] = ReflectorRole(m, 1, by_name[m].router_id, by_name[m].domain(label))
 
     top_names: dict[str, list[str]] = {}
     if policy.levels == 2:
@@ -307,7 +311,7 @@ def _plan_as(
         _need_domains(policy, tlabel, top_names, "leaf reflectors")
         for names in top_names.values():
             for m in names:
-                reflectors[m] = Reflector(m, 2, by_name[m].router_id, by_name[m].domain(tlabel))
+                reflectors[m] = ReflectorRole(m, 2, by_name[m].router_id, by_name[m].domain(tlabel))
         meshed = sorted(m for names in top_names.values() for m in names)
         for name in sorted(r for r, info in reflectors.items() if info.level == 1):
             for t in _assign(by_name[name], tlabel, top_names, k, prev_of(name)):
@@ -352,14 +356,14 @@ def _shared_group(
     return groups_of[min(groups_of, key=rank)]
 
 
-def plan(inv: Inventory, previous: Plan | None = None) -> Plan:
+def plan(inv: Inventory, previous: SessionPlan | None = None) -> SessionPlan:
     """The reflector plan for ``inv``; with ``previous`` (the plan in force) changes stay minimal."""
     if previous is not None and previous.kind == "mesh":
         previous = None
     by_as: dict[int, list[Node]] = defaultdict(list)
     for n in inv.nodes:
         by_as[n.asn].append(n)
-    reflectors: dict[str, Reflector] = {}
+    reflectors: dict[str, ReflectorRole] = {}
     sessions: set[Session] = set()
     for asn in sorted(by_as):
         try:
@@ -373,7 +377,7 @@ def plan(inv: Inventory, previous: Plan | None = None) -> Plan:
     if previous is not None:  # a kept session stays on the address pair it runs on
         kept = {(s.a, s.b, s.kind): s.alt for s in previous.sessions}
         sessions = {s.on(kept.get((s.a, s.b, s.kind), s.alt)) for s in sessions}
-    return Plan("rr", reflectors, frozenset(sessions), tuple(sorted(inv.names)))
+    return SessionPlan("rr", reflectors, frozenset(sessions), tuple(sorted(inv.names)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -416,7 +420,7 @@ class PlanDiff:
         return [*out, summary]
 
 
-def diff_plans(old: Plan, new: Plan) -> PlanDiff:
+def diff_plans(old: SessionPlan, new: SessionPlan) -> PlanDiff:
     old_by_pair = {s.pair: s for s in old.sessions}
     new_by_pair = {s.pair: s for s in new.sessions}
     added = tuple(sorted(s for p, s in new_by_pair.items() if p not in old_by_pair))

@@ -73,7 +73,7 @@ METRICS_PORT = 9253
 T = TypeVar("T")
 
 # --------------------------------------------------------------------------------------------
-# Best equivalent settings of the caches under test (see docs/chaos.md)
+# Best equivalent settings of the caches under test (results.json "settings" lists them)
 # --------------------------------------------------------------------------------------------
 
 # Unbound as a node-local cache: serve-stale the RFC 8767 way (try upstream first, answer from

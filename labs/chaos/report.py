@@ -142,7 +142,7 @@ def build_results(
         },
         "settings": {
             "netkit": "netkit dns serve defaults + --cache-size 200000, stub zone cluster.local, "
-            "--control/--cache-file for the zero-gap restart",
+            "--control/--cache-file for the zero-gap restart, --keeper true (as deployed)",
             "unbound": {k: v for k, v in NODE_UNBOUND_EXTRA.items()},
             "dnsmasq": [*NODE_DNSMASQ_ARGS, "--cache-size=200000", "--server=/cluster.local/<each proxy>"],
             "upstream_unbound": {k: v for k, v in UPSTREAM_UNBOUND_EXTRA.items()},

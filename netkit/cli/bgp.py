@@ -12,7 +12,15 @@ import yaml
 
 from bgp.core.inventory import Inventory, InventoryError, load_inventory
 from bgp.core.migration import migration_steps
-from bgp.core.planner import Plan, diff_plans, mesh_plan, plan, plan_from_dict, route_problems, speakers_for
+from bgp.core.planner import (
+    SessionPlan,
+    diff_plans,
+    mesh_plan,
+    plan,
+    plan_from_dict,
+    route_problems,
+    speakers_for,
+)
 from netkit.cli.cmdline import (
     OUTPUT_FORMATS,
     UsageError,
@@ -68,7 +76,7 @@ def _load(path: str) -> Inventory:
     return load_inventory(text, path)
 
 
-def _load_plan(path: str | None, inv: Inventory, target: bool = False) -> Plan:
+def _load_plan(path: str | None, inv: Inventory, target: bool = False) -> SessionPlan:
     """``mesh`` (the default, what Calico runs out of the box), ``rr`` (plan it now) or a file.
 
     A ``target`` (what speakers are to run: ``migrate --to``, ``render --plan``) read from a file
@@ -105,7 +113,7 @@ def _load_plan(path: str | None, inv: Inventory, target: bool = False) -> Plan:
     return p
 
 
-def _plan_text(inv: Inventory, p: Plan) -> list[str]:
+def _plan_text(inv: Inventory, p: SessionPlan) -> list[str]:
     counts = p.per_node_counts()
     n = len(inv.nodes)
     mesh = sum(1 for i, a in enumerate(inv.nodes) for b in inv.nodes[i + 1 :] if a.asn == b.asn)
@@ -146,7 +154,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def render(fmt: str, inv: Inventory, p: Plan, node: str | None) -> dict[str, str]:
+def render(fmt: str, inv: Inventory, p: SessionPlan, node: str | None) -> dict[str, str]:
     """{file name: text} for ``fmt``; one file per node, or one for Calico."""
     configs = speakers_for(inv, p.sessions, p.cluster_ids)
     if node is not None:
@@ -234,7 +242,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _migrate_live(
-    args: argparse.Namespace, inv: Inventory, current: Plan, target: Plan, steps: list[Any]
+    args: argparse.Namespace, inv: Inventory, current: SessionPlan, target: SessionPlan, steps: list[Any]
 ) -> int:
     from bgp.control import ControlError, load_speakers
     from bgp.migrate import MigrationError, run_migration
@@ -267,14 +275,16 @@ def _migrate_live(
         _write_in_force(args.out, exc, steps, current, target)
         return 1
     print("\n".join(result.table()))
-    done = Plan(target.kind, target.reflectors, result.sessions, target.nodes)
+    done = SessionPlan(target.kind, target.reflectors, result.sessions, target.nodes)
     if args.out:
         Path(args.out).write_text(yaml.safe_dump(done.to_dict(), sort_keys=False))
         print(f"the plan now in force is in {args.out} (give it as --current next time)")
     return 0
 
 
-def _write_in_force(output: str | None, exc: Any, steps: list[Any], current: Plan, target: Plan) -> None:
+def _write_in_force(
+    output: str | None, exc: Any, steps: list[Any], current: SessionPlan, target: SessionPlan
+) -> None:
     """After a failed step, write the topology the speakers run (to resume with --current), when
     it is one step's: the failed step's if it reached every node, the previous one's if none."""
     if not output or exc.applied_on:  # no file asked for, or a mix of two steps
@@ -289,7 +299,9 @@ def _write_in_force(output: str | None, exc: Any, steps: list[Any], current: Pla
     reflectors = {**current.reflectors, **target.reflectors}
     in_force = {r: reflectors[r] for r in ids if r in reflectors}
     plan_in_force = (
-        Plan("rr", in_force, sessions, target.nodes) if in_force else Plan("mesh", {}, sessions, target.nodes)
+        SessionPlan("rr", in_force, sessions, target.nodes)
+        if in_force
+        else SessionPlan("mesh", {}, sessions, target.nodes)
     )
     Path(output).write_text(yaml.safe_dump(plan_in_force.to_dict(), sort_keys=False))
     print(

@@ -35,7 +35,8 @@ from netkit.l2.core.plan import (
     simulate,
 )
 from netkit.l2.core.state import ObservedState
-from netkit.l2.kernel import AF_BRIDGE, ApplyError, ApplyResult, Event, Kernel, KernelError, Monitor
+from netkit.l2.kernel import ApplyError, ApplyResult, Event, Kernel, KernelError, Monitor
+from netkit.l2.netlink import AF_BRIDGE
 
 log = logging.getLogger("netkit.l2")
 

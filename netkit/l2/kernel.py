@@ -4,9 +4,8 @@ One place turns model values into netlink requests (``create_link_requests``,
 ``set_link_requests``, ``fdb_request``, ``neighbour_request``: pyroute2-style request tuples) and
 one place reads netlink messages into the model, so that "is it already so?" is a comparison of
 two ``state`` values, and what is written is exactly what is read back. ``Kernel`` sends and
-reads through ``netlink`` (raw rtnetlink, pipelined requests, fast parsers); ``link_from_msg``,
-``fdb_from_msg`` and ``neighbour_from_msg`` read pyroute2's decoded messages into the same values
-(tests compare both readers on the same kernel).
+reads through ``netlink`` (raw rtnetlink, pipelined requests, fast parsers); a test reads the
+same kernel through pyroute2's decoder and compares.
 
 Every request that changes the kernel is one counted *write*; reads (dumps, lookups) are not.
 """
@@ -24,14 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import (
-    RTMGRP_IPV4_IFADDR,
-    RTMGRP_IPV6_IFADDR,
-    RTMGRP_LINK,
-    RTMGRP_NEIGH,
-)
 
 from netkit.l2 import netlink as nl
 from netkit.l2.core.plan import (
@@ -58,16 +50,24 @@ from netkit.l2.core.state import (
     VlanInfo,
     VxlanInfo,
 )
+from netkit.l2.netlink import (
+    AF_BRIDGE,
+    AF_INET,
+    AF_INET6,
+    IN6_ADDR_GEN_MODE_EUI64,
+    IN6_ADDR_GEN_MODE_NONE,
+    NTF_MASTER,
+    NTF_SELF,
+    NUD_NOARP,
+    NUD_PERMANENT,
+    NUD_REACHABLE,
+    NUD_STALE,
+)
 
 log = logging.getLogger("netkit.l2.kernel")
 
-AF_INET, AF_INET6, AF_BRIDGE = 2, 10, 7
-IFF_UP = 0x1
-IN6_ADDR_GEN_MODE_EUI64, IN6_ADDR_GEN_MODE_NONE = 0, 1
-NTF_SELF, NTF_MASTER = 0x02, 0x04
-NUD_REACHABLE, NUD_STALE, NUD_NOARP, NUD_PERMANENT = 0x02, 0x04, 0x40, 0x80
 
-Request = tuple[str, str, dict[str, Any]]  # (method, command, kwargs) of a pyroute2 IPRoute call
+Request = tuple[str, str, dict[str, Any]]  # (method, command, kwargs), as a pyroute2 IPRoute call
 
 
 class KernelError(RuntimeError):
@@ -119,82 +119,6 @@ def _neigh_state(state: int) -> NeighState:
     if state & NUD_STALE:
         return "stale"
     return "other"
-
-
-def link_from_msg(msg: Any, names: dict[int, str]) -> Link:
-    """An ``RTM_NEWLINK`` message (from a dump or an event) as a ``Link``."""
-    kind = "device"
-    vxlan = vlan = None
-    neigh_suppress = None
-    info = msg.get_attr("IFLA_LINKINFO")
-    if info is not None:
-        kind = info.get_attr("IFLA_INFO_KIND") or "device"
-        data = info.get_attr("IFLA_INFO_DATA")
-        if kind == "vxlan" and data is not None:
-            lower = data.get_attr("IFLA_VXLAN_LINK")
-            vxlan = VxlanInfo(
-                vni=data.get_attr("IFLA_VXLAN_ID"),
-                local=data.get_attr("IFLA_VXLAN_LOCAL") or data.get_attr("IFLA_VXLAN_LOCAL6"),
-                port=data.get_attr("IFLA_VXLAN_PORT") or 4789,
-                learning=bool(data.get_attr("IFLA_VXLAN_LEARNING")),
-                underlay=names.get(lower) if lower else None,
-            )
-        elif kind == "vlan" and data is not None:
-            lower = msg.get_attr("IFLA_LINK")
-            vlan = VlanInfo(data.get_attr("IFLA_VLAN_ID"), names.get(lower) if lower else None)
-        if info.get_attr("IFLA_INFO_SLAVE_KIND") == "bridge":
-            slave = info.get_attr("IFLA_INFO_SLAVE_DATA")
-            neigh_suppress = slave is not None and bool(slave.get_attr("IFLA_BRPORT_NEIGH_SUPPRESS"))
-    addrgen = None
-    af_spec = msg.get_attr("IFLA_AF_SPEC")
-    inet6 = af_spec.get_attr("AF_INET6") if af_spec is not None else None
-    if inet6 is not None and inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") is not None:
-        addrgen = inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") != IN6_ADDR_GEN_MODE_NONE
-    arp_ignore = rp_filter = None
-    inet = af_spec.get_attr("AF_INET") if af_spec is not None else None
-    if inet is not None:
-        arp_ignore, rp_filter = inet.get("arp_ignore"), inet.get("rp_filter")
-    master = msg.get_attr("IFLA_MASTER")
-    return Link(
-        name=msg.get_attr("IFLA_IFNAME"),
-        kind=kind,
-        mtu=msg.get_attr("IFLA_MTU") or 0,
-        up=bool(msg["flags"] & IFF_UP),
-        alias=msg.get_attr("IFLA_IFALIAS") or None,
-        master=names.get(master) if master else None,
-        vxlan=vxlan,
-        vlan=vlan,
-        neigh_suppress=neigh_suppress,
-        address=msg.get_attr("IFLA_ADDRESS"),
-        addrgen=addrgen,
-        arp_ignore=arp_ignore,
-        rp_filter=rp_filter,
-    )
-
-
-def fdb_from_msg(msg: Any, names: dict[int, str]) -> FdbEntry | None:
-    """A bridge-family neighbour message as an ``FdbEntry`` (None if it has no MAC/link)."""
-    ifname = names.get(msg["ifindex"])
-    mac = msg.get_attr("NDA_LLADDR")
-    if ifname is None or not mac:
-        return None
-    return FdbEntry(
-        ifname=ifname,
-        mac=mac,
-        dst=msg.get_attr("NDA_DST"),
-        master=not (msg["flags"] & NTF_SELF),
-        state=_fdb_state(msg["state"]),
-        port=msg.get_attr("NDA_PORT"),
-        vni=msg.get_attr("NDA_VNI"),
-    )
-
-
-def neighbour_from_msg(msg: Any, names: dict[int, str]) -> Neighbour | None:
-    ifname = names.get(msg["ifindex"])
-    ip = msg.get_attr("NDA_DST")
-    if ifname is None or ip is None or msg["family"] not in (AF_INET, AF_INET6):
-        return None
-    return Neighbour(ifname, ip, msg.get_attr("NDA_LLADDR"), _neigh_state(msg["state"]))
 
 
 # ------------------------------------------------------------------------------------------
@@ -366,21 +290,6 @@ def _check_netns(netns: str | None) -> None:
         raise KernelError(f"network namespace {netns!r} does not exist (/run/netns/{netns})")
 
 
-def open_iproute(netns: str | None) -> IPRoute:
-    """An ``IPRoute`` in ``netns`` (None: this process's namespace). Never creates a namespace.
-
-    pyroute2 0.9's ``IPRoute(netns=...)`` creates a missing namespace by default
-    (``flags=os.O_CREAT``); ``flags=0`` makes a typo an error instead.
-    """
-    if netns is None:
-        return IPRoute()
-    _check_netns(netns)
-    try:
-        return IPRoute(netns=netns, flags=0)
-    except OSError as exc:
-        raise KernelError(f"cannot open network namespace {netns!r}: {exc}") from exc
-
-
 _FDB_MODES: dict[tuple[bool, str, bool], tuple[str, int, int]] = {}
 
 
@@ -459,23 +368,12 @@ class Kernel:
         self._addrs: list[tuple[str, str]] = []
         self._dirty: set[str] = set(TABLES)
         self._observed: ObservedState | None = None
-        self._ipr: IPRoute | None = None
-
-    @property
-    def ipr(self) -> IPRoute:
-        """A pyroute2 ``IPRoute`` in the same namespace, opened on first use (for callers that
-        want pyroute2's API; the kernel itself does not use it)."""
-        if self._ipr is None:
-            self._ipr = open_iproute(self.netns)
-        return self._ipr
 
     def close(self) -> None:
         self.events.close()
         self.channel.close()
         if self.nft_events is not None:
             self.nft_events.close()
-        if self._ipr is not None:
-            self._ipr.close()
 
     def __enter__(self) -> Kernel:
         return self
@@ -735,8 +633,6 @@ class Kernel:
 # Events
 # ------------------------------------------------------------------------------------------
 
-EVENT_GROUPS = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
-
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -746,17 +642,6 @@ class Event:
     ifindex: int
     family: int = 0
     state: int = 0
-
-
-def event_from_msg(msg: Any) -> Event | None:
-    kind = msg.get("event") or ""
-    if kind in ("RTM_NEWLINK", "RTM_DELLINK"):
-        return Event(kind, msg["index"])
-    if kind in ("RTM_NEWNEIGH", "RTM_DELNEIGH"):
-        return Event(kind, msg["ifindex"], msg["family"], msg["state"])
-    if kind in ("RTM_NEWADDR", "RTM_DELADDR"):
-        return Event(kind, msg["index"], msg["family"])
-    return None
 
 
 _EVENT_NAMES = {
@@ -814,7 +699,7 @@ class Monitor:
     def start(self, timeout: float = 5.0) -> None:
         _check_netns(self.netns)
         try:
-            self._sub = nl.Subscription(nl.open_socket(self.netns, EVENT_GROUPS, rcvbuf=8 << 20))
+            self._sub = nl.Subscription(nl.open_socket(self.netns, nl.EVENT_GROUPS, rcvbuf=8 << 20))
         except OSError as exc:
             raise KernelError(f"netlink monitor failed: {exc}") from exc
         with contextlib.suppress(OSError):  # no nfnetlink: the resync still looks

@@ -67,6 +67,7 @@ IFLA_VXLAN_PORT, IFLA_VXLAN_LOCAL6 = 15, 17
 IFLA_VLAN_ID = 1
 IFLA_BRPORT_NEIGH_SUPPRESS = 32
 IFLA_INET6_ADDR_GEN_MODE = 8
+IN6_ADDR_GEN_MODE_EUI64, IN6_ADDR_GEN_MODE_NONE = 0, 1
 IFLA_INET_CONF = 1
 IPV4_DEVCONF = {"rp_filter": 8, "arp_ignore": 19}  # include/uapi/linux/ip.h (1-based ids)
 NDA_DST, NDA_LLADDR, NDA_PORT, NDA_VNI = 1, 2, 6, 7
@@ -546,7 +547,7 @@ def parse_link(data: bytes, off: int, end: int) -> LinkRecord:
         if six is not None:
             mode = attrs(data, *six).get(IFLA_INET6_ADDR_GEN_MODE)
             if mode is not None:
-                addrgen = data[mode[0]] != 1  # IN6_ADDR_GEN_MODE_NONE
+                addrgen = data[mode[0]] != IN6_ADDR_GEN_MODE_NONE
     alias = _cstr(data, a[IFLA_IFALIAS]) if IFLA_IFALIAS in a else None
     address = None
     if IFLA_ADDRESS in a:

@@ -14,7 +14,7 @@ import pytest
 
 from bgp.core.inventory import Inventory
 from bgp.core.model import Timers
-from bgp.core.planner import Plan, mesh_plan, plan, speakers_for
+from bgp.core.planner import SessionPlan, mesh_plan, plan, speakers_for
 from bgp.migrate import MigrationError, run_migration
 from labs.bgpmigrate import lab_inventory, migration_lab, run_migration_lab, speaker_class
 from labs.bgpspeakers import BgpSpeaker
@@ -23,7 +23,7 @@ from labs.runid import RunDir
 
 pytestmark = [pytest.mark.peers, pytest.mark.root]
 
-MeshLab = tuple[Inventory, Plan, Plan, dict[str, BgpSpeaker], L2Lab]
+MeshLab = tuple[Inventory, SessionPlan, SessionPlan, dict[str, BgpSpeaker], L2Lab]
 
 
 def test_mesh_to_reflectors_and_back_loses_no_prefix_at_any_sample() -> None:
@@ -43,7 +43,7 @@ def test_mesh_to_reflectors_and_back_loses_no_prefix_at_any_sample() -> None:
 
 
 @pytest.fixture
-def mesh_lab() -> Iterator[tuple[Inventory, Plan, Plan, dict[str, BgpSpeaker], L2Lab]]:
+def mesh_lab() -> Iterator[tuple[Inventory, SessionPlan, SessionPlan, dict[str, BgpSpeaker], L2Lab]]:
     """Four nodes (BIRD, FRR, BIRD, FRR) up in a full mesh."""
     inv = lab_inventory(4)
     mesh, rr = mesh_plan(inv), plan(inv)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -17,14 +18,18 @@ from labs.l2lab import L2Lab
 from netkit.l2.agent import reconcile_once
 from netkit.l2.core.model import load_networks
 from netkit.l2.core.plan import ARP_IGNORE_NEVER, RP_FILTER_STRICT, AddFdb, DelFdb
-from netkit.l2.core.state import FdbEntry, ObservedState, bridge_name, vxlan_name
-from netkit.l2.kernel import (
-    ApplyError,
-    Kernel,
-    fdb_from_msg,
-    link_from_msg,
-    neighbour_from_msg,
+from netkit.l2.core.state import (
+    FdbEntry,
+    Link,
+    Neighbour,
+    ObservedState,
+    VlanInfo,
+    VxlanInfo,
+    bridge_name,
+    vxlan_name,
 )
+from netkit.l2.kernel import ApplyError, Kernel, _fdb_state, _neigh_state
+from netkit.l2.netlink import AF_INET, AF_INET6, IFF_UP, IN6_ADDR_GEN_MODE_NONE, NTF_SELF
 
 pytestmark = pytest.mark.root
 
@@ -57,6 +62,85 @@ def lab() -> Iterator[L2Lab]:
                 reconcile_once(k, nets, node)
         yield lab
     assert lab.leftovers() == []
+
+
+# pyroute2's decoded messages as model values: a second, independent reader of the same kernel
+
+
+def link_from_msg(msg: Any, names: dict[int, str]) -> Link:
+    """An ``RTM_NEWLINK`` message (from a dump or an event) as a ``Link``."""
+    kind = "device"
+    vxlan = vlan = None
+    neigh_suppress = None
+    info = msg.get_attr("IFLA_LINKINFO")
+    if info is not None:
+        kind = info.get_attr("IFLA_INFO_KIND") or "device"
+        data = info.get_attr("IFLA_INFO_DATA")
+        if kind == "vxlan" and data is not None:
+            lower = data.get_attr("IFLA_VXLAN_LINK")
+            vxlan = VxlanInfo(
+                vni=data.get_attr("IFLA_VXLAN_ID"),
+                local=data.get_attr("IFLA_VXLAN_LOCAL") or data.get_attr("IFLA_VXLAN_LOCAL6"),
+                port=data.get_attr("IFLA_VXLAN_PORT") or 4789,
+                learning=bool(data.get_attr("IFLA_VXLAN_LEARNING")),
+                underlay=names.get(lower) if lower else None,
+            )
+        elif kind == "vlan" and data is not None:
+            lower = msg.get_attr("IFLA_LINK")
+            vlan = VlanInfo(data.get_attr("IFLA_VLAN_ID"), names.get(lower) if lower else None)
+        if info.get_attr("IFLA_INFO_SLAVE_KIND") == "bridge":
+            slave = info.get_attr("IFLA_INFO_SLAVE_DATA")
+            neigh_suppress = slave is not None and bool(slave.get_attr("IFLA_BRPORT_NEIGH_SUPPRESS"))
+    addrgen = None
+    af_spec = msg.get_attr("IFLA_AF_SPEC")
+    inet6 = af_spec.get_attr("AF_INET6") if af_spec is not None else None
+    if inet6 is not None and inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") is not None:
+        addrgen = inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") != IN6_ADDR_GEN_MODE_NONE
+    arp_ignore = rp_filter = None
+    inet = af_spec.get_attr("AF_INET") if af_spec is not None else None
+    if inet is not None:
+        arp_ignore, rp_filter = inet.get("arp_ignore"), inet.get("rp_filter")
+    master = msg.get_attr("IFLA_MASTER")
+    return Link(
+        name=msg.get_attr("IFLA_IFNAME"),
+        kind=kind,
+        mtu=msg.get_attr("IFLA_MTU") or 0,
+        up=bool(msg["flags"] & IFF_UP),
+        alias=msg.get_attr("IFLA_IFALIAS") or None,
+        master=names.get(master) if master else None,
+        vxlan=vxlan,
+        vlan=vlan,
+        neigh_suppress=neigh_suppress,
+        address=msg.get_attr("IFLA_ADDRESS"),
+        addrgen=addrgen,
+        arp_ignore=arp_ignore,
+        rp_filter=rp_filter,
+    )
+
+
+def fdb_from_msg(msg: Any, names: dict[int, str]) -> FdbEntry | None:
+    """A bridge-family neighbour message as an ``FdbEntry`` (None if it has no MAC/link)."""
+    ifname = names.get(msg["ifindex"])
+    mac = msg.get_attr("NDA_LLADDR")
+    if ifname is None or not mac:
+        return None
+    return FdbEntry(
+        ifname=ifname,
+        mac=mac,
+        dst=msg.get_attr("NDA_DST"),
+        master=not (msg["flags"] & NTF_SELF),
+        state=_fdb_state(msg["state"]),
+        port=msg.get_attr("NDA_PORT"),
+        vni=msg.get_attr("NDA_VNI"),
+    )
+
+
+def neighbour_from_msg(msg: Any, names: dict[int, str]) -> Neighbour | None:
+    ifname = names.get(msg["ifindex"])
+    ip = msg.get_attr("NDA_DST")
+    if ifname is None or ip is None or msg["family"] not in (AF_INET, AF_INET6):
+        return None
+    return Neighbour(ifname, ip, msg.get_attr("NDA_LLADDR"), _neigh_state(msg["state"]))
 
 
 def pyroute2_read(netns: str) -> ObservedState:

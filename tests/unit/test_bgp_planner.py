@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bgp.core.inventory import Inventory, InventoryError, Node, Policy, TopPolicy, load_inventory
 from bgp.core.model import SessionKind
-from bgp.core.planner import Plan, diff_plans, mesh_plan, plan, plan_from_dict, route_problems
+from bgp.core.planner import SessionPlan, diff_plans, mesh_plan, plan, plan_from_dict, route_problems
 from bgp.core.propagation import missing_routes
 
 
@@ -32,7 +32,7 @@ def inventory(n: int, policy: Policy | None = None, zones: int = 3) -> Inventory
     return Inventory(tuple(node(i, zones) for i in range(n)), policy or Policy())
 
 
-def check_properties(inv: Inventory, p: Plan) -> None:
+def check_properties(inv: Inventory, p: SessionPlan) -> None:
     k = inv.policy.redundancy
     label = inv.policy.failure_domain
     by_name = {n.name: n for n in inv.nodes}
@@ -248,7 +248,7 @@ def test_route_problems_per_as_and_for_the_plan_s_own_nodes() -> None:
     assert route_problems(inv, mesh_plan(inv)) == []  # a mesh per AS: nothing lost across ASes
     assert route_problems(inv, plan(inv)) == []
     # no sessions and no nodes: every node of the inventory is cut off, not "nothing to check"
-    nothing = Plan("mesh", {}, frozenset())
+    nothing = SessionPlan("mesh", {}, frozenset())
     assert len(route_problems(inv, nothing, limit=100)) == 8
     assert route_problems(inv, nothing, limit=3)[-1] == "... and 5 more nodes"
     # a node the plan is not for (leaving) is not checked

@@ -10,17 +10,13 @@ from __future__ import annotations
 from netkit.l2.core.plan import AttachPort, Change, DeleteLink, DetachPort
 from netkit.l2.core.state import ZERO_MAC, FdbEntry, Link, Neighbour, VlanInfo, VxlanInfo
 from netkit.l2.kernel import (
-    AF_INET6,
-    NTF_MASTER,
-    NTF_SELF,
-    NUD_NOARP,
-    NUD_PERMANENT,
     create_link_requests,
     fdb_request,
     neighbour_request,
     op_requests,
     set_link_requests,
 )
+from netkit.l2.netlink import AF_INET6, NTF_MASTER, NTF_SELF, NUD_NOARP, NUD_PERMANENT
 
 INDEX = {"eth1": 2, "nkbr-x": 10, "nkvx-100": 11, "pa": 12}
 
