@@ -17,7 +17,7 @@ demo: setup
 	$(VENV)/bin/netkit dns demo
 
 lint: setup
-	$(VENV)/bin/ruff check netkit dnscache bgp labs tests benchmarks
+	$(VENV)/bin/ruff check netkit dnscache bgp labs tests benchmarks deploy
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

@@ -5,7 +5,6 @@ naming only metrics netkit exports (docs/dns.md) or rules that record them."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -14,18 +13,19 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+
+from labs import monitoring
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "monitoring"
 RULES = MONITORING / "rules" / "netkit-dns.rules.yaml"
 PROMETHEUS_RULE = MONITORING / "prometheusrule.yaml"
 DASHBOARD = MONITORING / "dashboards" / "netkit-dns.json"
-GENERATE = MONITORING / "generate.py"
+GENERATE = MONITORING / "generate.py"  # runs labs.monitoring
 PROMTOOL_TESTS = ROOT / "tests" / "promtool" / "netkit-dns.test.yaml"
 DOCS = ROOT / "docs" / "dns.md"
 
@@ -60,15 +60,6 @@ def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [promtool(), *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
-
-
-def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("netkit_monitoring_generate", GENERATE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def rules() -> list[Json]:
@@ -261,7 +252,7 @@ def test_rules_name_only_exported_metrics() -> None:
 
 # -- generated files ------------------------------------------------------------------------------
 def test_generated_files_are_up_to_date() -> None:
-    rendered = load_generator().render()
+    rendered = monitoring.render()
     assert set(rendered) == {PROMETHEUS_RULE, DASHBOARD}
     for path, text in rendered.items():
         assert path.is_file(), f"{path} missing: run .venv/bin/python deploy/monitoring/generate.py"
@@ -281,7 +272,7 @@ def test_prometheus_rule_holds_the_rules_file() -> None:
 
 
 def test_generator_takes_the_objective_from_the_rules() -> None:
-    gen = load_generator()
+    gen = monitoring
     changed = RULES.read_text().replace("0.99999", "0.9995")
     board = json.loads(gen.render(changed)[DASHBOARD])
     text = json.dumps(board)
@@ -434,3 +425,10 @@ def test_kustomize_build_with_the_monitoring_components(tmp_path: Path) -> None:
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert cm["data"] == {"netkit-dns.json": DASHBOARD.read_text()}
     assert ("ServiceMonitor", "netkit-dns") in built
+
+
+def test_the_generator_script_finds_the_files_up_to_date() -> None:
+    r = subprocess.run(
+        [sys.executable, str(GENERATE), "--check"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
