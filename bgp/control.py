@@ -37,6 +37,7 @@ from bgp.core.speakerstate import (
     parse_frr_routes,
 )
 from netkit.base.fields import Errors, int_in, unknown_keys
+from netkit.base.netns import netns_exec
 
 __all__ = ["BirdControl", "ControlError", "FrrControl", "SpeakersFile", "load_speakers"]
 
@@ -52,7 +53,7 @@ class _Runner:
     timeout: float = 15.0
 
     def run(self, argv: Sequence[str], stdin: str | None = None) -> str:
-        cmd = [*(["ip", "netns", "exec", self.netns] if self.netns else []), *argv]
+        cmd = netns_exec(self.netns, argv)
         try:
             r = subprocess.run(
                 cmd, input=stdin, capture_output=True, text=True, timeout=self.timeout, check=False

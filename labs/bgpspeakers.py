@@ -51,6 +51,7 @@ from bgp.core.render.gobgp import gobgp_announce_commands, gobgp_withdraw_comman
 from bgp.core.speakerstate import PathInfo, parse_gobgp_neighbors, parse_gobgp_rib
 from labs.dnspeers import DaemonError, live_group_members, require_binary
 from labs.runid import free_port
+from netkit.base.netns import netns_exec
 
 __all__ = [
     "BgpSpeaker",
@@ -268,7 +269,7 @@ class BgpSpeaker(ABC):
     def _spawn(self, argv: Sequence[str], output: Path) -> subprocess.Popen[bytes]:
         with open(output, "ab") as out:
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.netns, *argv],  # ip execs the command: same PID
+                netns_exec(self.netns, argv),  # ip execs the command: same PID
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -281,7 +282,7 @@ class BgpSpeaker(ABC):
 
     def _run(self, argv: Sequence[str], timeout: float = 15.0, check: bool = True) -> str:
         """Run a control command in the namespace; return stdout, raise DaemonError on failure."""
-        cmd = ["ip", "netns", "exec", self.netns, *argv]
+        cmd = netns_exec(self.netns, argv)
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as e:

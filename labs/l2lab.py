@@ -24,6 +24,7 @@ from types import TracebackType
 from pyroute2 import IPRoute, netns
 
 from labs.runid import new_run_id
+from netkit.base.netns import netns_exec
 
 UNDERLAY_NET = "198.18.0"
 
@@ -137,7 +138,7 @@ class L2Lab:
 
     def ping(self, src: str, dst_ip: str, timeout: int = 1) -> bool:
         """One ping from pod ``src`` to ``dst_ip``."""
-        cmd = ["ip", "netns", "exec", self.pods[src].netns, "ping", "-c1", "-n", f"-W{timeout}", dst_ip]
+        cmd = netns_exec(self.pods[src].netns, ["ping", "-c1", "-n", f"-W{timeout}", dst_ip])
         return subprocess.run(cmd, capture_output=True, timeout=timeout + 10, check=False).returncode == 0
 
     def close(self) -> None:

@@ -32,10 +32,10 @@ from typing import Any
 import yaml
 
 from labs.l2lab import L2Lab
+from netkit.base.netns import in_netns
 from netkit.l2.agent import reconcile_once
 from netkit.l2.core.model import L2Network, load_networks
 from netkit.l2.kernel import Kernel
-from netkit.l2.netlink import in_netns
 
 ETH_P_ALL = 0x0003
 ETH_P_IP, ETH_P_ARP, ETH_P_8021Q = 0x0800, 0x0806, 0x8100

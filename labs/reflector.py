@@ -32,6 +32,7 @@ from typing import Any, Self
 from bgp.reflector.core.config import ReflectorConfig, load_config
 from bgp.reflector.process import MARKER
 from labs.dnspeers import DaemonError, live_group_members
+from netkit.base.netns import netns_exec
 
 __all__ = ["NetkitReflector"]
 
@@ -213,7 +214,7 @@ class NetkitReflector:
         assert self.cfg.metrics is not None
         url = f"http://{self.cfg.metrics}{path}"
         r = subprocess.run(
-            ["ip", "netns", "exec", self.netns, self.python, "-c", _FETCH, url],
+            netns_exec(self.netns, [self.python, "-c", _FETCH, url]),
             capture_output=True,
             text=True,
             timeout=15,

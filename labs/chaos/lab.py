@@ -23,7 +23,6 @@ by PID, kills whatever else is still inside our namespaces, and deletes the name
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -31,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -55,6 +53,7 @@ from labs.dnspeers import (
     Zone,
     require_binary,
 )
+from netkit.base.netns import in_netns, netns_exec
 
 SYSTEMS = ("netkit", "unbound", "dnsmasq")
 UPSTREAM_NAMES = ("up1", "up2", "up3")
@@ -145,10 +144,6 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return res
 
 
-def netns_exec(ns: str, cmd: Sequence[str]) -> list[str]:
-    return [ip_binary(), "netns", "exec", ns, *cmd]
-
-
 def netns_list() -> list[str]:
     out = ip("netns", "list", check=False).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
@@ -157,39 +152,6 @@ def netns_list() -> list[str]:
 def netns_pids(ns: str) -> list[int]:
     out = ip("netns", "pids", ns, check=False).stdout
     return [int(p) for p in out.split() if p.isdigit()]
-
-
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def in_netns(ns: str, fn: Callable[[], T]) -> T:
-    """Run ``fn`` on a short-lived thread that entered network namespace ``ns``.
-
-    setns(2) with CLONE_NEWNET switches only the calling thread, so the rest of the process stays
-    where it is, while a socket created by ``fn`` stays in ``ns`` for its whole life.
-    """
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns {ns}: {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-
-    t = threading.Thread(target=run, name=f"netns-{ns}")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
 
 
 def ns_socket(ns: str, kind: int = socket.SOCK_DGRAM) -> socket.socket:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from netkit.base.netns import netns_exec
 from netkit.l2 import filter as underlay
 from netkit.l2.core.model import L2Network
 from netkit.l2.core.plan import (
@@ -188,7 +189,7 @@ def ping_probe(target: str, netns: str | None = None, timeout: float = 1.0) -> P
         raise FileNotFoundError("ping not found (Debian package iputils-ping)")
     cmd = [ping, "-c1", "-n", f"-W{max(1, round(timeout))}", ip]
     if ns:
-        cmd = [shutil.which("ip") or "ip", "netns", "exec", ns, *cmd]
+        cmd = netns_exec(ns, cmd)
 
     def check() -> bool:
         res = subprocess.run(cmd, capture_output=True, timeout=timeout + 5, check=False)

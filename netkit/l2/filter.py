@@ -40,6 +40,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
+from netkit.base.netns import netns_exec
 from netkit.l2.core.model import L2Network, Member
 from netkit.l2.core.plan import Plan
 
@@ -116,7 +117,7 @@ def _nft(netns: str | None, *args: str, stdin: str | None = None) -> subprocess.
         )
     cmd = [nft, *args]
     if netns is not None:
-        cmd = [shutil.which("ip") or "ip", "netns", "exec", netns, *cmd]
+        cmd = netns_exec(netns, cmd)
     return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60, check=False)
 
 

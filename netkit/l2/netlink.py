@@ -26,16 +26,16 @@ device, FDB/neighbour entries) need an index.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import select
 import socket
 import struct
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from netkit.base.netns import in_netns
 
 # netlink
 NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
@@ -50,7 +50,6 @@ NLMSGERR_ATTR_MSG = 1
 SOL_NETLINK = 270
 NETLINK_CAP_ACK, NETLINK_EXT_ACK = 10, 11
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
-CLONE_NEWNET = 0x40000000
 
 # rtnetlink
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
@@ -112,41 +111,6 @@ class DumpInterrupted(RuntimeError):
 # ------------------------------------------------------------------------------------------
 
 T = TypeVar("T")
-
-
-def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
-    """Run ``fn`` on a short-lived thread that has joined ``/run/netns/<netns>``.
-
-    A socket keeps the namespace it was created in, so sockets made by ``fn`` work in that
-    namespace from any thread; the calling thread's namespace never changes. (Python 3.11 has no
-    ``os.setns``: libc's, through ctypes.)
-    """
-    if netns is None:
-        return fn()
-    path = f"/run/netns/{netns}"
-    out: list[T] = []
-    err: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                libc = ctypes.CDLL(None, use_errno=True)
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, f"setns({path}): {os.strerror(code)}")
-            finally:
-                os.close(fd)
-            out.append(fn())
-        except BaseException as exc:
-            err.append(exc)
-
-    t = threading.Thread(target=run, name=f"netns-{netns}", daemon=True)
-    t.start()
-    t.join()
-    if err:
-        raise err[0]
-    return out[0]
 
 
 def _bufsize(sock: socket.socket, force: int, plain: int, size: int) -> None:
