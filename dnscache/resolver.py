@@ -34,7 +34,7 @@ from dnscache.core.wire import (
     name_to_wire,
     read_name,
 )
-from dnscache.transport import Exchange, UdpExchange, exchange_tcp, exchange_udp
+from dnscache.transport import Exchange, Handle, SocketTransport, Transport, exchange
 from netkit.base.addr import HostPort
 
 log = logging.getLogger("netkit.dns")
@@ -72,7 +72,7 @@ class Flight:
             self.pool, resolver.attempt_policy, resolver.budget, resolver.rng, resolver.clock()
         )
         self.answer: Exchange | None = None
-        self.exchanges: dict[int, UdpExchange | asyncio.Task[Exchange]] = {}  # by attempt
+        self.exchanges: dict[int, Handle] = {}  # by attempt
         self.timer: asyncio.TimerHandle | None = None
         self.started_at = resolver.clock()
 
@@ -93,33 +93,18 @@ class Flight:
                 cd=self.variant.cd,
                 do=self.variant.do,
             )
-            slot = send.attempt
             r.flights.add(self)
-            if send.tcp:
-                task = self.loop.create_task(
-                    exchange_tcp(
-                        send.upstream,
-                        query,
-                        wire_name,
-                        self.qtype,
-                        self.qclass,
-                        send.timeout,
-                        r.stats,
-                        r.cfg.dns0x20,
-                    )
-                )
-                task.add_done_callback(functools.partial(self._on_task_done, send))
-                self.exchanges[slot] = task
-            else:
-                on_done = functools.partial(self._on_result, send)
-                self.exchanges[slot] = UdpExchange(
-                    self.loop, send.upstream, query, wire_name, self.qtype, self.qclass, send.timeout,
-                    r.stats, on_done, r.cfg.dns0x20,
-                )  # fmt: skip
-
-    def _on_task_done(self, send: Send, task: asyncio.Task[Exchange]) -> None:
-        if not task.cancelled():
-            self._on_result(send, task.result())
+            self.exchanges[send.attempt] = r.transport.send(
+                send.upstream,
+                query,
+                wire_name,
+                self.qtype,
+                self.qclass,
+                send.timeout,
+                tcp=send.tcp,
+                case_exact=r.cfg.dns0x20,
+                on_done=functools.partial(self._on_result, send),
+            )
 
     def _on_result(self, send: Send, ex: Exchange) -> None:
         self.exchanges.pop(send.attempt, None)
@@ -160,10 +145,7 @@ class Flight:
         if self.timer is not None:
             self.timer.cancel()
         for ex in list(self.exchanges.values()):
-            if isinstance(ex, UdpExchange):
-                ex.close()
-            else:
-                ex.cancel()
+            ex.cancel()
         self.exchanges.clear()
         if not self.future.done():
             self.future.cancel()
@@ -177,9 +159,11 @@ class Resolver:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.cfg = cfg
         self.stats = stats
+        self.transport: Transport = transport or SocketTransport(stats)
         self.clock = clock
         self.rng = rng or random.SystemRandom()
         self.cache = Cache(cfg.cache_size, cfg.cache_bytes)
@@ -320,8 +304,8 @@ class Resolver:
         qname_wire, (qtype, qclass) = question[:-4], struct.unpack("!HH", question[-4:])
         query = build_query(self.rng.getrandbits(16), qname_wire, qtype, qclass)
         start = self.clock()
-        ex = await exchange_udp(
-            upstream, query, qname_wire, qtype, qclass, self.cfg.attempt_timeout, self.stats
+        ex = await exchange(
+            self.transport, upstream, query, qname_wire, qtype, qclass, self.cfg.attempt_timeout
         )
         pool.probe_done(upstream, ex.outcome, self.clock() - start, self.clock())
 

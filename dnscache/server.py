@@ -44,6 +44,7 @@ from dnscache.core.wire import (
     question_end,
 )
 from dnscache.resolver import Resolver
+from dnscache.transport import Transport
 from netkit.base.addr import HostPort
 
 log = logging.getLogger("netkit.dns")
@@ -108,11 +109,12 @@ class DnsServer:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         reuse_port: bool = False,
+        upstream_transport: Transport | None = None,
     ) -> None:
         self.cfg = cfg
         self.stats = stats or Stats()
         self.clock = clock
-        self.resolver = Resolver(cfg, self.stats, clock=clock, rng=rng)
+        self.resolver = Resolver(cfg, self.stats, clock=clock, rng=rng, transport=upstream_transport)
         self.reuse_port = reuse_port
         self.ready = False
         self._transports: list[asyncio.DatagramTransport] = []

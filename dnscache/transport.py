@@ -13,6 +13,7 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from dnscache.core.stats import Stats
 from dnscache.core.upstreams import Outcome
@@ -147,6 +148,10 @@ class UdpExchange:
         if self.close():
             self._on_done(result)
 
+    def cancel(self) -> None:
+        """Give up on it without a result (``Handle``)."""
+        self.close()
+
     def close(self) -> bool:
         """Stop listening; True if this call ended the exchange."""
         if self._done:
@@ -157,30 +162,6 @@ class UdpExchange:
         if self._timer is not None:
             self._timer.cancel()
         return True
-
-
-async def exchange_udp(
-    upstream: HostPort,
-    query: bytes,
-    qname_wire: bytes,
-    qtype: int,
-    qclass: int,
-    timeout: float,
-    stats: Stats,
-    case_exact: bool = False,
-) -> Exchange:
-    loop = asyncio.get_running_loop()
-    result: asyncio.Future[Exchange] = loop.create_future()
-
-    def deliver(outcome: Exchange) -> None:
-        if not result.done():
-            result.set_result(outcome)
-
-    ex = UdpExchange(loop, upstream, query, qname_wire, qtype, qclass, timeout, stats, deliver, case_exact)
-    try:
-        return await result
-    finally:
-        ex.close()
 
 
 async def exchange_tcp(
@@ -214,3 +195,93 @@ async def exchange_tcp(
     finally:
         if writer is not None:
             writer.close()
+
+
+class Handle(Protocol):
+    """An exchange under way: ``cancel`` ends it without calling back."""
+
+    def cancel(self) -> object: ...
+
+
+class Transport(Protocol):
+    """How the resolver reaches upstreams (as httpx's ``transport=``): send one query over UDP or
+    TCP; ``on_done`` is called on the loop with the ``Exchange`` once, unless cancelled. Tests
+    give the resolver one that answers from memory; ``SocketTransport`` is the real one."""
+
+    def send(
+        self,
+        upstream: HostPort,
+        query: bytes,
+        qname_wire: bytes,
+        qtype: int,
+        qclass: int,
+        timeout: float,
+        *,
+        tcp: bool,
+        case_exact: bool,
+        on_done: Callable[[Exchange], None],
+    ) -> Handle: ...
+
+
+class SocketTransport:
+    """UDP through ``UdpExchange`` (callbacks, no task), TCP through ``exchange_tcp`` (a task)."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+
+    def send(
+        self,
+        upstream: HostPort,
+        query: bytes,
+        qname_wire: bytes,
+        qtype: int,
+        qclass: int,
+        timeout: float,
+        *,
+        tcp: bool,
+        case_exact: bool,
+        on_done: Callable[[Exchange], None],
+    ) -> Handle:
+        loop = asyncio.get_running_loop()
+        if not tcp:
+            return UdpExchange(
+                loop, upstream, query, qname_wire, qtype, qclass, timeout, self.stats, on_done, case_exact
+            )
+        task = loop.create_task(
+            exchange_tcp(upstream, query, qname_wire, qtype, qclass, timeout, self.stats, case_exact)
+        )
+
+        def done(t: asyncio.Task[Exchange]) -> None:
+            if not t.cancelled():
+                on_done(t.result())
+
+        task.add_done_callback(done)
+        return task
+
+
+async def exchange(
+    transport: Transport,
+    upstream: HostPort,
+    query: bytes,
+    qname_wire: bytes,
+    qtype: int,
+    qclass: int,
+    timeout: float,
+    *,
+    tcp: bool = False,
+    case_exact: bool = False,
+) -> Exchange:
+    """One exchange over ``transport``, awaited (health probes)."""
+    result: asyncio.Future[Exchange] = asyncio.get_running_loop().create_future()
+
+    def deliver(ex: Exchange) -> None:
+        if not result.done():
+            result.set_result(ex)
+
+    handle = transport.send(
+        upstream, query, qname_wire, qtype, qclass, timeout, tcp=tcp, case_exact=case_exact, on_done=deliver
+    )
+    try:
+        return await result
+    finally:
+        handle.cancel()
