@@ -18,7 +18,8 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from dnscache.bind import kernel_sockets, make_socket, refuse_shared
 from dnscache.core.cache import HITS, HOT, REFERENCED, cache_key, variant_byte
@@ -164,6 +165,10 @@ class DnsServer:
             loop.create_task(self._sweep_forever()),
         ]
         self.ready = True
+
+    def run_alongside(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` while the server serves; it is cancelled when the server stops."""
+        self._housekeeping.append(asyncio.get_running_loop().create_task(coro))
 
     async def drain(self, timeout: float) -> None:
         """Stop taking queries, answer the ones in flight (up to ``timeout``), then stop.

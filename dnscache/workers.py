@@ -35,8 +35,7 @@ from dnscache import handover
 from dnscache.bind import Listeners, bind_exclusive
 from dnscache.core.config import ServeConfig
 from dnscache.metrics import MetricsServer, Snapshot, merge_snapshots
-from dnscache.runner import Control, Supervised, event_loop_policy, serve
-from dnscache.server import DnsServer
+from dnscache.runner import Control, DnsService, Supervised, event_loop_policy, serve
 
 log = logging.getLogger("netkit.dns")
 
@@ -50,14 +49,13 @@ def _worker_main(
 ) -> int:
     event_loop_policy()
 
-    def on_started(server: DnsServer) -> None:
+    def on_started(service: DnsService) -> None:
         async def report() -> None:
             while True:
-                link.send({"snapshot": server.snapshot()})
+                link.send({"snapshot": service.server.snapshot()})
                 await asyncio.sleep(REPORT_INTERVAL)
 
-        task = asyncio.get_running_loop().create_task(report())
-        server._housekeeping.append(task)
+        service.server.run_alongside(report())
 
     try:
         asyncio.run(
