@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = ("README.md", "docs/*.md", "deploy/README.md")
-_COMMAND = re.compile(r"^(netkit|python -m netkit\.uml|python -m bgp\.reflector) ")
+_COMMAND = re.compile(r"^(netkit|python -m labs\.uml|python -m bgp\.reflector) ")
 _PLACEHOLDER = re.compile(r"^(-[-\w]+=)?[A-Z][A-Z0-9_:\[\].]*$")  # FILE, ADDR:PORT, CMD, --x=N
 
 
@@ -85,7 +85,7 @@ def from_markdown(path: Path) -> list[Documented]:
                 found.append(Documented(s, f"{rel}:{n}", classify(s)))
             j += 1
     for n, line in enumerate(lines, 1):
-        for m in re.finditer(r"`((?:netkit|python -m netkit\.uml) [^`]+)`", line):
+        for m in re.finditer(r"`((?:netkit|python -m labs\.uml) [^`]+)`", line):
             if m.group(1).startswith(("netkit_", "netkit/", "netkit.", "netkit-", "netkit:")):
                 continue
             found.append(Documented(m.group(1), f"{rel}:{n}", classify(m.group(1))))
