@@ -31,8 +31,6 @@ raises RuntimeError naming the Debian package (never a skip).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
 import time
@@ -49,9 +47,10 @@ from bgp.core.render.bird import render_bird
 from bgp.core.render.frr import render_frr
 from bgp.core.render.gobgp import gobgp_announce_commands, gobgp_withdraw_commands, render_gobgp
 from bgp.core.speakerstate import PathInfo, parse_gobgp_neighbors, parse_gobgp_rib
-from labs.dnspeers import DaemonError, live_group_members, require_binary
+from labs.dnspeers import DaemonError, require_binary
 from labs.runid import free_port
 from netkit.base.netns import netns_exec
+from netkit.base.process import ManagedProcess
 
 __all__ = [
     "BgpSpeaker",
@@ -145,7 +144,7 @@ class BgpSpeaker(ABC):
         self.cfg = cfg
         self.start_timeout = start_timeout
         self.dir = Path(workdir) / f"{self.kind}-{cfg.node}"
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self._procs: list[ManagedProcess] = []
         self._names: dict[int, str] = {}  # pid -> daemon name, for messages
 
     # -- subclass hooks ----------------------------------------------------------------------
@@ -175,7 +174,7 @@ class BgpSpeaker(ABC):
     @property
     def running(self) -> bool:
         """Whether every daemon this speaker started is alive."""
-        return bool(self._procs) and all(p.poll() is None for p in self._procs)
+        return bool(self._procs) and all(p.running for p in self._procs)
 
     @property
     def pids(self) -> list[int]:
@@ -196,26 +195,17 @@ class BgpSpeaker(ABC):
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM every daemon (last started first), SIGKILL after ``timeout`` s; reap. Idempotent."""
-        for proc in reversed(self._procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout)
-        self.kill()
+        procs, self._procs = self._procs, []
+        for proc in reversed(procs):
+            proc.stop(timeout)
 
     def kill(self) -> None:
         """SIGKILL every daemon at once, as a crash would (routes it put in the kernel stay)."""
         procs, self._procs = self._procs, []
         for proc in procs:
-            # each daemon leads its own process group; the id stays reserved while any member lives
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            proc.signal_group(signal.SIGKILL)
         for proc in procs:
-            proc.wait()
-            deadline = time.monotonic() + 2.0
-            while live_group_members(proc.pid) and time.monotonic() < deadline:
-                time.sleep(0.01)
+            proc.kill()
 
     def apply(self, new: SpeakerConfig) -> None:
         """Reconfigure the running speaker to ``new`` without restarting it."""
@@ -266,16 +256,8 @@ class BgpSpeaker(ABC):
             raise ValueError(f"socket path too long for AF_UNIX ({len(str(path))} bytes): {path}")
         return path
 
-    def _spawn(self, argv: Sequence[str], output: Path) -> subprocess.Popen[bytes]:
-        with open(output, "ab") as out:
-            proc = subprocess.Popen(
-                netns_exec(self.netns, argv),  # ip execs the command: same PID
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.dir,
-                start_new_session=True,
-            )
+    def _spawn(self, argv: Sequence[str], output: Path) -> ManagedProcess:
+        proc = ManagedProcess(argv, output, netns=self.netns, cwd=self.dir)
         self._procs.append(proc)
         self._names[proc.pid] = Path(argv[0]).name
         return proc
@@ -298,7 +280,7 @@ class BgpSpeaker(ABC):
         deadline = time.monotonic() + self.start_timeout
         while True:
             for proc in self._procs:
-                if proc.poll() is not None:
+                if proc.returncode is not None:
                     raise DaemonError(
                         f"{self.kind} for {self.cfg.node}: {self._names[proc.pid]} exited with status "
                         f"{proc.returncode} during start-up\n{self.log_tail()}"
@@ -539,7 +521,7 @@ class GoBgpSpeaker(BgpSpeaker):
         """Write ``cfg``'s TOML, SIGHUP gobgpd, wait until its neighbours are exactly ``cfg``'s."""
         self.conf_path.write_text(render_gobgp(cfg))
         check_gobgp_config(self.conf_path)
-        os.kill(self._procs[0].pid, signal.SIGHUP)
+        self._procs[0].signal_leader(signal.SIGHUP)
         want = {n.address for n in cfg.neighbors}
         wait_for(lambda: set(self._neighbors()) == want, 10.0, f"{cfg.node}: gobgpd reloaded neighbours")
 

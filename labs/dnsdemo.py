@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -23,6 +21,7 @@ import dns.rcode
 
 from labs.dnspeers import NsdServer, Record, UnboundForwarder, generate_zone
 from labs.runid import RunDir, free_port
+from netkit.base.process import ManagedProcess
 
 
 def say(text: str = "") -> None:
@@ -65,26 +64,17 @@ def upstream_health(mport: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def netkit_serve(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "netkit.cli", "dns", "serve", *args], stdout=out, stderr=out
-        )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+def netkit_serve(args: list[str], log: Path) -> Iterator[ManagedProcess]:
+    proc = ManagedProcess([sys.executable, "-m", "netkit.cli", "dns", "serve", *args], log)
+    try:
+        yield proc
+    finally:
+        proc.stop(10.0, group=False)
 
 
-def wait_until_answering(server: tuple[str, int], proc: subprocess.Popen[bytes], log: Path) -> None:
+def wait_until_answering(server: tuple[str, int], proc: ManagedProcess, log: Path) -> None:
     for _ in range(100):
-        if proc.poll() is not None:
+        if proc.returncode is not None:
             raise RuntimeError(f"netkit dns serve exited with {proc.returncode}:\n{log.read_text()}")
         with contextlib.suppress(Exception):
             if ask(server, "h0.demo.test", timeout=0.2)[0] == "NOERROR":

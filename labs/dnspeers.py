@@ -16,7 +16,6 @@ A missing binary raises :class:`RuntimeError` naming the Debian package (never a
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import random
@@ -41,6 +40,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from labs.runid import free_port, make_run_dir
+from netkit.base.process import ManagedProcess, ProcessError, live_group_members
 
 __all__ = [
     "DaemonError",
@@ -193,7 +193,7 @@ def generate_zone(
 # --------------------------------------------------------------------------------------------
 
 
-class DaemonError(RuntimeError):
+class DaemonError(ProcessError):
     """A daemon failed to start or become ready; the message carries the tail of its logs."""
 
 
@@ -203,23 +203,6 @@ def _tail(path: Path, lines: int) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
-
-
-def live_group_members(pgid: int) -> list[int]:
-    """PIDs of the non-zombie processes in process group ``pgid`` (Linux ``/proc``)."""
-    pids = []
-    with os.scandir("/proc") as it:
-        for entry in it:
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue  # exited meanwhile
-            state, _ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
-            if int(pgrp) == pgid and state not in ("Z", "X"):
-                pids.append(int(entry.name))
-    return pids
 
 
 def _check_bindable(address: Address, label: str) -> None:
@@ -263,7 +246,7 @@ class DnsDaemon(ABC):
         self._root: Path | None = None if workdir is None else Path(workdir)
         self._own_root = workdir is None
         self.start_timeout = start_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: ManagedProcess | None = None
         self._paused = False
 
     # -- subclass hooks ----------------------------------------------------------------------
@@ -310,7 +293,7 @@ class DnsDaemon(ABC):
     @property
     def running(self) -> bool:
         """Whether the daemon process exists (it may be paused)."""
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc is not None and self._proc.running
 
     @property
     def paused(self) -> bool:
@@ -332,15 +315,8 @@ class DnsDaemon(ABC):
         _check_bindable(self._address, f"{self.kind} on {self._fmt_addr()}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_config()
-        with open(self.output_path, "ab") as out:
-            self._proc = subprocess.Popen(
-                self._command(exe),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                start_new_session=True,  # own process group: signals reach its workers only
-            )
+        # own process group: signals reach its workers only
+        self._proc = ManagedProcess(self._command(exe), self.output_path, cwd=self.workdir)
         self._paused = False
         try:
             self._wait_ready(self.start_timeout)
@@ -351,15 +327,10 @@ class DnsDaemon(ABC):
 
     def stop(self, timeout: float = 3.0) -> None:
         """SIGTERM the daemon's process group, SIGKILL it after ``timeout`` s; reap it. Idempotent."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            self._signal(signal.SIGTERM)
-            self._signal(signal.SIGCONT)  # a paused daemon must run to handle SIGTERM
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout)
-        self._kill_and_reap()
+        if self._proc is not None:
+            self._proc.stop(timeout)
+            self._proc = None
+            self._paused = False
 
     def kill(self) -> None:
         """SIGKILL the daemon (and its workers) at once, as a crash would; reap it."""
@@ -438,25 +409,14 @@ class DnsDaemon(ABC):
             raise RuntimeError(f"{self.kind} on {self._fmt_addr()} is not running")
 
     def _signal(self, sig: signal.Signals) -> None:
-        # The daemon leads its own process group (start_new_session), so its PID is the group id.
-        # The group id stays reserved while any member lives, so this never hits a stranger.
         assert self._proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._proc.pid, sig)
+        self._proc.signal_group(sig)
 
     def _kill_and_reap(self) -> None:
         assert self._proc is not None
-        pgid = self._proc.pid
-        self._signal(signal.SIGKILL)  # also catches workers that outlived the main process
-        self._proc.wait()
+        self._proc.kill()  # the group: also workers that outlived the main process
         self._proc = None
         self._paused = False
-        # Wait (briefly) until no live worker is left, so that "stopped" means gone. Orphaned
-        # workers end up as zombies of init, which may reap them late (NSD leaves its server
-        # child behind even on SIGTERM); a zombie holds no socket, so it does not count.
-        deadline = time.monotonic() + 2.0
-        while live_group_members(pgid) and time.monotonic() < deadline:
-            time.sleep(0.01)
 
     def _wait_ready(self, timeout: float) -> None:
         assert self._proc is not None
@@ -465,7 +425,7 @@ class DnsDaemon(ABC):
         last = "no response"
         pending = self._probes()
         while True:
-            rc = self._proc.poll()
+            rc = self._proc.returncode
             if rc is not None:
                 raise DaemonError(
                     f"{self.kind} on {self._fmt_addr()} exited with status {rc} during start-up\n"
@@ -483,7 +443,7 @@ class DnsDaemon(ABC):
             else:
                 if self._probe_ok(response):
                     pending.pop(0)
-                    if not pending and self._proc.poll() is None:
+                    if not pending and self._proc.running:
                         return
                     continue
                 last = f"{pending[0].question[0].name}: rcode {dns.rcode.to_text(response.rcode())}"

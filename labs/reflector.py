@@ -31,8 +31,9 @@ from typing import Any, Self
 
 from bgp.reflector.core.config import ReflectorConfig, load_config
 from bgp.reflector.process import MARKER
-from labs.dnspeers import DaemonError, live_group_members
+from labs.dnspeers import DaemonError
 from netkit.base.netns import netns_exec
+from netkit.base.process import ManagedProcess
 
 __all__ = ["NetkitReflector"]
 
@@ -67,7 +68,7 @@ class NetkitReflector:
         self.dir = Path(workdir) / f"netkit-{self.name}"
         self.start_timeout = start_timeout
         self.python = python
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: ManagedProcess | None = None
         self._api_pid: int | None = None
 
     # -- files ---------------------------------------------------------------------------------
@@ -95,7 +96,7 @@ class NetkitReflector:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc is not None and self._proc.running
 
     @property
     def pids(self) -> list[int]:
@@ -111,26 +112,14 @@ class NetkitReflector:
         marker = self.state_dir / MARKER
         marker.unlink(missing_ok=True)
         argv = [
-            "ip",
-            "netns",
-            "exec",
-            self.netns,
-            self.python,
-            "-m",
-            "bgp.reflector",
-            "--config",
-            str(self.config_path),
-            "--state-dir",
-            str(self.state_dir),
-        ]
-        with open(self.out_path, "ab") as out:
-            self._proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            self.python, "-m", "bgp.reflector",
+            "--config", str(self.config_path), "--state-dir", str(self.state_dir),
+        ]  # fmt: skip
+        self._proc = ManagedProcess(argv, self.out_path, netns=self.netns)
         deadline = time.monotonic() + self.start_timeout
         try:
             while True:
-                if self._proc.poll() is not None:
+                if self._proc.returncode is not None:
                     raise DaemonError(
                         f"netkit reflector {self.name} exited with status {self._proc.returncode} "
                         f"during start-up\n{self.log_tail()}"
@@ -151,12 +140,8 @@ class NetkitReflector:
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM (ExaBGP closes its sessions with a NOTIFICATION), SIGKILL after ``timeout``."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout)
+        if self._proc is not None:
+            self._proc.stop(timeout)
         self.kill()
 
     def kill(self) -> None:
@@ -164,16 +149,12 @@ class NetkitReflector:
         proc, self._proc = self._proc, None
         api, self._api_pid = self._api_process(), None
         if proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            proc.signal_group(signal.SIGKILL)
         if api is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(api, signal.SIGKILL)
         if proc is not None:
-            proc.wait()
-            deadline = time.monotonic() + 2.0
-            while live_group_members(proc.pid) and time.monotonic() < deadline:
-                time.sleep(0.01)
+            proc.kill()
         if api is not None:
             deadline = time.monotonic() + 2.0
             while _alive(api) and time.monotonic() < deadline:

@@ -34,7 +34,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import dns.exception
 import dns.message
@@ -54,6 +54,7 @@ from labs.dnspeers import (
     require_binary,
 )
 from netkit.base.netns import in_netns, netns_exec
+from netkit.base.process import ManagedProcess
 
 SYSTEMS = ("netkit", "unbound", "dnsmasq")
 UPSTREAM_NAMES = ("up1", "up2", "up3")
@@ -209,15 +210,7 @@ def _ns_start(d: DnsDaemon, ns: str, ready: Callable[[], str | None] | None = No
     exe = require_binary(d.binary)
     d.workdir.mkdir(parents=True, exist_ok=True)
     d._write_config()
-    with open(d.output_path, "ab") as out:
-        d._proc = subprocess.Popen(
-            d._command(exe),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=d.workdir,
-            start_new_session=True,
-        )
+    d._proc = ManagedProcess(d._command(exe), d.output_path, cwd=d.workdir)
     d._paused = False
     host, port = d.address
 
@@ -231,20 +224,8 @@ def _ns_start(d: DnsDaemon, ns: str, ready: Callable[[], str | None] | None = No
                 return f"{q.question[0].name}: rcode {dns.rcode.to_text(r.rcode())}"
         return None
 
-    check = ready or probe
-    deadline = time.monotonic() + d.start_timeout
     try:
-        while True:
-            rc = d._proc.poll()
-            if rc is not None:
-                raise DaemonError(f"{d.kind} in {ns} exited with status {rc} during start-up\n{d.log_tail()}")
-            reason = check()
-            if reason is None:
-                return
-            if time.monotonic() > deadline:
-                raise DaemonError(f"{d.kind} in {ns} not ready after {d.start_timeout:.0f} s ({reason})\n"
-                                  + d.log_tail())  # fmt: skip
-            time.sleep(0.05)
+        d._proc.wait_ready(ready or probe, d.start_timeout, f"{d.kind} in {ns}", d.log_tail, DaemonError)
     except BaseException:
         d.kill()
         raise
@@ -387,7 +368,7 @@ class NsNetkit(DnsDaemon):
         self.upstreams = list(upstreams)
         self.extra_args = list(extra_args)
         self.successors: list[int] = []  # PIDs started by handovers (own sessions, not our children)
-        self._surge: list[subprocess.Popen[bytes]] = []  # takeover processes (our children)
+        self._surge: list[ManagedProcess] = []  # takeover processes (our children)
 
     @property
     def control_path(self) -> Path:
@@ -456,13 +437,11 @@ class NsNetkit(DnsDaemon):
         ready = self.workdir / f"ready-{len(self.successors) + 1}"
         ready.unlink(missing_ok=True)
         cmd = [*self._command(self.binary), "--takeover", "true", "--ready-file", str(ready)]
-        with open(self.output_path, "ab") as out:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=self.workdir, start_new_session=True)  # fmt: skip
+        proc = ManagedProcess(cmd, self.output_path, cwd=self.workdir)
         self._surge.append(proc)
         deadline = time.monotonic() + timeout
         while not ready.exists():
-            if proc.poll() is not None:
+            if proc.returncode is not None:
                 raise RuntimeError(f"the new netkit exited with status {proc.returncode} before serving")
             if time.monotonic() > deadline:
                 proc.kill()
@@ -499,14 +478,11 @@ class NsNetkit(DnsDaemon):
     def _terminate(self, pid: int | None) -> None:
         if pid is None:
             return
-        if self._proc is not None and pid == self._proc.pid:
-            self._proc.terminate()
-            self._proc.wait(10)
+        ours = [p for p in [self._proc, *self._surge] if p is not None and p.pid == pid]
+        if ours:  # SIGTERM to the process alone, as kubelet sends it; then its group is reaped
+            ours[0].stop(10.0, group=False)
             return
-        terminate_pid(pid, str(self.control_path), timeout=10.0)
-        for proc in self._surge:
-            if proc.pid == pid:
-                proc.wait(5)
+        terminate_pid(pid, str(self.control_path), timeout=10.0)  # a handover's: not our child
 
     def metrics(self) -> dict[str, float]:
         status, body = ns_http_get(self.netns, NODE_LOCAL, METRICS_PORT, "/metrics", timeout=3.0)
@@ -525,8 +501,7 @@ class NsNetkit(DnsDaemon):
         for pid in self.successors:
             terminate_pid(pid, str(self.control_path))
         for proc in self._surge:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(5)
+            proc.stop(5.0, group=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,39 +516,18 @@ class NsProcess:
         self.name = name
         self.netns = netns
         self.log = log
-        self._log_file: IO[bytes] = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            netns_exec(netns, argv),
-            stdin=subprocess.PIPE if pipe else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if pipe else self._log_file,
-            stderr=self._log_file,
-            start_new_session=True,
-            cwd=str(log.parent),
-        )
+        self.process = ManagedProcess(argv, log, netns=netns, cwd=log.parent, pipe=pipe)
+        self.proc = self.process.popen  # its pipes, when ``pipe``
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.process.pid
 
     def running(self) -> bool:
-        return self.proc.poll() is None
+        return self.process.running
 
     def stop(self, timeout: float = 5.0) -> int | None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        self._log_file.close()
-        return self.proc.returncode
+        return self.process.stop(timeout)
 
 
 def proxy_command(path: str | Path, command: str, timeout: float = 3.0) -> dict[str, Any]:
