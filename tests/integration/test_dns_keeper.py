@@ -1,7 +1,8 @@
 """``keeper: true``: the resolver runs as a worker under a process that holds its sockets (what
 ``deploy/dnscache`` runs). A worker that crashes (SIGKILL) is forked again at once on the same
 sockets; ``netkit dns restart`` re-executes the keeper on them. Under 2,000 queries a second,
-each with one chance and a 1 s deadline: nothing lost, nothing wrong."""
+each with one chance and a 1 s deadline: a re-execution loses nothing; a SIGKILL loses at most
+the query the worker had in its hands at that instant (what the kernel still queued is kept)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dns.message
+import dns.rcode
 import pytest
 
+from dnscache.bind import SO_RCVBUFFORCE
 from labs.dnspeers import NsdServer
 from labs.runid import RunDir
 from tests.conftest import hp
@@ -54,7 +58,7 @@ def worker_pid(control: str) -> int | None:
         return None
 
 
-def test_a_crashed_worker_loses_nothing(pods: Pods) -> None:
+def test_a_crashed_worker_loses_at_most_the_query_in_its_hands(pods: Pods) -> None:
     keeper, ready = pods.start("pod")
     assert wait_for(ready.exists, timeout=15), pods.log("pod")
     warm(pods.port)
@@ -67,9 +71,45 @@ def test_a_crashed_worker_loses_nothing(pods: Pods) -> None:
             time.sleep(0.7)
     print(f"{load.sent} at {load.rate:.0f}/s over 3 worker crashes: {load.lost} lost, {load.wrong} wrong")
     assert load.rate >= 1900, load.rate
-    assert (load.lost, load.wrong) == (0, 0), (load.sent, load.lost, load.wrong)
+    # A datagram the worker has read and not yet answered dies with it: at most one per kill
+    # (hot names are answered within the read), nothing else.
+    assert load.lost <= 3 and load.wrong == 0, (load.sent, load.lost, load.wrong)
     assert keeper.poll() is None and status(pods.control)["supervisor"] == keeper.pid
     assert pods.log("pod").count("worker died") == 3
+
+
+def test_queries_queued_while_the_worker_is_dead_are_all_answered(pods: Pods) -> None:
+    """The keeper holds the sockets, so what arrives between a worker's death and its successor
+    waits in the kernel's queue: the worker is stopped (it reads nothing), 300 queries are sent,
+    the worker is killed, and its successor answers every one of them."""
+    keeper, ready = pods.start("pod")
+    assert wait_for(ready.exists, timeout=15), pods.log("pod")
+    warm(pods.port)
+    worker = status(pods.control)["pid"]
+    os.kill(worker, signal.SIGSTOP)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)  # 300 answers come at once
+    try:
+        sent: dict[int, dns.message.Message] = {}
+        for i in range(300):
+            q = dns.message.make_query(NAMES[i % len(NAMES)], "A", id=i + 1)
+            client.sendto(q.to_wire(), ("127.0.0.1", pods.port))
+            sent[q.id] = q
+        time.sleep(0.2)
+        os.kill(worker, signal.SIGKILL)
+        client.settimeout(5)
+        while sent:
+            try:
+                data = client.recv(4096)
+            except TimeoutError:
+                raise AssertionError(f"{len(sent)} never answered\n" + pods.log("pod")) from None
+            r = dns.message.from_wire(data)
+            q = sent.pop(r.id, None)
+            assert q is not None and r.rcode() == dns.rcode.NOERROR and r.answer, r
+            assert r.question == q.question
+    finally:
+        client.close()
+    assert status(pods.control)["pid"] != worker and keeper.poll() is None
 
 
 def test_restart_reexecutes_on_the_same_sockets_and_keeps_the_cache(pods: Pods) -> None:
