@@ -1,4 +1,4 @@
-"""Prometheus metrics and the health endpoints (effects).
+"""Prometheus metrics of the cache, and its endpoints (on ``netkit.base.serving``).
 
 Counters live as plain ints in ``Stats``; this collector turns snapshots of them into metric
 families at scrape time, so counting costs the hot path nothing but an integer add. With
@@ -7,20 +7,17 @@ families at scrape time, so counting costs the hot path nothing but an integer a
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from dnscache.core.stats import DURATION_BUCKETS
 from dnscache.core.wire import RCODE_NAMES
 from netkit.base.addr import HostPort
+from netkit.base.serving import EndpointServer
 
 Snapshot = dict[str, Any]
 ALWAYS_EXPORTED_RCODES = (0, 1, 2, 3, 4, 5)  # NOERROR FORMERR SERVFAIL NXDOMAIN NOTIMP REFUSED
@@ -149,75 +146,11 @@ class DnsCollector(Collector):
         yield reqs
 
 
-class MetricsServer:
-    """``/metrics`` (Prometheus text format), ``/health`` (alive) and ``/ready`` (serving)."""
-
-    def __init__(
-        self, address: HostPort, snapshot: Callable[[], Snapshot], ready: Callable[[], bool]
-    ) -> None:
-        self.address = address
-        self.ready = ready
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(DnsCollector(snapshot))
-        self._server: asyncio.Server | None = None
-
-    async def start(self, sock: socket.socket | None = None) -> None:
-        """Listen on the configured address, or on ``sock`` handed over by a previous process."""
-        if sock is not None:
-            self._server = await asyncio.start_server(self._handle, sock=sock)
-        else:
-            try:
-                self._server = await asyncio.start_server(
-                    self._handle, self.address.host, self.address.port, reuse_address=True
-                )
-            except OSError as exc:
-                reason = exc.strerror or str(exc)
-                raise OSError(exc.errno, f"cannot serve metrics on {self.address}: {reason}") from None
-
-    def listening_socket(self) -> socket.socket | None:
-        """A second descriptor of the listening socket, to hand over."""
-        if self._server is None or not self._server.sockets:
-            return None
-        return socket.socket(fileno=os.dup(self._server.sockets[0].fileno()))
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(5):
-                request = await reader.readuntil(b"\r\n\r\n")
-            path = request.split(b" ", 2)[1].split(b"?")[0] if request.count(b" ") >= 2 else b""
-            if path == b"/metrics":
-                status, ctype, body = (
-                    "200 OK",
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    generate_latest(self.registry),
-                )
-            elif path == b"/health":
-                status, ctype, body = "200 OK", "text/plain", b"OK\n"
-            elif path == b"/ready":
-                ok = self.ready()
-                status, ctype, body = (
-                    ("200 OK" if ok else "503 Service Unavailable"),
-                    "text/plain",
-                    (b"OK\n" if ok else b"not ready\n"),
-                )
-            else:
-                status, ctype, body = "404 Not Found", "text/plain", b"try /metrics, /health or /ready\n"
-            head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-            writer.write(head.encode() + b"Connection: close\r\n\r\n" + body)
-            await writer.drain()
-        except (
-            TimeoutError,
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-            ConnectionError,
-            IndexError,
-        ):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+def endpoints(
+    address: HostPort, snapshot: Callable[[], Snapshot], ready: Callable[[], bool]
+) -> EndpointServer:
+    """The cache's ``/metrics`` (``DnsCollector`` over ``snapshot``), ``/healthz`` and ``/readyz``
+    (every listener bound and, with workers, every worker reported in)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DnsCollector(snapshot))
+    return EndpointServer(address, registry, ready)

@@ -19,9 +19,10 @@ from typing import Any
 from dnscache import handover
 from dnscache.bind import Listeners
 from dnscache.core.config import ServeConfig
-from dnscache.metrics import MetricsServer
+from dnscache.metrics import endpoints
 from dnscache.server import DnsServer
 from netkit.base.fields import ConfigError
+from netkit.base.serving import EndpointServer
 
 log = logging.getLogger("netkit.dns")
 
@@ -150,7 +151,7 @@ class DnsService:
         self.inherited = supervised.inherited if supervised is not None else inherited
         self.supervised = supervised
         self.server = DnsServer(cfg, reuse_port=reuse_port)
-        self.metrics: MetricsServer | None = None
+        self.metrics: EndpointServer | None = None
         self.control = Control({"restart": self.restart, "status": self.status, "takeover": self.takeover})
         self.ready_file = ReadyFile(cfg.ready_file)
         self.stopped = asyncio.Event()
@@ -178,7 +179,7 @@ class DnsService:
                     os.unlink(cache_source)
         await server.start(inherited.listeners if inherited is not None else self.listeners)
         if self.with_metrics and cfg.metrics is not None:
-            self.metrics = MetricsServer(cfg.metrics, server.snapshot, lambda: server.ready)
+            self.metrics = endpoints(cfg.metrics, server.snapshot, lambda: server.ready)
             await self.metrics.start(inherited.metrics if inherited is not None else None)
         if self.supervised is not None:  # the supervisor holds the control socket (and unlinks it)
             await self.control.start(None, self.supervised.control)

@@ -34,8 +34,9 @@ from typing import Any
 from dnscache import handover
 from dnscache.bind import Listeners, bind_exclusive
 from dnscache.core.config import ServeConfig
-from dnscache.metrics import MetricsServer, Snapshot, merge_snapshots
+from dnscache.metrics import Snapshot, endpoints, merge_snapshots
 from dnscache.runner import Control, DnsService, Supervised, event_loop_policy, serve
+from netkit.base.serving import EndpointServer
 
 log = logging.getLogger("netkit.dns")
 
@@ -101,7 +102,7 @@ class Supervisor:
         self.stopping = False
         self.handed_over = False  # a successor serves these sockets: do not restart workers
         self.reexec: dict[str, Any] | None = None
-        self.metrics: MetricsServer | None = None
+        self.metrics: EndpointServer | None = None
         self.changed = asyncio.Event()
 
     def spawn(self, index: int) -> int:
@@ -175,7 +176,7 @@ class Supervisor:
         before any worker runs) and keep them running until SIGTERM/SIGINT."""
         loop = asyncio.get_running_loop()
         if self.cfg.metrics is not None:
-            self.metrics = MetricsServer(self.cfg.metrics, self.snapshot, self.ready)
+            self.metrics = endpoints(self.cfg.metrics, self.snapshot, self.ready)
             await self.metrics.start(metrics_socket)
         for i in range(self.cfg.workers):
             self.spawn(i)

@@ -18,7 +18,7 @@ HOST = "127.0.0.1"
 
 class NetkitServer(DnsDaemon):
     """``netkit dns serve`` run as ``python -m netkit.cli`` with this interpreter, in its own group;
-    ready once it answers the SOA of ``probe_origin`` and its ``/ready`` says so."""
+    ready once it answers the SOA of ``probe_origin`` and its ``/readyz`` says so."""
 
     binary = sys.executable
     kind = "netkit"
@@ -66,7 +66,7 @@ class NetkitServer(DnsDaemon):
     def start(self) -> NetkitServer:
         super().start()
         deadline = time.monotonic() + self.start_timeout
-        while not self._http_ok("/ready"):  # with workers: every worker has reported in
+        while not self._http_ok("/readyz"):  # with workers: every worker has reported in
             if time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError(f"netkit never became ready\n{self.log_tail()}")

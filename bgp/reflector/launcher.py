@@ -26,8 +26,8 @@ from types import FrameType
 
 from bgp.reflector.core.config import ReflectorConfig
 from bgp.reflector.core.exabgp_conf import exabgp_environment, render_exabgp_conf
-from bgp.reflector.metrics import check_bindable
 from bgp.reflector.process import CONFIG_ENV, MARKER, STATE_ENV
+from netkit.base.serving import check_bindable
 
 __all__ = ["CONFIG_COPY", "api_command", "exabgp_command", "prepare", "run"]
 

@@ -2,29 +2,25 @@
 
 Counters live as plain ints in the ``Reflector`` and the API process; the collector turns a
 snapshot of them into metric families at scrape time, so counting costs the hot path an integer
-add. Endpoints: ``/metrics``, ``/health`` (the process is alive), ``/ready`` (at least one session
-Established), ``/status`` (JSON: every peer, its state and prefix counts).
+add. Endpoints (on ``netkit.base.serving``): ``/metrics``, ``/healthz`` (the process is alive),
+``/readyz`` (at least one session Established), ``/status`` (JSON: every peer, its state and
+prefix counts).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import socket
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from netkit.base.addr import HostPort
+from netkit.base.serving import EndpointServer, Response
 
-__all__ = ["LATENCY_BUCKETS", "MetricsServer", "ReflectorCollector", "check_bindable"]
-
-log = logging.getLogger("netkit.bgp.reflector")
+__all__ = ["LATENCY_BUCKETS", "ReflectorCollector", "endpoints"]
 
 Snapshot = dict[str, Any]
 # update processing latency: from ExaBGP's line read to the resulting commands written
@@ -130,88 +126,19 @@ class ReflectorCollector(Collector):
         )
 
 
-def _cannot_serve(address: HostPort, exc: OSError) -> OSError:
-    return OSError(exc.errno, f"cannot serve metrics on {address}: {exc.strerror or exc}")
+def endpoints(
+    address: HostPort, snapshot: Callable[[], Snapshot], ready: Callable[[], bool]
+) -> EndpointServer:
+    """The reflector's ``/metrics``, ``/healthz``, ``/readyz`` (a session Established) and
+    ``/status`` (JSON: every peer, its state and prefix counts); served from a thread of the API
+    process (``start_in_thread``), whose loop is ExaBGP's pipe."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ReflectorCollector(snapshot))
 
+    def status() -> Response:
+        body = json.dumps(snapshot(), indent=1, sort_keys=True, default=str).encode()
+        return 200, "application/json", body + b"\n"
 
-def check_bindable(address: HostPort) -> None:
-    """Raise OSError ("cannot serve metrics on ADDR: ...") if ``address`` cannot be listened on.
-
-    The launcher asks before it starts ExaBGP: the server itself lives in the API process, which
-    ExaBGP starts later and whose failure to start it would only see as respawns."""
-    family = socket.AF_INET6 if address.family_is_v6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds
-        try:
-            probe.bind((address.host, address.port))
-            probe.listen()
-        except OSError as exc:
-            raise _cannot_serve(address, exc) from None
-
-
-class MetricsServer:
-    """A threaded HTTP server for the endpoints above; ``start`` raises OSError ("cannot serve
-    metrics on ADDR: ...") when it cannot listen: a reflector without /health is not started."""
-
-    def __init__(
-        self, address: HostPort, snapshot: Callable[[], Snapshot], ready: Callable[[], bool]
-    ) -> None:
-        self.address = address
-        self.snapshot = snapshot
-        self.ready = ready
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(ReflectorCollector(snapshot))
-        self._server: ThreadingHTTPServer | None = None
-
-    def start(self) -> None:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?")[0]
-                try:
-                    if path == "/metrics":
-                        self._send(
-                            200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(outer.registry)
-                        )
-                    elif path == "/health":
-                        self._send(200, "text/plain", b"OK\n")
-                    elif path == "/ready":
-                        ok = outer.ready()
-                        self._send(
-                            200 if ok else 503, "text/plain", b"OK\n" if ok else b"no session established\n"
-                        )
-                    elif path == "/status":
-                        body = json.dumps(outer.snapshot(), indent=1, sort_keys=True, default=str).encode()
-                        self._send(200, "application/json", body + b"\n")
-                    else:
-                        self._send(404, "text/plain", b"try /metrics, /health, /ready or /status\n")
-                except Exception:  # a scrape must never take the reflector down
-                    log.exception("metrics request failed")
-                    self._send(500, "text/plain", b"internal error\n")
-
-            def _send(self, code: int, ctype: str, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        try:
-            family = socket.AF_INET6 if self.address.family_is_v6 else socket.AF_INET
-            server_cls = type("Server", (ThreadingHTTPServer,), {"address_family": family})
-            self._server = server_cls((self.address.host, self.address.port), Handler)
-        except OSError as exc:
-            raise _cannot_serve(self.address, exc) from None
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
-        log.info("metrics endpoint listening", extra={"address": str(self.address)})
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+    return EndpointServer(
+        address, registry, ready, not_ready="no session established", routes={"/status": status}
+    )

@@ -39,7 +39,7 @@ from bgp.reflector.core.config import ReflectorConfig, load_config
 from bgp.reflector.core.events import Announce, Command, Update, Withdraw
 from bgp.reflector.core.exabgp_api import DecodeError, WireCodec, make_codec
 from bgp.reflector.core.rib import Reflector
-from bgp.reflector.metrics import LATENCY_BUCKETS, MetricsServer
+from bgp.reflector.metrics import LATENCY_BUCKETS, endpoints
 from netkit.base import logs
 from netkit.base.fields import ConfigError
 
@@ -267,9 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     metrics = None
     if cfg.metrics is not None:
-        metrics = MetricsServer(cfg.metrics, app.snapshot, app.ready)
+        metrics = endpoints(cfg.metrics, app.snapshot, app.ready)
         try:
-            metrics.start()
+            metrics.start_in_thread()
         except OSError as exc:
             # The launcher checked the address before starting ExaBGP; taken since, this process
             # exits rather than run without /health (ExaBGP respawns it, then gives up and exits).
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         return app.run()
     finally:
         if metrics is not None:
-            metrics.stop()
+            metrics.stop_thread()
 
 
 if __name__ == "__main__":

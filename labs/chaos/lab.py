@@ -402,10 +402,10 @@ class NsNetkit(DnsDaemon):
 
     def ready_reason(self) -> str | None:
         try:
-            status, _ = ns_http_get(self.netns, NODE_LOCAL, METRICS_PORT, "/ready", timeout=1.0)
+            status, _ = ns_http_get(self.netns, NODE_LOCAL, METRICS_PORT, "/readyz", timeout=1.0)
         except OSError as e:
-            return f"/ready: {e}"
-        return None if status == 200 else f"/ready: HTTP {status}"
+            return f"/readyz: {e}"
+        return None if status == 200 else f"/readyz: HTTP {status}"
 
     def start(self) -> NsNetkit:
         _ns_start(self, self.netns, self.ready_reason)

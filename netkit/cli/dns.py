@@ -54,7 +54,7 @@ query or the cache.
 
 Metrics at http://METRICS/metrics (netkit_dns_requests_total, netkit_dns_responses_total{rcode},
 netkit_dns_cache_hits_total, netkit_dns_served_stale_total, netkit_dns_upstream_healthy{upstream},
-...), liveness at /health, readiness at /ready.
+...), liveness at /healthz, readiness at /readyz (/health and /ready too).
 
 Exit status: 0 stopped by SIGTERM/SIGINT (or --check passed), 1 cannot serve (an address in use,
 also by another instance with --workers N: an accidental second instance never shares the
@@ -86,7 +86,7 @@ FLAG_HELP: dict[str, tuple[str, str | None, bool]] = {
         True,
     ),
     "zone": ("stub domain with its own upstreams (repeatable)", "ZONE=ADDR[:PORT][,ADDR...]", True),
-    "metrics": ("serve /metrics, /health and /ready here", "ADDR:PORT", False),
+    "metrics": ("serve /metrics, /healthz and /readyz here", "ADDR:PORT", False),
     "cache_size": ("maximum cache entries (default 10000)", "N", False),
     "cache_bytes": ("maximum cache memory, e.g. 64M (default 48M)", "SIZE", False),
     "min_ttl": ("lower TTL clamp for cached answers, seconds (default 0)", "S", False),

@@ -283,7 +283,7 @@ def add_parser(sub: Any) -> None:
         "--metrics",
         type=host_port(),
         metavar="ADDR:PORT",
-        help="serve Prometheus metrics at http://ADDR:PORT/metrics",
+        help="serve /metrics, /healthz and /readyz (200 while the last round converged) at ADDR:PORT",
     )
     p.add_argument(
         "--resync",
@@ -478,14 +478,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if args.check:
         return _check(args, networks)
     metrics = L2Metrics()
-    server = None
-    if args.metrics:
-        from prometheus_client import start_http_server
-
-        try:
-            server, _ = start_http_server(args.metrics.port, args.metrics.host, registry=metrics.registry)
-        except OSError as exc:
-            raise CommandError(f"--metrics {args.metrics}: {exc.strerror or exc}") from None
     agent = Agent(
         networks,
         args.node,
@@ -494,6 +486,18 @@ def cmd_agent(args: argparse.Namespace) -> int:
         resync=args.resync,
         underlay_filter=args.underlay_filter,
     )
+    server = None
+    if args.metrics:
+        from netkit.base.serving import EndpointServer
+
+        server = EndpointServer(
+            args.metrics, metrics.registry, agent.converged, not_ready="the last round did not converge"
+        )
+        try:
+            server.start_in_thread()
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise CommandError(f"--metrics {args.metrics}: {reason}") from None
     stop = threading.Event()
 
     # Signal handlers run on the main thread between bytecodes, possibly while it holds the
@@ -526,7 +530,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     except KernelError as exc:
         agent.close()
         if server is not None:
-            server.shutdown()
+            server.stop_thread()
         raise CommandError(str(exc)) from None
     log.info(
         "agent started",
@@ -544,7 +548,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     finally:
         agent.close()
         if server is not None:
-            server.shutdown()
+            server.stop_thread()
     return 0
 
 

@@ -32,7 +32,7 @@ the API process that decides what to send to whom:
 
 Metrics (Prometheus, at `metrics:`): netkit_bgp_sessions{state},
 netkit_bgp_prefixes_{received,accepted,advertised}{peer}, netkit_bgp_prefixes_rejected_total{peer,
-reason}, netkit_bgp_updates_processed_total, netkit_bgp_update_processing_seconds, ...; /ready
+reason}, netkit_bgp_updates_processed_total, netkit_bgp_update_processing_seconds, ...; /readyz
 answers 200 once a session is Established; /status is JSON. Logs: JSON lines on stderr (ExaBGP's
 own lines are mixed in, in its format). Full reference: docs/bgp-reflector.md.
 """

@@ -361,6 +361,11 @@ class Agent:
         """Replace the desired networks and reconcile (thread-safe)."""
         self._queue.put((_RELOAD, list(networks)))
 
+    def converged(self) -> bool:
+        """The last round read, planned and applied without an error (``/readyz``)."""
+        last = self.last
+        return last is not None and last.error is None
+
     def trigger_resync(self) -> None:
         self._queue.put(_RESYNC)
 

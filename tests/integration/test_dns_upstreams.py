@@ -218,12 +218,12 @@ def http_get(port: int, path: str) -> tuple[int, str]:
 
 
 def test_metrics_health_and_ready(nsd: NsdServer) -> None:
-    from dnscache.metrics import MetricsServer
+    from dnscache.metrics import endpoints
     from netkit.base.addr import HostPort
 
     mport = free_port()
     with running_server(upstream=[hp(nsd)]) as srv:
-        metrics = MetricsServer(HostPort("127.0.0.1", mport), srv.server.snapshot, lambda: srv.server.ready)
+        metrics = endpoints(HostPort("127.0.0.1", mport), srv.server.snapshot, lambda: srv.server.ready)
         srv.call(metrics.start())
         try:
             srv.query("h1.example.test")
@@ -249,10 +249,11 @@ def test_metrics_health_and_ready(nsd: NsdServer) -> None:
             assert lines[f'netkit_dns_upstream_healthy{{upstream="{hp(nsd)}"}}'] == 1
             assert 0 < lines[f'netkit_dns_upstream_rtt_seconds{{upstream="{hp(nsd)}"}}'] < 1
             assert lines[f'netkit_dns_upstream_requests_total{{result="success",upstream="{hp(nsd)}"}}'] == 2
-            assert http_get(mport, "/health") == (200, "OK\n")
-            assert http_get(mport, "/ready") == (200, "OK\n")
+            for alive, ready in (("/healthz", "/readyz"), ("/health", "/ready")):  # and the old names
+                assert http_get(mport, alive) == (200, "OK\n")
+                assert http_get(mport, ready) == (200, "OK\n")
             srv.server.ready = False
-            assert http_get(mport, "/ready")[0] == 503
+            assert http_get(mport, "/readyz") == (503, "not ready\n")
             assert http_get(mport, "/nope")[0] == 404
         finally:
             srv.call(metrics.stop())

@@ -5,7 +5,7 @@ Each example runs exactly as written, with ``bash -c``, in a sandbox of its own
 (``tests.sandbox``: private PID, mount and network namespaces) holding the world it names: the
 files (networks.yaml, inventory.yaml, /etc/netkit/dns.yaml ...), node and pod namespaces, real
 upstreams, running BGP speakers. One-shot commands must exit as listed; long-running ones must
-become ready (answer DNS, serve /metrics or /health, converge the kernel) and exit 0 on SIGTERM.
+become ready (answer DNS, serve /metrics or /healthz, converge the kernel) and exit 0 on SIGTERM.
 An example with no entry below fails the test: a new example must say how it is run.
 
 Synopses (``[--netns NS]``, ``FILE``) are not run; every flag they show must exist. References
@@ -90,7 +90,7 @@ RUNS: dict[str, Run] = {
         out=('"new_pid"',),
     ),
     "netkit dns serve --listen 169.254.20.10:53 --zone cluster.local=10.96.0.10 "
-    "--metrics 169.254.20.10:9253": Run(needs=("dns",), ready=http("http://169.254.20.10:9253/ready")),
+    "--metrics 169.254.20.10:9253": Run(needs=("dns",), ready=http("http://169.254.20.10:9253/readyz")),
     "netkit dns serve --listen 169.254.20.10:53 --zone cluster.local=10.96.0.10 "
     "--zone in-addr.arpa=10.96.0.10 --metrics 169.254.20.10:9253": Run(
         needs=("dns",), ready=dns("169.254.20.10", name="h2.cluster.local")
@@ -141,7 +141,7 @@ RUNS: dict[str, Run] = {
     "netkit bgp reflector -f reflector.yaml --check": Run(out=("neighbor 198.18.0.1 {",)),
     "python -m bgp.reflector -f reflector.yaml --check": Run(out=("neighbor 198.18.0.1 {",)),
     "netkit bgp reflector -f reflector.yaml --state-dir /run/netkit/rr --log-format text": Run(
-        needs=("rr",), ready=http("http://198.18.0.2:9179/health")
+        needs=("rr",), ready=http("http://198.18.0.2:9179/healthz")
     ),
     # -- chaos ------------------------------------------------------------------------------------
     "netkit chaos dns --duration 600 --qps 2000 --seed 1 --out /tmp/chaos-long": Run(

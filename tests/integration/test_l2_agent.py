@@ -314,6 +314,9 @@ def test_agent_process_metrics_reload_and_stop(lab: L2Lab, workdir: Path) -> Non
                 return False
 
         wait_for(up, 10.0, 0.05)  # started, converged (red removed from n1)
+        for path in ("/healthz", "/readyz"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+                assert (resp.status, resp.read()) == (200, b"OK\n"), path
         assert RED_BR not in observe(lab, "n1").links
         with IPRoute(netns=lab.ns("n1"), flags=0) as ipr:
             ipr.link("del", index=ipr.link_lookup(ifname=BLUE_VX)[0])

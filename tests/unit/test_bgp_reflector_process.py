@@ -29,10 +29,11 @@ from bgp.reflector.core.rib import Reflector
 from bgp.reflector.core.route import Attrs
 from bgp.reflector.core.wire import UpdateDecoder, UpdateEncoder
 from bgp.reflector.launcher import exabgp_command, prepare
-from bgp.reflector.metrics import MetricsServer, ReflectorCollector, check_bindable
+from bgp.reflector.metrics import ReflectorCollector, endpoints
 from bgp.reflector.process import CONFIG_ENV, MARKER, STATE_ENV, ApiProcess
 from labs.runid import free_port
 from netkit.base.addr import HostPort
+from netkit.base.serving import check_bindable
 from netkit.cli import reflector as cli
 
 CONFIG = """
@@ -357,13 +358,14 @@ def get(url: str) -> tuple[int, str]:
 def test_metrics_server_endpoints_and_bind_failure() -> None:
     port = free_port()
     ready = [False]
-    server = MetricsServer(HostPort("127.0.0.1", port), snapshot, lambda: ready[0])
-    server.start()
+    server = endpoints(HostPort("127.0.0.1", port), snapshot, lambda: ready[0])
+    server.start_in_thread()
     try:
         base = f"http://127.0.0.1:{port}"
         assert get(base + "/metrics")[0] == 200 and "netkit_bgp_sessions" in get(base + "/metrics")[1]
         assert get(base + "/health") == (200, "OK\n")
-        assert get(base + "/ready")[0] == 503
+        assert get(base + "/healthz") == (200, "OK\n")
+        assert get(base + "/ready") == get(base + "/readyz") == (503, "no session established\n")
         ready[0] = True
         assert get(base + "/ready") == (200, "OK\n")
         status = json.loads(get(base + "/status")[1])
@@ -372,11 +374,11 @@ def test_metrics_server_endpoints_and_bind_failure() -> None:
         # a second server on the same port cannot bind, and says where; the launcher's probe too
         taken = f"cannot serve metrics on 127.0.0.1:{port}: Address already in use"
         with pytest.raises(OSError, match=taken):
-            MetricsServer(HostPort("127.0.0.1", port), snapshot, lambda: True).start()
+            endpoints(HostPort("127.0.0.1", port), snapshot, lambda: True).start_in_thread()
         with pytest.raises(OSError, match=taken):
             check_bindable(HostPort("127.0.0.1", port))
     finally:
-        server.stop()
+        server.stop_thread()
 
 
 def test_metrics_server_survives_a_failing_snapshot() -> None:
@@ -385,13 +387,13 @@ def test_metrics_server_survives_a_failing_snapshot() -> None:
     def broken() -> dict[str, Any]:
         raise RuntimeError("bug")
 
-    server = MetricsServer(HostPort("127.0.0.1", port), broken, lambda: True)
-    server.start()
+    server = endpoints(HostPort("127.0.0.1", port), broken, lambda: True)
+    server.start_in_thread()
     try:
         assert get(f"http://127.0.0.1:{port}/status")[0] == 500
         assert get(f"http://127.0.0.1:{port}/health")[0] == 200
     finally:
-        server.stop()
+        server.stop_thread()
 
 
 # -- CLI and launcher --------------------------------------------------------------------------------

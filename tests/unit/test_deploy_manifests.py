@@ -229,7 +229,7 @@ def check_consistency(cfg: ServeConfig, objects: dict[tuple[str, str], Doc]) -> 
 
     # metrics, probes, annotations and the headless Service all use the configured port
     get = c["livenessProbe"]["httpGet"]
-    assert (get["path"], get["port"], get["host"]) == ("/health", cfg.metrics.port, node_local)
+    assert (get["path"], get["port"], get["host"]) == ("/healthz", cfg.metrics.port, node_local)
     assert cfg.metrics.host in ("0.0.0.0", get["host"]), f"the liveness probe cannot reach {cfg.metrics}"
     # readiness: this pod's own process serves (its ready file), not whoever answers the port
     assert cfg.ready_file is not None
