@@ -10,8 +10,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dnscache.core.wire import Name, WireError, name_from_text, name_to_text
-from netkit.base.addr import AddressError, HostPort, parse_hostport
-from netkit.base.fields import ConfigError, Errors
+from netkit.base.addr import HostPort, parse_hostport
+from netkit.base.fields import (
+    ConfigError,
+    Errors,
+    boolean,
+    integer,
+    list_of,
+    number,
+    one_of,
+    optional,
+    unknown_key,
+)
 
 if TYPE_CHECKING:  # imported where used: `netkit dns serve` binds before it loads the resolver
     from dnscache.core.resolution import AttemptPolicy
@@ -92,45 +102,7 @@ class ServeConfig:
         return HealthPolicy(max_fails=self.max_fails)
 
 
-# -- value parsers -------------------------------------------------------------------------------
-def _int(lo: int, hi: int) -> Callable[[Any], int]:
-    def parse(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int | str):
-            raise ValueError(f"expected an integer in [{lo}, {hi}]")
-        try:
-            n = int(v)
-        except ValueError:
-            raise ValueError(f"expected an integer in [{lo}, {hi}], got {v!r}") from None
-        if not lo <= n <= hi:
-            raise ValueError(f"expected an integer in [{lo}, {hi}], got {n}")
-        return n
-
-    return parse
-
-
-def _float(lo: float, hi: float) -> Callable[[Any], float]:
-    def parse(v: Any) -> float:
-        if isinstance(v, bool):
-            raise ValueError("expected a number")
-        try:
-            x = float(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected a number in [{lo}, {hi}], got {v!r}") from None
-        if not lo <= x <= hi:
-            raise ValueError(f"expected a number in [{lo}, {hi}], got {x}")
-        return x
-
-    return parse
-
-
-def _bool(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, str) and v.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-        return v.lower() in ("true", "yes", "on", "1")
-    raise ValueError(f"expected true or false, got {v!r}")
-
-
+# -- value parsers (netkit.base.fields; a flag's value is text, so text is accepted) -------------
 def _size(v: Any) -> int:
     """Bytes, with an optional K/M/G (binary) suffix: ``64M``, ``65536``."""
     if isinstance(v, int) and not isinstance(v, bool):
@@ -140,23 +112,13 @@ def _size(v: Any) -> int:
         mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
         digits = text[:-1] if mult > 1 else text
         if not digits.isdigit():
-            raise ValueError(f"expected a size such as 64M, got {v!r}")
+            raise ValueError(f"{v!r} is not a size such as 64M")
         n = int(digits) * mult
     else:
-        raise ValueError(f"expected a size such as 64M, got {v!r}")
+        raise ValueError(f"{v!r} is not a size such as 64M")
     if n < 64 * 1024:
-        raise ValueError(f"must be at least 64K, got {n}")
+        raise ValueError(f"{n} is out of range: must be at least 64K")
     return n
-
-
-def _list(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
-    def parse(v: Any) -> tuple[Any, ...]:
-        values = [v] if isinstance(v, str) else v
-        if not isinstance(values, list | tuple):
-            raise ValueError("expected a list")
-        return tuple(item(x) for x in values)
-
-    return parse
 
 
 def _listen(v: Any) -> HostPort:
@@ -184,56 +146,43 @@ def _zones(v: Any) -> tuple[ZoneRoute, ...]:
     if isinstance(v, Mapping):
         items = [f"{z}={','.join(map(str, s if isinstance(s, list) else [s]))}" for z, s in v.items()]
         return tuple(_zone_route(x) for x in items)
-    return _list(_zone_route)(v)
-
-
-def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda v: None if v is None else parse(v)
-
-
-def _one_of(*choices: str) -> Callable[[Any], str]:
-    def parse(v: Any) -> str:
-        if str(v).lower() not in choices:
-            raise ValueError(f"expected {', '.join(choices[:-1])} or {choices[-1]}, got {v!r}")
-        return str(v).lower()
-
-    return parse
+    return list_of(_zone_route, single=True)(v)
 
 
 PARSERS: dict[str, Callable[[Any], Any]] = {
-    "listen": _list(_listen),
-    "upstream": _list(_upstream),
+    "listen": list_of(_listen, single=True),
+    "upstream": list_of(_upstream, single=True),
     "zone": _zones,
-    "metrics": _optional(_listen),
-    "cache_size": _int(1, 50_000_000),
+    "metrics": optional(_listen),
+    "cache_size": integer(1, 50_000_000, text=True),
     "cache_bytes": _size,
-    "min_ttl": _int(0, 604800),
-    "max_ttl": _int(0, 604800),
-    "neg_max_ttl": _int(0, 604800),
-    "stale_window": _float(0, 30 * 86400),
-    "stale_ttl": _int(1, 86400),
-    "stale_answer_timeout": _float(0, 60),
-    "failure_recheck": _float(0, 3600),
-    "deadline": _float(0.05, 60),
-    "attempt_timeout": _float(0.01, 60),
-    "max_attempts": _int(1, 10),
-    "max_fails": _int(1, 100),
-    "hedge": _bool,
-    "prefetch": _bool,
-    "prefetch_min_hits": _int(1, 1_000_000),
-    "prefetch_fraction": _float(0.0, 0.9),
-    "dns0x20": _bool,
-    "workers": _int(1, 256),
-    "keeper": _bool,
+    "min_ttl": integer(0, 604800, text=True),
+    "max_ttl": integer(0, 604800, text=True),
+    "neg_max_ttl": integer(0, 604800, text=True),
+    "stale_window": number(0, 30 * 86400, text=True),
+    "stale_ttl": integer(1, 86400, text=True),
+    "stale_answer_timeout": number(0, 60, text=True),
+    "failure_recheck": number(0, 3600, text=True),
+    "deadline": number(0.05, 60, text=True),
+    "attempt_timeout": number(0.01, 60, text=True),
+    "max_attempts": integer(1, 10, text=True),
+    "max_fails": integer(1, 100, text=True),
+    "hedge": boolean(text=True),
+    "prefetch": boolean(text=True),
+    "prefetch_min_hits": integer(1, 1_000_000, text=True),
+    "prefetch_fraction": number(0.0, 0.9, text=True),
+    "dns0x20": boolean(text=True),
+    "workers": integer(1, 256, text=True),
+    "keeper": boolean(text=True),
     "resolv_conf": str,
-    "cache_file": _optional(str),
-    "control": _optional(str),
-    "takeover": _bool,
-    "ready_file": _optional(str),
-    "tcp_idle_timeout": _float(0.1, 3600),
-    "max_tcp_connections": _int(1, 1_000_000),
-    "log_level": _one_of("debug", "info", "warning", "error"),
-    "log_format": _one_of("json", "text"),
+    "cache_file": optional(str),
+    "control": optional(str),
+    "takeover": boolean(text=True),
+    "ready_file": optional(str),
+    "tcp_idle_timeout": number(0.1, 3600, text=True),
+    "max_tcp_connections": integer(1, 1_000_000, text=True),
+    "log_level": one_of("debug", "info", "warning", "error", fold_case=True),
+    "log_format": one_of("json", "text", fold_case=True),
 }
 
 
@@ -244,11 +193,11 @@ def _parse(values: Mapping[str, Any], source: str, err: Errors) -> dict[str, Any
         key = {"zones": "zone", "upstreams": "upstream"}.get(key, key)
         parser = PARSERS.get(key)
         if parser is None:
-            err.add(f"{source}: {raw_key}", f"unknown key; valid keys: {', '.join(sorted(PARSERS))}")
+            err.add(f"{source}: {raw_key}", unknown_key(sorted(PARSERS)))
             continue
         try:
             parsed[key] = parser(value)
-        except (ValueError, AddressError) as exc:
+        except ValueError as exc:  # AddressError too
             err.add(f"{source}: {raw_key}", str(exc))
     return parsed
 

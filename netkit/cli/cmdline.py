@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import ipaddress
 import json
-import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, TypeVar
 
 from netkit.base.addr import AddressError, HostPort, parse_hostport
-from netkit.base.fields import ConfigError
+from netkit.base.fields import ConfigError, integer, ip, number
+
+T = TypeVar("T")
 
 __all__ = [
     "EXIT_FAILURE",
@@ -224,59 +224,34 @@ def emit(data: Any, fmt: str) -> None:
 # -- flag types ----------------------------------------------------------------------------------
 
 
-def _bounds(lo: float | None, hi: float | None, lo_open: bool) -> str:
-    if lo is not None and hi is not None:
-        return f"between {lo:g} and {hi:g}" if not lo_open else f"above {lo:g} and at most {hi:g}"
-    if lo is not None:
-        return f"above {lo:g}" if lo_open else f"at least {lo:g}"
-    return f"at most {hi:g}"
+def _flag_type(parse: Callable[[Any], T], name: str) -> Callable[[str], T]:
+    """A ``netkit.base.fields`` parser as an argparse ``type=`` (its message becomes the usage error)."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = name  # argparse names the type in "invalid <name> value"
+    return convert
 
 
 def float_range(
     lo: float | None = None, hi: float | None = None, *, lo_open: bool = False
 ) -> Callable[[str], float]:
     """A finite number within [lo, hi] (or (lo, hi] with ``lo_open``), for argparse ``type=``."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        ok = (
-            math.isfinite(value)
-            and (lo is None or (value > lo if lo_open else value >= lo))
-            and (hi is None or value <= hi)
-        )
-        if not ok:
-            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {_bounds(lo, hi, lo_open)}")
-        return value
-
-    parse.__name__ = "number"
-    return parse
+    return _flag_type(number(lo, hi, lo_open=lo_open, text=True), "number")
 
 
 def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
     """An integer within [lo, hi], for argparse ``type=``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise argparse.ArgumentTypeError(f"{value} is out of range: must be {_bounds(lo, hi, False)}")
-        return value
-
-    parse.__name__ = "integer"
-    return parse
+    return _flag_type(integer(lo, hi, text=True), "integer")
 
 
 def ip_address(text: str) -> str:
     """An IPv4 or IPv6 address, normalised."""
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+    return _flag_type(ip(), "address")(text)
 
 
 def host_port(default_port: int | None = None) -> Callable[[str], HostPort]:

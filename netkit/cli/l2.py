@@ -76,8 +76,8 @@ Configuration (-f FILE, YAML):
         underlay: eth1
         members: [n1, n2]
 
-Errors in the file name the field (networks[1].vni: 16777216 is out of range 1-16777215) and
-exit with status 2; nothing is applied.
+Errors in the file name the field (networks[1].vni: 16777216 is out of range: must be between 1
+and 16777215) and exit with status 2; nothing is applied.
 
 Metrics (agent --metrics ADDR:PORT, at /metrics): netkit_l2_reconcile_seconds{trigger},
 netkit_l2_netlink_writes_total{op}, netkit_l2_drift_repairs_total{trigger},

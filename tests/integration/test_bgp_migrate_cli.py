@@ -99,7 +99,7 @@ def test_a_bad_speakers_file_changes_nothing(
     bad.write_text(yaml.safe_dump(raw))
     before = {n: sp.sessions() for n, sp in speakers.items()}
     assert main(["bgp", "migrate", "-f", str(inventory), "--speakers", str(bad)]) == 2
-    assert "speakers.n1.colour: unknown field" in capsys.readouterr().err
+    assert "speakers.n1.colour: unknown key" in capsys.readouterr().err
     del raw["speakers"]["n1"]["colour"]
     bad.write_text(yaml.safe_dump(raw))
     assert main(["bgp", "migrate", "-f", str(inventory), "--speakers", str(bad)]) == 2

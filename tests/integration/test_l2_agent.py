@@ -408,7 +408,7 @@ def test_bad_input_exits_2_naming_the_field(lab: L2Lab, workdir: Path) -> None:
     f = write(workdir, "bad.yaml", networks(lab, blue={"vni": 16777216}, red={"kind": "vlan"}))
     res = cli("apply", "-f", f, "--node", "n1", "--netns", lab.ns("n1"))
     assert res.returncode == 2
-    assert f"{f}: networks[0].vni: 16777216 is out of range 1-16777215" in res.stderr
+    assert f"{f}: networks[0].vni: 16777216 is out of range: must be between 1 and 16777215" in res.stderr
     assert "networks[1].vlan: is required for a vlan network" in res.stderr
     assert cli("status", "-f", f, "--node", "n1").returncode == 2
     assert cli("apply", "-f", str(workdir / "missing.yaml"), "--node", "n1").returncode == 2

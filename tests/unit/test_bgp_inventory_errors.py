@@ -35,7 +35,7 @@ def test_dedicated_without_marks_and_unlabelled_candidates_together() -> None:
     with pytest.raises(InventoryError) as info:
         load_inventory(text)
     errors = info.value.errors
-    assert "policy.levels: 3 is out of range 1-2" in errors
+    assert "policy.levels: 3 is out of range: must be between 1 and 2" in errors
     assert "policy.mode: dedicated needs nodes marked reflector: true" in errors
 
 

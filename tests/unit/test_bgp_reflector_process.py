@@ -415,7 +415,7 @@ def test_cli_reports_bad_config_and_missing_file(tmp_path: Path, capsys: pytest.
     path = tmp_path / "rr.yaml"
     path.write_text("router_id: 1.2.3.4\nasn: 1\nneighbors: [{address: x, asn: 1}]\n")
     assert cli.main(["--config", str(path)]) == 2
-    assert "neighbors[0].address: expected an IP address" in capsys.readouterr().err
+    assert "neighbors[0].address: 'x' is not an IP address" in capsys.readouterr().err
     assert cli.main(["--config", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
 

@@ -65,9 +65,9 @@ def test_every_problem_of_a_configuration_at_once(tmp_path: Path, capsys: pytest
     assert rc == 2 and out == ""
     lines = err.splitlines()
     for expected in (
-        f"netkit dns serve: {f}: cache_size: expected an integer in [1, 50000000], got 0",
+        f"netkit dns serve: {f}: cache_size: 0 is out of range: must be between 1 and 50000000",
         f"netkit dns serve: {f}: colour: unknown key",
-        f"netkit dns serve: {f}: log_level: expected debug, info, warning or error, got 'verbose'",
+        f"netkit dns serve: {f}: log_level: 'verbose' is not one of debug, info, warning, error",
         f"netkit dns serve: {f}: min_ttl: 600 is above max_ttl (60)",
         f"netkit dns serve: {f}: upstream: 127.0.0.1:5353 is one of our own listen addresses",
     ):

@@ -112,26 +112,26 @@ def test_per_node_view() -> None:
     [
         (
             "{name: x, vni: 16777216, members: {n1: 198.18.0.1}}",
-            "networks[1].vni: 16777216 is out of range 1-16777215",
+            "networks[1].vni: 16777216 is out of range: must be between 1 and 16777215",
         ),
-        ("{name: x, vni: 0, members: {n1: 198.18.0.1}}", "networks[1].vni: 0 is out of range 1-16777215"),
+        ("{name: x, vni: 0, members: {n1: 198.18.0.1}}", "networks[1].vni: 0 is out of range: must be between 1 and 16777215"),
         ("{name: x, vni: true, members: {n1: 198.18.0.1}}", "networks[1].vni: True is not an integer"),
         ("{name: x, members: {n1: 198.18.0.1}}", "networks[1].vni: is required for a vxlan network"),
-        ("{name: x, kind: vlan, vlan: 4095, underlay: e}", "networks[1].vlan: 4095 is out of range 1-4094"),
+        ("{name: x, kind: vlan, vlan: 4095, underlay: e}", "networks[1].vlan: 4095 is out of range: must be between 1 and 4094"),
         ("{name: x, kind: vlan, underlay: e}", "networks[1].vlan: is required for a vlan network"),
         ("{name: x, kind: vlan, vlan: 5}", "networks[1].underlay: is required for a vlan network"),
         ("{name: x, kind: vlan, vlan: 5, vni: 3, underlay: e}", "networks[1].vni: is for vxlan networks"),
         ("{name: x, kind: geneve, vni: 5}", "networks[1].kind: 'geneve' is not one of: vxlan, vlan"),
         ("{name: X_1, vni: 5, members: {n1: 198.18.0.1}}", "networks[1].name: 'X_1' is not a valid name"),
         ("{vni: 5, members: {n1: 198.18.0.1}}", "networks[1].name: is required"),
-        ("{name: x, vni: 5, vnii: 6, members: {n1: 198.18.0.1}}", "networks[1].vnii: unknown field"),
+        ("{name: x, vni: 5, vnii: 6, members: {n1: 198.18.0.1}}", "networks[1].vnii: unknown key"),
         (
             "{name: x, vni: 5, port: 70000, members: {n1: 198.18.0.1}}",
             "networks[1].port: 70000 is out of range",
         ),
         (
             "{name: x, vni: 5, mtu: 60, members: {n1: 198.18.0.1}}",
-            "networks[1].mtu: 60 is out of range 68-65535",
+            "networks[1].mtu: 60 is out of range: must be between 68 and 65535",
         ),
         ("{name: x, vni: 5}", "networks[1].members: is required for a vxlan network"),
         (
@@ -187,7 +187,7 @@ def test_per_node_view() -> None:
         (
             "{name: x, vni: 5, members: {n1: 198.18.0.1}, endpoints: "
             "[{mac: '02:00:00:00:00:01', node: n1, ip: 198.19.0.1, vlan: 3}]}",
-            "networks[1].endpoints[0].vlan: unknown field",
+            "networks[1].endpoints[0].vlan: unknown key",
         ),
     ],
 )
@@ -257,7 +257,7 @@ networks:
     [
         ("", "networks: the file is empty"),
         ("networks: 5", "networks: expected a list of networks"),
-        ("nets: []", "file.nets: unknown field"),
+        ("nets: []", "file.nets: unknown key"),
         ("networks:\n  - name: a\n   vni: 3\n", "file: line 3 column"),
         ("networks: [5]", "networks[0]: expected a mapping"),
     ],
@@ -327,7 +327,7 @@ networks:
     )
     assert "networks[0].members.n2: 198.18.0.1 is also the VTEP of n1" in errors
     assert "networks[1].vni: 100 is already used by networks[0] (blue)" in errors
-    assert "networks[1].mtu: 20 is out of range 68-65535" in errors
+    assert "networks[1].mtu: 20 is out of range: must be between 68 and 65535" in errors
     assert "networks[2].name: 'blue' is already used by networks[0]" in errors
     assert len(errors) == 4
 

@@ -7,7 +7,6 @@ and ``EXAMPLE`` for a complete file.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -25,9 +24,19 @@ from bgp.reflector.core.policy import (
     parse_block,
 )
 from bgp.reflector.core.rib import PeerSpec, Reflector
-from bgp.reflector.core.route import ipv4_int
 from netkit.base.addr import AddressError, HostPort, parse_hostport
-from netkit.base.fields import ConfigError
+from netkit.base.fields import (
+    ConfigError,
+    Errors,
+    boolean,
+    integer,
+    ip,
+    nonempty_str,
+    number,
+    one_of,
+    optional,
+    unknown_keys,
+)
 
 __all__ = [
     "EXAMPLE",
@@ -176,24 +185,6 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 _EXABGP_LOG_LEVELS = ("DEBUG", "INFO", "NOTICE", "WARNING", "ERR", "CRITICAL")
 
 
-class _Collect:
-    """Runs the field validators below (each raises ``ConfigError`` for its field) and keeps
-    every error, so one run reports all of a file's problems; a failed field gets ``default``."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def __call__(self, fn: Callable[..., _T], *args: Any, default: _T) -> _T:
-        try:
-            return fn(*args)
-        except ConfigError as exc:
-            self.errors += exc.errors
-            return default
-
-    def add(self, message: str) -> None:
-        self.errors.append(message)
-
-
 def _mapping(value: object, key: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
@@ -204,51 +195,37 @@ def _mapping(value: object, key: str) -> Mapping[str, Any]:
 
 
 def _unknown(data: Mapping[str, Any], allowed: set[str], key: str) -> None:
-    where = f"{key}." if key else ""
-    extra = sorted(set(data) - allowed)
-    if extra:
-        expected = ", ".join(sorted(allowed))
-        raise ConfigError([f"{where}{k}: unknown key (expected one of: {expected})" for k in extra])
+    err = Errors()
+    unknown_keys(sorted(data), sorted(allowed), key, err)
+    err.raise_if_any()
+
+
+def _field(parse: Callable[[Any], _T], value: object, key: str) -> _T:
+    """A ``netkit.base.fields`` parser as one of the validators here (its problem under ``key``)."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def _int(value: object, key: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if not lo <= value <= hi:
-        raise ConfigError(f"{key}: must be between {lo} and {hi}, got {value}")
-    return value
+    return _field(integer(lo, hi), value, key)
 
 
 def _bool(value: object, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    return value
+    return _field(boolean(), value, key)
 
 
 def _str(value: object, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
-    return value
+    return _field(nonempty_str, value, key)
 
 
 def _ipv4(value: object, key: str) -> str:
-    text = _str(value, key)
-    try:
-        ipv4_int(text)
-    except ValueError:
-        raise ConfigError(f"{key}: expected an IPv4 address (dotted quad), got {text!r}") from None
-    return text
+    return _field(ip(4), value, key)
 
 
 def _ip(value: object, key: str, version: int | None = None) -> str:
-    text = _str(value, key)
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        raise ConfigError(f"{key}: expected an IP address, got {text!r}") from None
-    if version is not None and ip.version != version:
-        raise ConfigError(f"{key}: expected an IPv{version} address, got {text!r}")
-    return str(ip)
+    return _field(ip(version), value, key)
 
 
 def _password(value: object, key: str) -> str:
@@ -285,90 +262,87 @@ def _max_prefix(value: object, key: str) -> MaxPrefix | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return MaxPrefix(_int(value, key, 1, 1 << 31))
     data = _mapping(value, key)
-    c = _Collect()
-    c(_unknown, data, {"limit", "action"}, key, default=None)
+    c = Errors()
+    c.collect(_unknown, data, {"limit", "action"}, key, default=None)
     limit = 1
     if "limit" not in data:
-        c.add(f"{key}.limit: required")
+        c.add(f"{key}.limit", "required")
     else:
-        limit = c(_int, data["limit"], f"{key}.limit", 1, 1 << 31, default=1)
-    action_text = data.get("action", "keep")
-    try:
-        action = MaxPrefixAction(action_text)
-    except ValueError:
-        c.add(f"{key}.action: expected keep or teardown, got {action_text!r}")
-        action = MaxPrefixAction.KEEP
-    if c.errors:
-        raise ConfigError(c.errors)
+        limit = c.collect(_int, data["limit"], f"{key}.limit", 1, 1 << 31, default=1)
+    action = MaxPrefixAction(
+        c.check(f"{key}.action", one_of(*MaxPrefixAction), data.get("action", "keep"), "keep")
+    )
+    c.raise_if_any()
     return MaxPrefix(limit, action)
 
 
 def _neighbor(
-    value: object, key: str, defaults: Mapping[str, Any], asn: int, c: _Collect
+    value: object, key: str, defaults: Mapping[str, Any], asn: int, c: Errors
 ) -> NeighborConfig | None:
-    data = c(_mapping, value, key, default=None)
+    data = c.collect(_mapping, value, key, default=None)
     if data is None:
         return None
-    before = len(c.errors)
-    c(_unknown, data, _NEIGHBOR, key, default=None)
+    before = len(c.items)
+    c.collect(_unknown, data, _NEIGHBOR, key, default=None)
     merged = {**defaults, **data}
     for required in ("address", "asn"):
         if required not in data:
-            c.add(f"{key}.{required}: required")
-    address = c(_ip, data["address"], f"{key}.address", default="") if "address" in data else ""
-    name = c(_str, data.get("name", address or "?"), f"{key}.name", default="")
-    peer_asn = c(_int, data["asn"], f"{key}.asn", 1, (1 << 32) - 1, default=asn) if "asn" in data else asn
-    role_text = data.get("role", "client")
-    try:
-        role = Role(role_text)
-    except ValueError:
-        c.add(f"{key}.role: expected client, peer or reflector, got {role_text!r}")
-        role = Role.CLIENT
+            c.add(f"{key}.{required}", "required")
+    address = c.collect(_ip, data["address"], f"{key}.address", default="") if "address" in data else ""
+    name = c.collect(_str, data.get("name", address or "?"), f"{key}.name", default="")
+    peer_asn = (
+        c.collect(_int, data["asn"], f"{key}.asn", 1, (1 << 32) - 1, default=asn) if "asn" in data else asn
+    )
+    role = Role(c.check(f"{key}.role", one_of("client", "peer", "reflector"), data.get("role", "client"), "client"))
     if peer_asn != asn and "role" in data and role is Role.CLIENT:
-        c.add(f"{key}.role: an eBGP neighbour (asn {peer_asn} != {asn}) cannot be a client")
+        c.add(f"{key}.role", f"an eBGP neighbour (asn {peer_asn} != {asn}) cannot be a client")
     password = None
     if merged.get("password") is not None:
-        password = c(_password, merged["password"], f"{key}.password", default=None)
+        password = c.collect(_password, merged["password"], f"{key}.password", default=None)
     local = None
     if "local_address" in data:
-        local = c(_ip, data["local_address"], f"{key}.local_address", default=None)
+        local = c.collect(_ip, data["local_address"], f"{key}.local_address", default=None)
     allowed = None
     if merged.get("allowed_prefixes") is not None:
-        allowed = c(_blocks, merged["allowed_prefixes"], f"{key}.allowed_prefixes", default=None)
+        allowed = c.collect(_blocks, merged["allowed_prefixes"], f"{key}.allowed_prefixes", default=None)
     neighbor = NeighborConfig(
         name=name,
         address=address,
         asn=peer_asn,
         role=role,
         password=password,
-        passive=c(_bool, merged.get("passive", False), f"{key}.passive", default=False),
+        passive=c.collect(_bool, merged.get("passive", False), f"{key}.passive", default=False),
         local_address=local,
         allowed_prefixes=allowed,
-        allow_default=c(_bool, merged.get("allow_default", False), f"{key}.allow_default", default=False),
-        max_prefix=c(_max_prefix, merged.get("max_prefix"), f"{key}.max_prefix", default=None),
+        allow_default=c.collect(
+            _bool, merged.get("allow_default", False), f"{key}.allow_default", default=False
+        ),
+        max_prefix=c.collect(_max_prefix, merged.get("max_prefix"), f"{key}.max_prefix", default=None),
     )
-    return neighbor if len(c.errors) == before else None
+    return neighbor if len(c.items) == before else None
 
 
 def parse_config(data: object) -> ReflectorConfig:
     """A parsed YAML document -> ``ReflectorConfig``; ``ConfigError`` listing every problem, each
     naming its key."""
     top = _mapping(data, "config")
-    c = _Collect()
-    c(_unknown, top, _TOP, "", default=None)
+    c = Errors()
+    c.collect(_unknown, top, _TOP, "", default=None)
     for required in ("router_id", "asn", "neighbors"):
         if required not in top:
-            c.add(f"{required}: required")
+            c.add(f"{required}", "required")
     router_id = (
-        c(_ipv4, top["router_id"], "router_id", default="0.0.0.1") if "router_id" in top else "0.0.0.1"
+        c.collect(_ipv4, top["router_id"], "router_id", default="0.0.0.1")
+        if "router_id" in top
+        else "0.0.0.1"
     )
-    asn = c(_int, top["asn"], "asn", 1, (1 << 32) - 1, default=1) if "asn" in top else 1
-    local_address = c(_ip, top.get("local_address", router_id), "local_address", default=router_id)
-    defaults = c(_mapping, top.get("defaults", {}), "defaults", default=_EMPTY)
-    c(_unknown, defaults, _DEFAULTS, "defaults", default=None)
+    asn = c.collect(_int, top["asn"], "asn", 1, (1 << 32) - 1, default=1) if "asn" in top else 1
+    local_address = c.collect(_ip, top.get("local_address", router_id), "local_address", default=router_id)
+    defaults = c.collect(_mapping, top.get("defaults", {}), "defaults", default=_EMPTY)
+    c.collect(_unknown, defaults, _DEFAULTS, "defaults", default=None)
     raw_neighbors = top.get("neighbors", [])
     if "neighbors" in top and (not isinstance(raw_neighbors, list) or not raw_neighbors):
-        c.add("neighbors: expected a non-empty list")
+        c.add("neighbors", "expected a non-empty list")
         raw_neighbors = []
     parsed = [(i, _neighbor(n, f"neighbors[{i}]", defaults, asn, c)) for i, n in enumerate(raw_neighbors)]
     neighbors = tuple(n for _, n in parsed if n is not None)
@@ -377,93 +351,86 @@ def parse_config(data: object) -> ReflectorConfig:
         if n is None:
             continue
         if n.address in seen:
-            c.add(f"neighbors[{i}].address: {n.address} is also neighbors[{seen[n.address]}]")
+            c.add(f"neighbors[{i}].address", f"{n.address} is also neighbors[{seen[n.address]}]")
         elif n.address == local_address:
-            c.add(f"neighbors[{i}].address: {n.address} is the reflector's own local_address")
+            c.add(f"neighbors[{i}].address", f"{n.address} is the reflector's own local_address")
         seen.setdefault(n.address, i)
     families_raw = top.get("families", ["ipv4", "ipv6"])
     families = []
     if not isinstance(families_raw, list) or not families_raw:
-        c.add("families: expected a non-empty list of ipv4, ipv6")
+        c.add("families", "expected a non-empty list of ipv4, ipv6")
         families_raw = []
     for i, fam in enumerate(families_raw):
-        if fam not in ("ipv4", "ipv6"):
-            c.add(f"families[{i}]: expected ipv4 or ipv6, got {fam!r}")
-        else:
+        if c.check(f"families[{i}]", one_of("ipv4", "ipv6"), fam, None):
             families.append(fam)
     metrics = None
     if top.get("metrics") is not None:
-        text = c(_str, top["metrics"], "metrics", default="")
+        text = c.collect(_str, top["metrics"], "metrics", default="")
         try:
             metrics = parse_hostport(text) if text else None
         except AddressError as exc:
-            c.add(f"metrics: {exc}")
+            c.add("metrics", f"{exc}")
     timers = Timers()
     if "timers" in top:
-        t = c(_mapping, top["timers"], "timers", default=_EMPTY)
-        c(_unknown, t, {"hold", "keepalive", "connect_retry"}, "timers", default=None)
-        hold = c(_int, t.get("hold", timers.hold), "timers.hold", 0, 65535, default=timers.hold)
+        t = c.collect(_mapping, top["timers"], "timers", default=_EMPTY)
+        c.collect(_unknown, t, {"hold", "keepalive", "connect_retry"}, "timers", default=None)
+        hold = c.collect(_int, t.get("hold", timers.hold), "timers.hold", 0, 65535, default=timers.hold)
         if 0 < hold < 3:
-            c.add("timers.hold: must be 0 or at least 3 (RFC 4271)")
+            c.add("timers.hold", "must be 0 or at least 3 (RFC 4271)")
         timers = Timers(
             hold=hold,
-            keepalive=c(
+            keepalive=c.collect(
                 _int, t.get("keepalive", max(hold // 3, 0)), "timers.keepalive", 0, 65535,
                 default=timers.keepalive,
             ),
-            connect_retry=c(
+            connect_retry=c.collect(
                 _int, t.get("connect_retry", timers.connect_retry), "timers.connect_retry", 1, 3600,
                 default=timers.connect_retry,
             ),
         )  # fmt: skip
     igp: dict[str, int] = {}
-    for nh, cost in c(_mapping, top.get("igp_metrics", {}), "igp_metrics", default=_EMPTY).items():
-        address = c(_ip, nh, f"igp_metrics.{nh}", default=None)
-        value = c(_int, cost, f"igp_metrics.{nh}", 0, (1 << 32) - 1, default=None)
+    for nh, cost in c.collect(_mapping, top.get("igp_metrics", {}), "igp_metrics", default=_EMPTY).items():
+        address = c.collect(_ip, nh, f"igp_metrics.{nh}", default=None)
+        value = c.collect(_int, cost, f"igp_metrics.{nh}", 0, (1 << 32) - 1, default=None)
         if address is not None and value is not None:
             igp[address] = value
     exabgp = ExabgpSettings()
     if "exabgp" in top:
-        e = c(_mapping, top["exabgp"], "exabgp", default=_EMPTY)
-        c(_unknown, e, {"api", "reactor_speed", "tuned", "chunk", "log_level"}, "exabgp", default=None)
-        api = e.get("api", exabgp.api)
-        if api not in ("wire", "text"):
-            c.add(f"exabgp.api: expected wire or text, got {api!r}")
-            api = exabgp.api
-        speed = e.get("reactor_speed")
-        if speed is not None and (
-            isinstance(speed, bool) or not isinstance(speed, int | float) or not 0.001 <= speed <= 10
-        ):
-            c.add(f"exabgp.reactor_speed: expected a number between 0.001 and 10, got {speed!r}")
-            speed = None
-        level = e.get("log_level", exabgp.log_level)
-        if level not in _EXABGP_LOG_LEVELS:
-            c.add(f"exabgp.log_level: expected one of {', '.join(_EXABGP_LOG_LEVELS)}, got {level!r}")
-            level = exabgp.log_level
+        e = c.collect(_mapping, top["exabgp"], "exabgp", default=_EMPTY)
+        c.collect(
+            _unknown, e, {"api", "reactor_speed", "tuned", "chunk", "log_level"}, "exabgp", default=None
+        )
+        api = c.check("exabgp.api", one_of("wire", "text"), e.get("api", exabgp.api), exabgp.api)
+        speed = c.check("exabgp.reactor_speed", optional(number(0.001, 10)), e.get("reactor_speed"), None)
+        level = c.check(
+            "exabgp.log_level",
+            one_of(*_EXABGP_LOG_LEVELS),
+            e.get("log_level", exabgp.log_level),
+            exabgp.log_level,
+        )
         exabgp = ExabgpSettings(
             api=api,
             reactor_speed=float(speed) if speed is not None else None,
-            tuned=c(_bool, e.get("tuned", exabgp.tuned), "exabgp.tuned", default=exabgp.tuned),
-            chunk=c(_int, e.get("chunk", exabgp.chunk), "exabgp.chunk", 1, 100000, default=exabgp.chunk),
+            tuned=c.collect(_bool, e.get("tuned", exabgp.tuned), "exabgp.tuned", default=exabgp.tuned),
+            chunk=c.collect(
+                _int, e.get("chunk", exabgp.chunk), "exabgp.chunk", 1, 100000, default=exabgp.chunk
+            ),
             log_level=level,
         )
-    log_level = top.get("log_level", "info")
-    if log_level not in _LOG_LEVELS:
-        c.add(f"log_level: expected one of {', '.join(_LOG_LEVELS)}, got {log_level!r}")
+    log_level = c.check("log_level", one_of(*_LOG_LEVELS), top.get("log_level", "info"), "info")
     v6 = None
     if top.get("local_address_v6") is not None:
-        v6 = c(_ip, top["local_address_v6"], "local_address_v6", 6, default=None)
+        v6 = c.collect(_ip, top["local_address_v6"], "local_address_v6", 6, default=None)
     cluster_id = None
     if top.get("cluster_id") is not None:
-        cluster_id = c(_ipv4, top["cluster_id"], "cluster_id", default=None)
-    listen = c(_bool, top.get("listen", True), "listen", default=True)
-    port = c(_int, top.get("port", 179), "port", 1, 65535, default=179)
-    local_pref = c(
+        cluster_id = c.collect(_ipv4, top["cluster_id"], "cluster_id", default=None)
+    listen = c.collect(_bool, top.get("listen", True), "listen", default=True)
+    port = c.collect(_int, top.get("port", 179), "port", 1, 65535, default=179)
+    local_pref = c.collect(
         _int, top.get("default_local_pref", DEFAULT_LOCAL_PREF), "default_local_pref", 0, (1 << 32) - 1,
         default=DEFAULT_LOCAL_PREF,
     )  # fmt: skip
-    if c.errors:
-        raise ConfigError(c.errors)
+    c.raise_if_any()
     return ReflectorConfig(
         router_id=router_id,
         asn=asn,
