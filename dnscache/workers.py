@@ -110,9 +110,7 @@ class Supervisor:
         inherited, self.inherited = self.inherited, None
         lent = self.metrics.listening_socket() if self.metrics is not None else None
         pid = os.fork()
-        if pid == 0:  # the worker
-            # a respawn forks from inside the supervisor's running loop: forget it in the child
-            asyncio.events._set_running_loop(None)
+        if pid == 0:  # the worker (asyncio knows a running loop by its pid: the child has none)
             os.close(r)
             code = 1
             try:
