@@ -76,7 +76,10 @@ def test_missing_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFix
         ("nodes: {}\n", "must be a mapping with speakers:"),
         ("speakers: {n1: {kind: quagga}}\n", "speakers.n1: must be a mapping with kind: bird or kind: frr"),
         ("speakers: {n1: {kind: bird, control: /x}}\n", "speakers.n1.config: required"),
-        ("timers: {hold: 1}\nspeakers: {n1: {kind: frr}}\n", "timers.hold: 1 is out of range: must be between 3 and 65535"),
+        (
+            "timers: {hold: 1}\nspeakers: {n1: {kind: frr}}\n",
+            "timers.hold: 1 is out of range: must be between 3 and 65535",
+        ),
     ],
 )
 def test_speakers_file_errors_name_the_field(text: str, message: str) -> None:

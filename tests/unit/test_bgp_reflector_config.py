@@ -96,7 +96,10 @@ def with_(path: str, value: Any) -> dict[str, Any]:
         (with_("neighbors.0.adress", "x"), "neighbors[0].adress: unknown key"),
         (with_("neighbors.0.address", ...), "neighbors[0].address: required"),
         (with_("neighbors.0.address", "not-ip"), "neighbors[0].address: 'not-ip' is not an IP address"),
-        (with_("neighbors.0.role", "boss"), "neighbors[0].role: 'boss' is not one of client, peer, reflector"),
+        (
+            with_("neighbors.0.role", "boss"),
+            "neighbors[0].role: 'boss' is not one of client, peer, reflector",
+        ),
         (with_("neighbors.0.password", "has space"), "neighbors[0].password"),
         (with_("neighbors.0.password", 'q"uote'), "neighbors[0].password"),
         (with_("neighbors.0.passive", "yes"), "neighbors[0].passive: 'yes' is not true or false"),
@@ -110,7 +113,10 @@ def with_(path: str, value: Any) -> dict[str, Any]:
             with_("neighbors.0.allowed_prefixes", ["198.19.0.0/16 ge 24"]),
             "expected PREFIX or 'PREFIX le LENGTH'",
         ),
-        (with_("neighbors.0.max_prefix", {"limit": 0}), "neighbors[0].max_prefix.limit: 0 is out of range: must be between"),
+        (
+            with_("neighbors.0.max_prefix", {"limit": 0}),
+            "neighbors[0].max_prefix.limit: 0 is out of range: must be between",
+        ),
         (with_("neighbors.0.max_prefix", {"action": "keep"}), "neighbors[0].max_prefix.limit: required"),
         (with_("neighbors.0.max_prefix", {"limit": 5, "action": "shout"}), "neighbors[0].max_prefix.action"),
         (
@@ -124,7 +130,10 @@ def with_(path: str, value: Any) -> dict[str, Any]:
         (with_("metrics", "nowhere"), "metrics:"),
         (with_("timers.hold", 2), "timers.hold: must be 0 or at least 3"),
         (with_("timers.jitter", 2), "timers.jitter: unknown key"),
-        (with_("igp_metrics", {"198.18.0.1": -1}), "igp_metrics.198.18.0.1: -1 is out of range: must be between"),
+        (
+            with_("igp_metrics", {"198.18.0.1": -1}),
+            "igp_metrics.198.18.0.1: -1 is out of range: must be between",
+        ),
         (with_("igp_metrics", {"x": 1}), "igp_metrics.x: 'x' is not an IP address"),
         (with_("exabgp.api", "json"), "exabgp.api: 'json' is not one of wire, text"),
         (with_("exabgp.reactor_speed", 0), "exabgp.reactor_speed"),

@@ -114,10 +114,16 @@ def test_per_node_view() -> None:
             "{name: x, vni: 16777216, members: {n1: 198.18.0.1}}",
             "networks[1].vni: 16777216 is out of range: must be between 1 and 16777215",
         ),
-        ("{name: x, vni: 0, members: {n1: 198.18.0.1}}", "networks[1].vni: 0 is out of range: must be between 1 and 16777215"),
+        (
+            "{name: x, vni: 0, members: {n1: 198.18.0.1}}",
+            "networks[1].vni: 0 is out of range: must be between 1 and 16777215",
+        ),
         ("{name: x, vni: true, members: {n1: 198.18.0.1}}", "networks[1].vni: True is not an integer"),
         ("{name: x, members: {n1: 198.18.0.1}}", "networks[1].vni: is required for a vxlan network"),
-        ("{name: x, kind: vlan, vlan: 4095, underlay: e}", "networks[1].vlan: 4095 is out of range: must be between 1 and 4094"),
+        (
+            "{name: x, kind: vlan, vlan: 4095, underlay: e}",
+            "networks[1].vlan: 4095 is out of range: must be between 1 and 4094",
+        ),
         ("{name: x, kind: vlan, underlay: e}", "networks[1].vlan: is required for a vlan network"),
         ("{name: x, kind: vlan, vlan: 5}", "networks[1].underlay: is required for a vlan network"),
         ("{name: x, kind: vlan, vlan: 5, vni: 3, underlay: e}", "networks[1].vni: is for vxlan networks"),

@@ -293,7 +293,9 @@ def _neighbor(
     peer_asn = (
         c.collect(_int, data["asn"], f"{key}.asn", 1, (1 << 32) - 1, default=asn) if "asn" in data else asn
     )
-    role = Role(c.check(f"{key}.role", one_of("client", "peer", "reflector"), data.get("role", "client"), "client"))
+    role = Role(
+        c.check(f"{key}.role", one_of("client", "peer", "reflector"), data.get("role", "client"), "client")
+    )
     if peer_asn != asn and "role" in data and role is Role.CLIENT:
         c.add(f"{key}.role", f"an eBGP neighbour (asn {peer_asn} != {asn}) cannot be a client")
     password = None
