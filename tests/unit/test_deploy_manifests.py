@@ -95,6 +95,19 @@ def generator_files() -> set[Path]:
     }
 
 
+DNS_OBJECTS = {
+    ("ServiceAccount", "netkit-dns"),
+    ("ConfigMap", "netkit-dns"),
+    ("Service", "kube-dns-upstream"),
+    ("DaemonSet", "netkit-dns"),
+    ("Service", "netkit-dns-metrics"),
+}
+CRDS = {
+    ("CustomResourceDefinition", f"{plural}.netkit.io")
+    for plural in ("l2networks", "bgptopologies", "dnscaches", "nodestates")
+}
+
+
 def base_objects() -> dict[tuple[str, str], Doc]:
     objects: dict[tuple[str, str], Doc] = {}
     for _, doc in resolve(DEPLOY):
@@ -147,13 +160,7 @@ def test_every_manifest_is_reachable_from_a_kustomization() -> None:
 def test_in_test_resolution_of_the_top_kustomization() -> None:
     """What `kubectl apply -k deploy/` would install, resolved here without kustomize."""
     objects = base_objects()
-    assert set(objects) == {
-        ("ServiceAccount", "netkit-dns"),
-        ("ConfigMap", "netkit-dns"),
-        ("Service", "kube-dns-upstream"),
-        ("DaemonSet", "netkit-dns"),
-        ("Service", "netkit-dns-metrics"),
-    }
+    assert set(objects) == DNS_OBJECTS | CRDS
     # the ServiceMonitor is only in the optional component: its CRD may not be installed
     assert all(d["kind"] != "ServiceMonitor" for d in objects.values())
     monitoring = resolve(DNSCACHE / "monitoring")
@@ -356,6 +363,8 @@ def by_key(docs: list[Doc]) -> dict[tuple[str, str], Doc]:
 def test_kustomize_build_of_deploy(tmp_path: Path) -> None:
     built = by_key(build(DEPLOY))
     assert set(built) == set(base_objects())
+    for key in CRDS:  # cluster-scoped, labelled by the generator
+        assert "namespace" not in built.pop(key)["metadata"]
     for doc in built.values():
         assert doc["metadata"]["namespace"] == "kube-system"
         assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == "netkit-dns"
@@ -371,7 +380,7 @@ def test_kustomize_build_of_deploy(tmp_path: Path) -> None:
 
 def test_kustomize_build_of_the_example_overlay(tmp_path: Path) -> None:
     built = by_key(build(EXAMPLE))
-    assert set(built) == set(base_objects())
+    assert set(built) == DNS_OBJECTS  # the overlay is of deploy/dnscache
     assert built[("ConfigMap", "netkit-dns")]["data"]["dns.yaml"] == (EXAMPLE / "dns.yaml").read_text()
     assert built[("Service", "kube-dns-upstream")]["spec"]["clusterIP"] == "10.0.0.11"
     cfg, _ = serve_config(
