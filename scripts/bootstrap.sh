@@ -14,6 +14,8 @@ DEB_PACKAGES=(
   prometheus
   # BGP speakers
   bird2 frr gobgpd exabgp
+  # the control plane's lab: etcd as the API server's storage, kubectl as the real client
+  etcd-server kubectl
   # a full kernel for what this host lacks (802.1Q, dummy, netem)
   user-mode-linux kmod
   # a C compiler for labs.uml's XSAVE shim (UML 6.1 on AVX-512/AMX hosts)

@@ -1,0 +1,58 @@
+"""etcd and the API server together, with a kubeconfig for kubectl and the Python client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import yaml
+
+from labs.apiserver.etcd import EtcdServer
+from labs.apiserver.server import ApiServer
+
+__all__ = ["ApiLab"]
+
+
+class ApiLab:
+    """``with ApiLab(directory) as lab:`` etcd in ``directory``, the API server on loopback and
+    ``lab.kubeconfig`` naming it; everything stopped (by PID) on exit."""
+
+    def __init__(self, directory: Path, port: int = 0) -> None:
+        self.directory = directory
+        self.etcd = EtcdServer(directory)
+        self.port = port
+        self.server: ApiServer | None = None
+        self.kubeconfig = directory / "kubeconfig"
+
+    def start(self) -> Self:
+        self.etcd.start()
+        try:
+            self.server = ApiServer(self.etcd.client, port=self.port).start()
+        except BaseException:
+            self.etcd.stop()
+            raise
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "netkit-lab", "cluster": {"server": self.server.url}}],
+            "users": [{"name": "admin", "user": {}}],
+            "contexts": [{"name": "netkit-lab", "context": {"cluster": "netkit-lab", "user": "admin"}}],
+            "current-context": "netkit-lab",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        self.etcd.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
