@@ -183,3 +183,43 @@ def test_watch_and_finalizers(kubectl: Kubectl) -> None:
         )
     assert events[0] == ("ADDED", "blue", False) and events[-1][:2] == ("DELETED", "blue")
     assert ("MODIFIED", "blue", True) in events  # the delete that finalizers held
+
+
+def test_selectors_pages_and_a_watch_from_before_compaction(run_dir: RunDir) -> None:
+    import urllib.request
+
+    with ApiLab(run_dir.path / "api2") as lab:
+        assert lab.server is not None
+        base = lab.server.url + "/api/v1/namespaces/default/configmaps"
+
+        def call(method: str, url: str, body: dict | None = None) -> dict:  # type: ignore[type-arg]
+            req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body else None)
+            req.add_header("Content-Type", "application/json")
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.loads(resp.read())  # type: ignore[no-any-return]
+
+        for i in range(5):
+            labels = {"app": "dns"} if i % 2 else {"app": "web"}
+            call(
+                "POST",
+                base,
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"c{i}", "labels": labels}},
+            )
+        dns = call("GET", base + "?labelSelector=app%3Ddns")
+        assert [o["metadata"]["name"] for o in dns["items"]] == ["c1", "c3"]
+        page = call("GET", base + "?limit=2")
+        assert len(page["items"]) == 2 and page["metadata"]["remainingItemCount"] == 3
+        rest = call("GET", base + f"?limit=10&continue={page['metadata']['continue']}")
+        assert [o["metadata"]["name"] for o in rest["items"]] == ["c2", "c3", "c4"]
+        old_rv = page["metadata"]["resourceVersion"]
+        call("PUT", base + "/c0", {**page["items"][0], "data": {"k": "v"}})
+        lab.etcd.client.compact(lab.etcd.client.revision())
+        with urllib.request.urlopen(
+            base + f"?watch=true&resourceVersion={int(old_rv) - 3}", timeout=10
+        ) as resp:
+            event = json.loads(resp.readline())
+        assert (
+            event["type"] == "ERROR"
+            and event["object"]["code"] == 410
+            and event["object"]["reason"] == "Expired"
+        )
