@@ -227,21 +227,25 @@ def _max_unavailable() -> Schema:
     }
 
 
-def _ready_column() -> dict[str, Any]:
-    return {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'}
+def _rollout_columns() -> list[dict[str, Any]]:
+    return [
+        {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodesSelected"},
+        {"name": "Updated", "type": "integer", "jsonPath": ".status.nodesUpdated"},
+    ]
 
 
-def _reason_column() -> dict[str, Any]:
-    return {
-        "name": "Reason",
-        "type": "string",
-        "priority": 1,
-        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-    }
-
-
-def _age_column() -> dict[str, Any]:
-    return {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+def _condition_columns() -> list[dict[str, Any]]:
+    """Ready, its reason (``-o wide``) and the age: the last columns of every kind."""
+    return [
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {
+            "name": "Reason",
+            "type": "string",
+            "priority": 1,
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
 
 
 # -- the kinds -------------------------------------------------------------------------------------
@@ -332,11 +336,8 @@ def _l2network() -> tuple[Schema, list[dict[str, Any]]]:
         {"name": "Type", "type": "string", "jsonPath": ".spec.type"},
         {"name": "VNI", "type": "integer", "jsonPath": ".spec.vni"},
         {"name": "VLAN", "type": "integer", "jsonPath": ".spec.vlan"},
-        {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodesSelected"},
-        {"name": "Updated", "type": "integer", "jsonPath": ".status.nodesUpdated"},
-        _ready_column(),
-        _reason_column(),
-        _age_column(),
+        *_rollout_columns(),
+        *_condition_columns(),
     ]
     return _kind_schema(
         spec, _status("what the nodes applied, and conditions", _nodes_status()), required_spec=True
@@ -437,9 +438,7 @@ def _bgptopology() -> tuple[Schema, list[dict[str, Any]]]:
         {"name": "Reflectors", "type": "string", "jsonPath": ".status.reflectors", "priority": 1},
         {"name": "Sessions", "type": "integer", "jsonPath": ".status.sessions"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-        _ready_column(),
-        _reason_column(),
-        _age_column(),
+        *_condition_columns(),
     ]
     return _kind_schema(spec, status, required_spec=True), columns
 
@@ -521,11 +520,8 @@ def _dnscache() -> tuple[Schema, list[dict[str, Any]]]:
     )
     columns = [
         {"name": "Listen", "type": "string", "jsonPath": ".spec.listen"},
-        {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodesSelected"},
-        {"name": "Updated", "type": "integer", "jsonPath": ".status.nodesUpdated"},
-        _ready_column(),
-        _reason_column(),
-        _age_column(),
+        *_rollout_columns(),
+        *_condition_columns(),
     ]
     return _kind_schema(
         spec, _status("what the nodes run, and conditions", _nodes_status()), required_spec=True
@@ -604,9 +600,7 @@ def _nodestate() -> tuple[Schema, list[dict[str, Any]]]:
     columns = [
         {"name": "Node", "type": "string", "jsonPath": ".spec.nodeName"},
         {"name": "Heartbeat", "type": "date", "jsonPath": ".status.heartbeatTime"},
-        _ready_column(),
-        _reason_column(),
-        _age_column(),
+        *_condition_columns(),
     ]
     return _kind_schema(spec, status, required_spec=True), columns
 
