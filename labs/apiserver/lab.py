@@ -24,11 +24,13 @@ class ApiLab:
         self.port = port
         self.server: ApiServer | None = None
         self.kubeconfig = directory / "kubeconfig"
+        self.port_in_use = port
 
     def start(self) -> Self:
         self.etcd.start()
         try:
             self.server = ApiServer(self.etcd.client, port=self.port).start()
+            self.port_in_use = self.server.port
         except BaseException:
             self.etcd.stop()
             raise
@@ -42,6 +44,16 @@ class ApiLab:
         }
         self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
         return self
+
+    def stop_server(self) -> None:
+        """The API server gone (etcd stays): listening stops, open watches are cut."""
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def start_server(self) -> None:
+        """The API server back on the same address, on the same etcd."""
+        self.server = ApiServer(self.etcd.client, port=self.port_in_use).start()
 
     def stop(self) -> None:
         if self.server is not None:

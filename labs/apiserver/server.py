@@ -17,10 +17,12 @@ trusts its loopback clients), admission webhooks, aggregated APIs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import re
+import socket
 import threading
 import time
 import uuid
@@ -131,6 +133,8 @@ class ApiServer:
         self._http.daemon_threads = True
         self.host, self.port = host, int(self._http.server_address[1])
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
 
     @property
     def url(self) -> str:
@@ -151,9 +155,15 @@ class ApiServer:
         return self
 
     def stop(self) -> None:
+        """Stop listening and cut every open connection (watches included), as a dead server."""
         self.stopping.set()
         self._http.shutdown()
         self._http.server_close()
+        with self._lock:
+            open_now = list(self._connections)
+        for conn in open_now:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     # -- storage -----------------------------------------------------------------------------
 
@@ -526,6 +536,16 @@ class ApiServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._connections.discard(self.connection)
+                super().finish()
 
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("request", extra={"line": format % args})
