@@ -18,18 +18,21 @@ class ApiLab:
     """``with ApiLab(directory) as lab:`` etcd in ``directory``, the API server on loopback and
     ``lab.kubeconfig`` naming it; everything stopped (by PID) on exit."""
 
-    def __init__(self, directory: Path, port: int = 0) -> None:
+    def __init__(
+        self, directory: Path, *, host: str = "127.0.0.1", port: int = 0, kubeconfig: Path | None = None
+    ) -> None:
         self.directory = directory
         self.etcd = EtcdServer(directory)
-        self.port = port
+        self.host, self.port = host, port
         self.server: ApiServer | None = None
-        self.kubeconfig = directory / "kubeconfig"
+        self.kubeconfig = kubeconfig or directory / "kubeconfig"
         self.port_in_use = port
 
     def start(self) -> Self:
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.etcd.start()
         try:
-            self.server = ApiServer(self.etcd.client, port=self.port).start()
+            self.server = ApiServer(self.etcd.client, host=self.host, port=self.port).start()
             self.port_in_use = self.server.port
         except BaseException:
             self.etcd.stop()
@@ -53,7 +56,7 @@ class ApiLab:
 
     def start_server(self) -> None:
         """The API server back on the same address, on the same etcd."""
-        self.server = ApiServer(self.etcd.client, port=self.port_in_use).start()
+        self.server = ApiServer(self.etcd.client, host=self.host, port=self.port_in_use).start()
 
     def stop(self) -> None:
         if self.server is not None:

@@ -37,12 +37,12 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 _REASONS = {200: "OK", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
-def cannot_serve(address: HostPort, exc: OSError) -> OSError:
+def cannot_serve(address: HostPort, exc: OSError, what: str = "metrics") -> OSError:
     reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own words are longer
-    return OSError(exc.errno, f"cannot serve metrics on {address}: {reason}")
+    return OSError(exc.errno, f"cannot serve {what} on {address}: {reason}")
 
 
-def check_bindable(address: HostPort) -> None:
+def check_bindable(address: HostPort, what: str = "metrics") -> None:
     """Raise ``cannot_serve`` if ``address`` cannot be listened on now (for a daemon whose server
     starts later, in a process it does not control)."""
     family = socket.AF_INET6 if address.family_is_v6 else socket.AF_INET
@@ -52,7 +52,7 @@ def check_bindable(address: HostPort) -> None:
             probe.bind((address.host, address.port))
             probe.listen()
         except OSError as exc:
-            raise cannot_serve(address, exc) from None
+            raise cannot_serve(address, exc, what) from None
 
 
 class EndpointServer:

@@ -31,8 +31,9 @@ GROUPS = {
     "l2": "netkit.cli.l2",
     "bgp": "netkit.cli.bgp",
     "chaos": "netkit.cli.chaos",
+    "lab": "netkit.cli.lab",
 }
-LAB_GROUPS = {"chaos"}  # whole groups built on the labs: left out where they are not installed
+LAB_GROUPS = {"chaos", "lab"}  # whole groups built on the labs: left out where they are not installed
 
 
 def build_parser(only: str | None = None) -> Parser:

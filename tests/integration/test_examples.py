@@ -143,6 +143,11 @@ RUNS: dict[str, Run] = {
     "netkit bgp reflector -f reflector.yaml --state-dir /run/netkit/rr --log-format text": Run(
         needs=("rr",), ready=http("http://198.18.0.2:9179/healthz")
     ),
+    # -- lab ----------------------------------------------------------------------------------------
+    "netkit lab apiserver --listen 127.0.0.1:8080 --data-dir /tmp/netkit-api": Run(
+        ready=command("kubectl --server http://127.0.0.1:8080 get namespaces kube-system")
+    ),
+    "netkit lab apiserver --check": Run(out=("listen: 127.0.0.1:8080",)),
     # -- chaos ------------------------------------------------------------------------------------
     "netkit chaos dns --duration 600 --qps 2000 --seed 1 --out /tmp/chaos-long": Run(
         append=" --check", why=CHAOS_CHECK, out=("kind: all_down",)

@@ -171,6 +171,7 @@ RUNTIME_FAILURES: dict[str, list[str] | str] = {
     "netkit bgp migrate": "a failed step is exit 1 (tests/integration/test_bgp_migrate_cli.py)",
     "netkit bgp reflector": ["-f", "{rr}"],
     "netkit chaos dns": "root, real peers; a failed self-check is exit 3 (tests/integration/test_chaos_dns)",
+    "netkit lab apiserver": ["--listen", "127.0.0.1:{port}"],
 }
 
 
