@@ -274,6 +274,7 @@ class ApiServer:
         meta.pop("resourceVersion", None)
         meta.pop("deletionTimestamp", None)
         if r.kind == "CustomResourceDefinition":
+            self._crd_valid(obj)
             obj = self._crd_accepted(obj)
         revision = self.etcd.create(r.key(namespace, meta["name"]), json.dumps(obj).encode())
         if revision is None:
@@ -288,6 +289,40 @@ class ApiServer:
             self.registry.register(obj)
         meta["resourceVersion"] = str(revision)
         return obj
+
+    @staticmethod
+    def _crd_valid(crd: Mapping[str, Any]) -> None:
+        """What a CRD needs before it can register anything (every missing piece named)."""
+        spec: Mapping[str, Any] = crd["spec"] if isinstance(crd.get("spec"), Mapping) else {}
+        names: Mapping[str, Any] = spec["names"] if isinstance(spec.get("names"), Mapping) else {}
+        versions: list[Any] = spec["versions"] if isinstance(spec.get("versions"), list) else []
+        causes = [f"spec.{k}: Required value" for k in ("group",) if not spec.get(k)]
+        causes += [f"spec.names.{k}: Required value" for k in ("kind", "plural") if not names.get(k)]
+        if not versions or not all(isinstance(v, Mapping) and v.get("name") for v in versions):
+            causes.append("spec.versions: Required value: at least one version with a name")
+        elif sum(1 for v in versions if v.get("storage")) != 1:
+            causes.append("spec.versions: Invalid value: exactly one version must be the storage version")
+        expected = f"{names.get('plural')}.{spec.get('group')}"
+        if not causes and crd["metadata"]["name"] != expected:
+            causes.append(
+                f'metadata.name: Invalid value: "{crd["metadata"]["name"]}": '
+                'must be spec.names.plural+"."+spec.group'
+            )
+        if causes:
+            name = crd["metadata"]["name"]
+            raise ApiError(
+                422,
+                "Invalid",
+                f'CustomResourceDefinition.apiextensions.k8s.io "{name}" is invalid: {", ".join(causes)}',
+                {
+                    "name": name,
+                    "kind": "CustomResourceDefinition",
+                    "causes": [
+                        {"reason": "FieldValueInvalid", "field": c.split(":")[0], "message": c}
+                        for c in causes
+                    ],
+                },
+            )
 
     @staticmethod
     def _crd_accepted(crd: dict[str, Any]) -> dict[str, Any]:
@@ -625,8 +660,6 @@ class ApiServer:
         if len(rest) >= 3 and rest[0] == "namespaces":
             namespace, rest = rest[1], rest[2:]
         plural, name, sub = rest[0], (rest[1] if len(rest) > 1 else ""), (rest[2] if len(rest) > 2 else "")
-        if plural == "namespaces" and namespace is None and len(rest) == 1 and name == "":
-            pass
         r = self.registry.find(group, version, plural)
         if r is None:
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")

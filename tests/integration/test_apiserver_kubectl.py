@@ -223,3 +223,21 @@ def test_selectors_pages_and_a_watch_from_before_compaction(run_dir: RunDir) -> 
             and event["object"]["code"] == 410
             and event["object"]["reason"] == "Expired"
         )
+
+
+def test_a_broken_crd_is_refused_with_what_it_lacks(kubectl: Kubectl) -> None:
+    broken = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.test}
+spec:
+  group: example.test
+  scope: Cluster
+  names: {kind: Widget}
+  versions: [{name: v1, served: true, storage: false}]
+"""
+    done = kubectl("apply", "-f", "-", stdin=broken, ok=False)
+    assert done.returncode == 1
+    assert "spec.names.plural: Required value" in done.stderr
+    assert "exactly one version must be the storage version" in done.stderr
+    assert "widgets.example.test" not in kubectl("get", "crd", "-o", "name").stdout
