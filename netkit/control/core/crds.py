@@ -203,7 +203,7 @@ def _status(description: str, extra: dict[str, Schema]) -> Schema:
 def _nodes_status() -> dict[str, Schema]:
     return {
         "nodesSelected": _int(0, 100_000, "nodes the selector picks"),
-        "nodesUpdated": _int(0, 100_000, "nodes that applied the current generation"),
+        "nodesUpdated": _int(0, 100_000, "nodes told the current generation"),
         "nodesReady": _int(0, 100_000, "nodes that applied it and pass its probes"),
         "nodesFailed": _list(
             "nodes that failed to apply it (and rolled back)", _str("a node name"), max_items=100_000
@@ -553,10 +553,48 @@ def _nodestate() -> tuple[Schema, list[dict[str, Any]]]:
         },
         required=["kind", "name", "state"],
     )
+    member = _obj(
+        "a node of the network and its VTEP",
+        {"node": _str("the node", max_length=253), "vtep": _ip("its VTEP address (vxlan)")},
+        required=["node"],
+    )
+    l2 = _obj(
+        "one network as this node runs it: resolved by the controller for this node, at the "
+        "generation the rollout lets it have",
+        {
+            "name": _str("the L2Network", max_length=253),
+            "generation": _int(1, 2**63 - 1, "its .metadata.generation this entry is"),
+            "type": _enum("vxlan or vlan", "vxlan", "vlan"),
+            "vni": _int(1, 16_777_215, "the VNI (vxlan)"),
+            "vlan": _int(1, 4094, "the VLAN id (vlan)"),
+            "underlay": _str("the underlay interface on this node (empty: the default)", pattern=_IFNAME),
+            "port": _int(1, 65535, "the VXLAN UDP port"),
+            "mtu": _int(68, 65535, "the bridge MTU (empty: from the underlay)"),
+            "members": _list("every node of the network", member, max_items=100_000),
+            "endpoints": _list(
+                "remote MACs known in advance",
+                _obj(
+                    "a remote MAC",
+                    {
+                        "mac": _str("the MAC", pattern=_MAC),
+                        "ip": _ip("its IP"),
+                        "node": _str("its node", max_length=253),
+                    },
+                    required=["mac", "node"],
+                ),
+                max_items=4096,
+            ),
+        },
+        required=["name", "generation", "type"],
+    )
     spec = _obj(
-        "the node this state belongs to (the object is named after it)",
+        "the node this state belongs to (the object is named after it) and what the controller "
+        "publishes for it: the agent applies exactly this, and keeps it when the API is unreachable",
         {
             "nodeName": _str("the Node's name", max_length=253),
+            "l2Networks": _list(
+                "the networks this node runs", l2, max_items=4096, list_type="map", keys=["name"]
+            ),
         },
         required=["nodeName"],
         rules=[("self.nodeName == oldSelf.nodeName", "nodeName cannot be changed")],
