@@ -317,8 +317,10 @@ class Agent:
         max_delay: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
         underlay_filter: bool = True,
+        on_round: Callable[[Reconciled], None] | None = None,
     ) -> None:
         self.underlay_filter = underlay_filter
+        self.on_round = on_round  # told every round's outcome (the control plane's report)
         self.networks = list(networks)
         self.node = node
         self.netns = netns
@@ -422,6 +424,11 @@ class Agent:
         self.last = rec
         if rec.error is None:
             self._after(rec, trigger)
+        if self.on_round is not None:
+            try:
+                self.on_round(rec)
+            except Exception:  # a report that fails must not stop the data plane
+                log.exception("round report failed")
         return rec
 
     def _after(self, rec: Reconciled, trigger: str) -> None:

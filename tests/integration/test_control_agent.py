@@ -1,0 +1,155 @@
+"""The node agent's L2 part against the lab API server and a real kernel (network namespaces):
+its NodeState's networks appear on the node and it reports them Applied at their generation;
+with the API server gone nothing changes in the kernel and drift is still repaired; back, it
+resyncs without a write; a network dropped from the NodeState is removed from the node."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config
+from pyroute2 import IPRoute
+
+from labs.apiserver.lab import ApiLab
+from labs.l2lab import L2Lab
+from labs.runid import RunDir
+from netkit.control.agent import NodeL2Agent
+from netkit.control.kube import Backoff, Informer
+from netkit.l2.core.state import bridge_name, vxlan_name
+from netkit.l2.kernel import Kernel
+
+ROOT = Path(__file__).resolve().parents[2]
+G, V = "netkit.io", "v1alpha1"
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+@pytest.fixture
+def world(run_dir: RunDir) -> Iterator[tuple[ApiLab, L2Lab, client.CustomObjectsApi]]:
+    if os.geteuid() != 0:
+        pytest.fail("the agent test needs root (network namespaces); the suite runs as root")
+    with ApiLab(run_dir.path / "api") as api_lab, L2Lab(nodes=2) as l2:
+        api = config.new_client_from_config(str(api_lab.kubeconfig))
+        for f in sorted((ROOT / "deploy" / "crds").glob("*.netkit.io.yaml")):
+            client.ApiextensionsV1Api(api).create_custom_resource_definition(yaml.safe_load(f.read_text()))
+        yield api_lab, l2, client.CustomObjectsApi(api)
+    assert l2.leftovers() == []
+
+
+def entry(l2: L2Lab, generation: int, **extra: Any) -> dict[str, Any]:
+    members = [{"node": n, "vtep": l2.vtep[n]} for n in sorted(l2.vtep)]
+    return {
+        "name": "blue",
+        "generation": generation,
+        "type": "vxlan",
+        "vni": 100,
+        "port": 4789,
+        "members": members,
+        **extra,
+    }
+
+
+def links(l2: L2Lab, node: str) -> set[str]:
+    with Kernel(l2.ns(node)) as k:
+        return set(k.read().links)
+
+
+def applied(co: client.CustomObjectsApi, node: str) -> list[dict[str, Any]]:
+    return (co.get_cluster_custom_object(G, V, "nodestates", node).get("status") or {}).get("applied", [])
+
+
+def test_the_agent_applies_reports_outlives_the_api_and_removes(
+    world: tuple[ApiLab, L2Lab, client.CustomObjectsApi],
+) -> None:
+    api_lab, l2, co = world
+    co.create_cluster_custom_object(
+        G,
+        V,
+        "nodestates",
+        {
+            "apiVersion": f"{G}/{V}",
+            "kind": "NodeState",
+            "metadata": {"name": "n1"},
+            "spec": {"nodeName": "n1", "l2Networks": [entry(l2, 1, mtu=1400)]},
+        },
+    )
+    listing = functools.partial(
+        co.list_cluster_custom_object, G, V, "nodestates", field_selector="metadata.name=n1"
+    )
+
+    def informer(handler: Callable[[str, dict[str, Any]], None]) -> Informer:
+        return Informer(listing, handler, backoff=Backoff(0.1, 0.5), name="nodestate-n1")
+
+    agent = NodeL2Agent(co, informer, "n1", l2.ns("n1"), resync=1.0).start()
+    try:
+        assert wait_for(lambda: {bridge_name("blue"), vxlan_name(100)} <= links(l2, "n1"))
+        assert wait_for(
+            lambda: (
+                [(a["name"], a["generation"], a["state"]) for a in applied(co, "n1")]
+                == [("blue", 1, "Applied")]
+            )
+        )
+        # the API server gone: the kernel stays, drift is still repaired
+        api_lab.stop_server()
+        rounds = agent.rounds
+        with IPRoute(netns=l2.ns("n1"), flags=0) as ipr:
+            ipr.link("del", index=ipr.link_lookup(ifname=vxlan_name(100))[0])
+        assert wait_for(lambda: vxlan_name(100) in links(l2, "n1"))  # repaired from the last NodeState
+        time.sleep(1.5)
+        assert {bridge_name("blue"), vxlan_name(100)} <= links(l2, "n1") and agent.rounds > rounds
+        # back: the agent reconnects; a resync writes nothing
+        api_lab.start_server()
+        assert wait_for(
+            lambda: agent.l2 is not None and agent.l2.last is not None and agent.l2.last.writes == 0, 10
+        )
+        # the network dropped from the NodeState: gone from the node, reported as nothing applied
+        co.patch_cluster_custom_object(G, V, "nodestates", "n1", {"spec": {"l2Networks": []}})
+        assert wait_for(lambda: not ({bridge_name("blue"), vxlan_name(100)} & links(l2, "n1")))
+        assert wait_for(lambda: applied(co, "n1") == [])
+    finally:
+        agent.stop()
+
+
+def test_a_node_without_its_nodestate_waits_and_touches_nothing(
+    world: tuple[ApiLab, L2Lab, client.CustomObjectsApi],
+) -> None:
+    _, l2, co = world
+    before = links(l2, "n2")
+    listing = functools.partial(
+        co.list_cluster_custom_object, G, V, "nodestates", field_selector="metadata.name=n2"
+    )
+    agent = NodeL2Agent(
+        co, lambda h: Informer(listing, h, backoff=Backoff(0.1, 0.5)), "n2", l2.ns("n2")
+    ).start()
+    try:
+        time.sleep(1.0)
+        assert agent.l2 is None and links(l2, "n2") == before  # not "no networks": nothing known yet
+        co.create_cluster_custom_object(
+            G,
+            V,
+            "nodestates",
+            {
+                "apiVersion": f"{G}/{V}",
+                "kind": "NodeState",
+                "metadata": {"name": "n2"},
+                "spec": {"nodeName": "n2", "l2Networks": [entry(l2, 4)]},
+            },
+        )
+        assert wait_for(lambda: bridge_name("blue") in links(l2, "n2"))
+        assert wait_for(lambda: [a["generation"] for a in applied(co, "n2")] == [4])
+    finally:
+        agent.stop()
