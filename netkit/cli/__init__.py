@@ -32,6 +32,7 @@ GROUPS = {
     "bgp": "netkit.cli.bgp",
     "chaos": "netkit.cli.chaos",
     "lab": "netkit.cli.lab",
+    "controller": "netkit.cli.control",
 }
 LAB_GROUPS = {"chaos", "lab"}  # whole groups built on the labs: left out where they are not installed
 

@@ -324,3 +324,31 @@ class LeaderElector:
         self.stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+def api_client(kubeconfig: str | None) -> client.ApiClient:
+    """A client from ``kubeconfig``, or (None) from the pod's service account, as in a cluster.
+    Raises ``OSError`` (``ConfigError`` to the CLI) when neither can be read."""
+    from kubernetes import config
+
+    try:
+        if kubeconfig is None:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            return client.ApiClient()
+        return config.new_client_from_config(kubeconfig)  # type: ignore[no-untyped-call,no-any-return]
+    except config.ConfigException as exc:
+        raise OSError(
+            f"cannot use {'the in-cluster configuration' if kubeconfig is None else kubeconfig}: {exc}"
+        ) from None
+
+
+def custom_objects(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+def core(api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(api)
+
+
+def coordination(api: client.ApiClient) -> client.CoordinationV1Api:
+    return client.CoordinationV1Api(api)

@@ -148,6 +148,7 @@ RUNS: dict[str, Run] = {
         ready=command("kubectl --server http://127.0.0.1:8080 get namespaces kube-system")
     ),
     "netkit lab apiserver --check": Run(out=("listen: 127.0.0.1:8080",)),
+    "netkit controller --check": Run(out=("lease: netkit-controller",)),
     # -- chaos ------------------------------------------------------------------------------------
     "netkit chaos dns --duration 600 --qps 2000 --seed 1 --out /tmp/chaos-long": Run(
         append=" --check", why=CHAOS_CHECK, out=("kind: all_down",)
@@ -161,6 +162,9 @@ RUNS: dict[str, Run] = {
 
 # Examples another test runs exactly as written, with more checks than a run here would make.
 COVERED: dict[str, str] = {
+    "netkit controller --kubeconfig /tmp/netkit-api/kubeconfig --metrics 127.0.0.1:9260": (
+        "tests/integration/test_control_process.py::test_two_replicas_one_leader_and_a_takeover"
+    ),
     "netkit bgp migrate --lab": "tests/integration/test_bgp_migration_lab.py::"
     "test_mesh_to_reflectors_and_back_loses_no_prefix_at_any_sample",
     "python -m labs.uml -- netkit l2 verify --kind vlan": "tests/integration/test_l2_vlan_uml.py::"

@@ -172,6 +172,7 @@ RUNTIME_FAILURES: dict[str, list[str] | str] = {
     "netkit bgp reflector": ["-f", "{rr}"],
     "netkit chaos dns": "root, real peers; a failed self-check is exit 3 (tests/integration/test_chaos_dns)",
     "netkit lab apiserver": ["--listen", "127.0.0.1:{port}"],
+    "netkit controller": ["--metrics", "127.0.0.1:{port}"],
 }
 
 
