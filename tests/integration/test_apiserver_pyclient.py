@@ -9,29 +9,20 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 
-from labs.apiserver.lab import ApiLab
 from labs.runid import RunDir
-
-ROOT = Path(__file__).resolve().parents[2]
-G, V = "netkit.io", "v1alpha1"
+from tests.kubehelpers import ROOT, G, V, cluster
 
 
 @pytest.fixture
 def api(run_dir: RunDir) -> Iterator[client.ApiClient]:
-    with ApiLab(run_dir.path / "api") as lab:
-        api_client = config.new_client_from_config(str(lab.kubeconfig))
-        ext = client.ApiextensionsV1Api(api_client)
-        for f in sorted((ROOT / "deploy" / "crds").glob("*.netkit.io.yaml")):
-            ext.create_custom_resource_definition(yaml.safe_load(f.read_text()))
+    with cluster(run_dir.path / "api") as (_, api_client):
         yield api_client
-        api_client.close()
 
 
 def example(name: str) -> dict[str, Any]:

@@ -9,12 +9,10 @@ import functools
 import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from kubernetes import client, config
+from kubernetes import client
 from pyroute2 import IPRoute
 
 from labs.apiserver.lab import ApiLab
@@ -24,28 +22,14 @@ from netkit.control.agent import NodeL2Agent
 from netkit.control.kube import Backoff, Informer
 from netkit.l2.core.state import bridge_name, vxlan_name
 from netkit.l2.kernel import Kernel
-
-ROOT = Path(__file__).resolve().parents[2]
-G, V = "netkit.io", "v1alpha1"
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
+from tests.kubehelpers import G, V, cluster, wait_for
 
 
 @pytest.fixture
 def world(run_dir: RunDir) -> Iterator[tuple[ApiLab, L2Lab, client.CustomObjectsApi]]:
     if os.geteuid() != 0:
         pytest.fail("the agent test needs root (network namespaces); the suite runs as root")
-    with ApiLab(run_dir.path / "api") as api_lab, L2Lab(nodes=2) as l2:
-        api = config.new_client_from_config(str(api_lab.kubeconfig))
-        for f in sorted((ROOT / "deploy" / "crds").glob("*.netkit.io.yaml")):
-            client.ApiextensionsV1Api(api).create_custom_resource_definition(yaml.safe_load(f.read_text()))
+    with cluster(run_dir.path / "api") as (api_lab, api), L2Lab(nodes=2) as l2:
         yield api_lab, l2, client.CustomObjectsApi(api)
     assert l2.leftovers() == []
 

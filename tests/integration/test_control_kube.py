@@ -7,37 +7,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, config
 
 from labs.apiserver.lab import ApiLab
 from labs.runid import RunDir
 from netkit.control.kube import Backoff, Informer, LeaderElector, update_status
-
-ROOT = Path(__file__).resolve().parents[2]
-G, V = "netkit.io", "v1alpha1"
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
+from tests.kubehelpers import G, V, cluster, wait_for
 
 
 @pytest.fixture
 def lab(run_dir: RunDir) -> Iterator[ApiLab]:
-    with ApiLab(run_dir.path / "api") as lab:
-        api = config.new_client_from_config(str(lab.kubeconfig))
-        for f in sorted((ROOT / "deploy" / "crds").glob("*.netkit.io.yaml")):
-            client.ApiextensionsV1Api(api).create_custom_resource_definition(yaml.safe_load(f.read_text()))
+    with cluster(run_dir.path / "api") as (lab, _):
         yield lab
 
 

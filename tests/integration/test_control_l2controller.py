@@ -8,46 +8,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
-import yaml
-from kubernetes import client, config
+from kubernetes import client
 
 from labs.apiserver.lab import ApiLab
 from labs.runid import RunDir
 from netkit.control.kube import Backoff, Informer
 from netkit.control.l2controller import FINALIZER, L2Controller
-
-ROOT = Path(__file__).resolve().parents[2]
-G, V = "netkit.io", "v1alpha1"
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
+from tests.kubehelpers import G, V, cluster, wait_for
 
 
 @pytest.fixture
-def cluster(run_dir: RunDir) -> Iterator[tuple[ApiLab, client.ApiClient]]:
-    with ApiLab(run_dir.path / "api") as lab:
-        api = config.new_client_from_config(str(lab.kubeconfig))
-        for f in sorted((ROOT / "deploy" / "crds").glob("*.netkit.io.yaml")):
-            client.ApiextensionsV1Api(api).create_custom_resource_definition(yaml.safe_load(f.read_text()))
-        core = client.CoreV1Api(api)
-        for i in range(3):
-            core.create_node(
-                client.V1Node(metadata=client.V1ObjectMeta(name=f"n{i}", labels={"zone": "ab"[i % 2]}))
-            )
-            core.patch_node_status(
-                f"n{i}", {"status": {"addresses": [{"type": "InternalIP", "address": f"198.18.0.{i + 1}"}]}}
-            )
-        yield lab, api
+def world(run_dir: RunDir) -> Iterator[tuple[ApiLab, client.ApiClient]]:
+    with cluster(run_dir.path / "api", nodes=3, labels=lambda i: {"zone": "ab"[i % 2]}) as both:
+        yield both
 
 
 def start_controller(api: client.ApiClient) -> tuple[L2Controller, list[Informer], threading.Event]:
@@ -71,7 +47,7 @@ def start_controller(api: client.ApiClient) -> tuple[L2Controller, list[Informer
     controller.informers = informers
     for inf in informers.values():
         inf.start()
-    assert wait_for(controller.ready)
+    assert wait_for(controller.ready, 15)
     return controller, list(informers.values()), threading.Event()
 
 
@@ -98,9 +74,9 @@ def agents(co: client.CustomObjectsApi, stop: threading.Event, seen_in_flight: l
 
 
 def test_publish_rollout_status_finalizer_and_a_quiet_restart(
-    cluster: tuple[ApiLab, client.ApiClient],
+    world: tuple[ApiLab, client.ApiClient],
 ) -> None:
-    _, api = cluster
+    _, api = world
     co = client.CustomObjectsApi(api)
     controller, informers, leading = start_controller(api)
     stop = threading.Event()

@@ -11,45 +11,21 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from kubernetes import client, config
+from kubernetes import client
 
 from labs.apiserver.lab import ApiLab
 from labs.runid import RunDir, free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-G, V = "netkit.io", "v1alpha1"
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return check()
+from tests.kubehelpers import G, V, cluster, wait_for
 
 
 @pytest.fixture
-def cluster(run_dir: RunDir) -> Iterator[tuple[ApiLab, client.ApiClient]]:
-    with ApiLab(run_dir.path / "api") as lab:
-        api = config.new_client_from_config(str(lab.kubeconfig))
-        for f in sorted((ROOT / "deploy" / "crds").glob("*.netkit.io.yaml")):
-            client.ApiextensionsV1Api(api).create_custom_resource_definition(yaml.safe_load(f.read_text()))
-        core = client.CoreV1Api(api)
-        for i in range(3):
-            core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=f"n{i}")))
-            core.patch_node_status(
-                f"n{i}", {"status": {"addresses": [{"type": "InternalIP", "address": f"198.18.0.{i + 1}"}]}}
-            )
-        yield lab, api
+def world(run_dir: RunDir) -> Iterator[tuple[ApiLab, client.ApiClient]]:
+    with cluster(run_dir.path / "api", nodes=3) as both:
+        yield both
 
 
 def replica(lab: ApiLab, identity: str, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -69,8 +45,11 @@ def replica(lab: ApiLab, identity: str, port: int, log: Path) -> subprocess.Pope
 
 
 def leading(port: int) -> bool:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-        return "netkit_controller_leader 1.0" in resp.read().decode()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            return "netkit_controller_leader 1.0" in resp.read().decode()
+    except OSError:  # not listening yet
+        return False
 
 
 def agents(co: client.CustomObjectsApi, stop: threading.Event) -> None:
@@ -88,9 +67,9 @@ def agents(co: client.CustomObjectsApi, stop: threading.Event) -> None:
 
 
 def test_two_replicas_one_leader_and_a_takeover(
-    cluster: tuple[ApiLab, client.ApiClient], run_dir: RunDir
+    world: tuple[ApiLab, client.ApiClient], run_dir: RunDir
 ) -> None:
-    lab, api = cluster
+    lab, api = world
     co, coord = client.CustomObjectsApi(api), client.CoordinationV1Api(api)
     ports = {"a": free_port(), "b": free_port()}
     procs = {
