@@ -11,10 +11,11 @@ import yaml
 from kubernetes import client, config
 
 from labs.apiserver.lab import ApiLab
+from netkit.control.core.crds import GROUP, VERSION
 from tests import dnshelpers
 
 ROOT = Path(__file__).resolve().parents[1]
-G, V = "netkit.io", "v1alpha1"
+G, V = GROUP, VERSION
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:

@@ -36,14 +36,10 @@ class Resource:
 
     def key(self, namespace: str | None, name: str = "") -> str:
         """The etcd key (or, without a name, the prefix of a collection)."""
-        group = self.group or "core"
-        if self.namespaced and namespace:
-            return f"/registry/{group}/{self.plural}/{namespace}/{name}"
-        return (
-            f"/registry/{group}/{self.plural}/{name}"
-            if not self.namespaced
-            else f"/registry/{group}/{self.plural}/"
-        )
+        collection = f"/registry/{self.group or 'core'}/{self.plural}/"
+        if not self.namespaced:
+            return collection + name
+        return f"{collection}{namespace}/{name}" if namespace else collection  # all namespaces
 
     def api_resource(self) -> dict[str, Any]:
         out: dict[str, Any] = {

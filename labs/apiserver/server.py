@@ -447,12 +447,12 @@ class ApiServer:
         subresource: str,
         strict: bool = False,
     ) -> dict[str, Any]:
+        try:
+            patch = json.loads(body)
+        except ValueError:
+            raise ApiError(400, "BadRequest", "the patch is not valid JSON") from None
         for _ in range(10):  # a patch is applied to the latest object: retried on a race
             old = self.get(r, namespace, name)
-            try:
-                patch = json.loads(body)
-            except ValueError:
-                raise ApiError(400, "BadRequest", "the patch is not valid JSON") from None
             if content_type.startswith("application/json-patch+json"):
                 try:
                     new = jsonpatch.apply(old, patch)

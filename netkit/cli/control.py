@@ -101,13 +101,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
         metrics=args.metrics,
     )
     if args.check:
-        emit(
-            {
-                k: (str(v) if isinstance(v, Path) or (k == "metrics" and v) else v)
-                for k, v in vars(opts).items()
-            },
-            "yaml",
-        )
+        emit({**vars(opts), "metrics": str(opts.metrics) if opts.metrics else None}, "yaml")
         return 0
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -64,7 +64,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_apiserver(args: argparse.Namespace) -> int:
-    listen = args.listen if not isinstance(args.listen, str) else host_port()(args.listen)
+    listen = args.listen  # argparse applies the type to the default too
     if args.check:
         emit(
             {

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from netkit.control.core.crds import GROUP, VERSION
 from netkit.control.core.l2publish import network_of
 from netkit.l2.agent import Agent, Reconciled
 from netkit.l2.core.model import L2Network
@@ -23,7 +24,6 @@ from netkit.l2.core.model import L2Network
 __all__ = ["NodeL2Agent", "applied_report"]
 
 log = logging.getLogger("netkit.control.agent")
-GROUP, VERSION = "netkit.io", "v1alpha1"
 Obj = dict[str, Any]
 
 

@@ -13,12 +13,12 @@ from prometheus_client import CollectorRegistry, Gauge
 from netkit.base.addr import HostPort
 from netkit.base.serving import EndpointServer
 from netkit.control import kube
+from netkit.control.core.crds import GROUP, VERSION
 from netkit.control.l2controller import L2Controller
 
 __all__ = ["ControllerOptions", "run_controller"]
 
 log = logging.getLogger("netkit.control")
-GROUP, VERSION = "netkit.io", "v1alpha1"
 
 
 @dataclass(frozen=True)

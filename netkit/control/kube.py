@@ -16,6 +16,7 @@ done right, status written with optimistic concurrency, and leader election on a
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -55,7 +56,13 @@ def plain(obj: Any) -> Obj:
     """An API object as the JSON the server sent (camelCase keys, times as text)."""
     if isinstance(obj, dict):
         return obj
-    return client.ApiClient().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call,no-any-return]
+    return _serializer().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call,no-any-return]
+
+
+@functools.cache
+def _serializer() -> client.ApiClient:
+    """One client for turning models into JSON (a watch event each): it opens no connection."""
+    return client.ApiClient()
 
 
 def _key(obj: Obj) -> str:
@@ -89,6 +96,12 @@ class Informer:
         self.errors = 0
         self._watch: watch.Watch | None = None
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # the cache is written here and read from other threads
+
+    def snapshot(self) -> dict[str, Obj]:
+        """A copy of the cache (key ``namespace/name``), safe to read while the watch runs."""
+        with self._lock:
+            return dict(self.cache)
 
     def start(self) -> Informer:
         self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
@@ -116,7 +129,8 @@ class Informer:
                 self.handler("MODIFIED", obj)
         for key in set(self.cache) - set(fresh):  # deleted while no watch ran: a list proves it
             self.handler("DELETED", self.cache[key])
-        self.cache = fresh
+        with self._lock:
+            self.cache = fresh
         self.resource_version = listed["metadata"]["resourceVersion"]
         self.relists += 1
         self.synced.set()
@@ -150,15 +164,16 @@ class Informer:
                     self.resource_version = obj["metadata"]["resourceVersion"]
                     if kind == "BOOKMARK":
                         continue
-                    if kind == "DELETED":
-                        self.cache.pop(_key(obj), None)
-                    else:
-                        self.cache[_key(obj)] = obj
+                    with self._lock:
+                        if kind == "DELETED":
+                            self.cache.pop(_key(obj), None)
+                        else:
+                            self.cache[_key(obj)] = obj
                     self.handler(kind, obj)
                     if self.stopping.is_set():
                         return
                 if time.monotonic() >= next_resync:
-                    for obj in list(self.cache.values()):
+                    for obj in self.snapshot().values():
                         self.handler("RESYNC", obj)
                     next_resync = time.monotonic() + self.resync
             except client.ApiException as exc:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from netkit.control.core.crds import GROUP, VERSION
 from netkit.control.core.l2desired import NetworkObject, Node, desired_l2, removal_done
 from netkit.control.core.l2publish import node_networks, status_of
 from netkit.control.core.rollout import Report, Rollout, step
@@ -23,7 +24,6 @@ __all__ = ["FINALIZER", "L2Controller", "nodes_from", "objects_from"]
 
 log = logging.getLogger("netkit.control.l2")
 FINALIZER = "netkit.io/l2-nodes"
-GROUP, VERSION = "netkit.io", "v1alpha1"
 Obj = dict[str, Any]
 
 
@@ -63,7 +63,6 @@ class L2Controller:
         self.now = now or (lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         self.dirty = threading.Event()
         self.writes = 0
-        self.passes = 0
 
     def changed(self, _kind: str = "", _obj: Obj | None = None) -> None:
         self.dirty.set()
@@ -75,12 +74,11 @@ class L2Controller:
         """One pass; the number of writes it made. Does nothing before every cache has listed."""
         if not self.ready():
             return 0
-        self.passes += 1
         before = self.writes
-        networks = dict(self.informers["l2networks"].cache)
-        states = {o["metadata"]["name"]: o for o in self.informers["nodestates"].cache.values()}
+        networks = self.informers["l2networks"].snapshot()
+        states = {o["metadata"]["name"]: o for o in self.informers["nodestates"].snapshot().values()}
         objects = objects_from(networks)
-        nodes = nodes_from(self.informers["nodes"].cache)
+        nodes = nodes_from(self.informers["nodes"].snapshot())
         for o in objects:  # a finalizer on every live object: its removal must reach every node
             meta = networks[f"/{o.name}"]["metadata"]
             if not o.deleting and FINALIZER not in (meta.get("finalizers") or []):

@@ -54,7 +54,7 @@ def test_an_informer_lists_watches_relists_and_outlives_the_api_server(lab: ApiL
         # the API server gone: the cache stays, nothing is reported deleted
         lab.stop_server()
         time.sleep(1.5)
-        assert set(informer.cache) == {"/blue", "/red"} and not any(k == "DELETED" for k, _ in seen)
+        assert set(informer.snapshot()) == {"/blue", "/red"} and not any(k == "DELETED" for k, _ in seen)
         assert informer.errors >= 1
         # meanwhile (straight in etcd, as another API server would): red deleted, compaction
         etcd = lab.etcd.client
@@ -63,7 +63,7 @@ def test_an_informer_lists_watches_relists_and_outlives_the_api_server(lab: ApiL
         etcd.compact(etcd.revision())
         lab.start_server()
         assert wait_for(lambda: ("DELETED", "red") in seen, 15), seen  # listed again, the delete found
-        assert set(informer.cache) == {"/blue"} and informer.relists >= 2
+        assert set(informer.snapshot()) == {"/blue"} and informer.relists >= 2
         co.create_cluster_custom_object(G, V, "l2networks", network("green", 300))
         assert wait_for(lambda: ("ADDED", "green") in seen)
     finally:

@@ -339,9 +339,7 @@ def _l2network() -> tuple[Schema, list[dict[str, Any]]]:
         *_rollout_columns(),
         *_condition_columns(),
     ]
-    return _kind_schema(
-        spec, _status("what the nodes applied, and conditions", _nodes_status()), required_spec=True
-    ), columns
+    return _kind_schema(spec, _status("what the nodes applied, and conditions", _nodes_status())), columns
 
 
 def _bgptopology() -> tuple[Schema, list[dict[str, Any]]]:
@@ -440,7 +438,7 @@ def _bgptopology() -> tuple[Schema, list[dict[str, Any]]]:
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         *_condition_columns(),
     ]
-    return _kind_schema(spec, status, required_spec=True), columns
+    return _kind_schema(spec, status), columns
 
 
 def _dnscache() -> tuple[Schema, list[dict[str, Any]]]:
@@ -523,9 +521,7 @@ def _dnscache() -> tuple[Schema, list[dict[str, Any]]]:
         *_rollout_columns(),
         *_condition_columns(),
     ]
-    return _kind_schema(
-        spec, _status("what the nodes run, and conditions", _nodes_status()), required_spec=True
-    ), columns
+    return _kind_schema(spec, _status("what the nodes run, and conditions", _nodes_status())), columns
 
 
 def _nodestate() -> tuple[Schema, list[dict[str, Any]]]:
@@ -640,11 +636,11 @@ def _nodestate() -> tuple[Schema, list[dict[str, Any]]]:
         {"name": "Heartbeat", "type": "date", "jsonPath": ".status.heartbeatTime"},
         *_condition_columns(),
     ]
-    return _kind_schema(spec, status, required_spec=True), columns
+    return _kind_schema(spec, status), columns
 
 
-def _kind_schema(spec: Schema, status: Schema, *, required_spec: bool) -> Schema:
-    s: Schema = {
+def _kind_schema(spec: Schema, status: Schema) -> Schema:
+    return {
         "type": "object",
         "properties": {
             "apiVersion": {"type": "string"},
@@ -653,10 +649,8 @@ def _kind_schema(spec: Schema, status: Schema, *, required_spec: bool) -> Schema
             "spec": spec,
             "status": status,
         },
+        "required": ["spec"],
     }
-    if required_spec:
-        s["required"] = ["spec"]
-    return s
 
 
 # kind -> (plural, singular short names, builder)
