@@ -28,7 +28,7 @@ from typing import Any
 
 from kubernetes import client, watch
 
-__all__ = ["Backoff", "Informer", "LeaderElector", "update_status"]
+__all__ = ["Backoff", "Informer", "LeaderElector", "api_status", "update_status"]
 
 log = logging.getLogger("netkit.control")
 
@@ -50,6 +50,12 @@ class Backoff:
 
     def reset(self) -> None:
         self.current = 0.0
+
+
+def api_status(exc: BaseException) -> int | None:
+    """The HTTP status the API server refused with (409, 404 ...); None for anything else (the
+    server unreachable, a reset connection)."""
+    return exc.status if isinstance(exc, client.ApiException) else None
 
 
 def plain(obj: Any) -> Obj:

@@ -14,8 +14,8 @@ from labs.apiserver.schema import validate
 from netkit.control.core.conditions import find
 from netkit.control.core.crds import definitions
 from netkit.control.core.l2desired import NetworkObject, Node, desired_l2
-from netkit.control.core.l2publish import entry_of, network_of, node_networks, status_of
-from netkit.control.core.rollout import Report, budget, step
+from netkit.control.core.l2publish import entry_of, network_of, node_networks
+from netkit.control.core.rollout import Report, budget, rollout_status, step
 
 NODES = [Node(f"n{i}", {"zone": "ab"[i % 2]}, f"198.18.0.{i + 1}") for i in range(4)]
 NOW = "2026-12-06T10:00:00Z"
@@ -87,21 +87,22 @@ def test_status_conditions() -> None:
     nodes = [n.name for n in NODES]
     d = desired_l2(NODES, [obj("blue", 2, {"vni": 100})])
     rolling = step(nodes, {n: 1 for n in nodes}, {n: Report(1, "Applied") for n in nodes}, 2, 1)
-    s = status_of("blue", 2, d, rolling, {}, NOW)
+    s = rollout_status(2, d.problems.get("blue", ()), rolling, {}, NOW)
     assert (s["nodesSelected"], s["nodesUpdated"], s["nodesReady"]) == (4, 1, 0)
     assert (
         find(s["conditions"], "Progressing")["status"] == "True"
         and find(s["conditions"], "Ready")["status"] == "False"
     )  # type: ignore[index]
     done = step(nodes, {n: 2 for n in nodes}, {n: Report(2, "Applied") for n in nodes}, 2, 1)
-    s2 = status_of("blue", 2, d, done, s, NOW)
+    s2 = rollout_status(2, d.problems.get("blue", ()), done, s, NOW)
     ready = find(s2["conditions"], "Ready")
     assert ready is not None and (ready["status"], ready["reason"], ready["message"]) == (
         "True",
         "AllNodesReady",
         "4 of 4 nodes ready",
     )
-    assert status_of("blue", 2, d, done, s2, "2026-12-06T11:00:00Z") == s2  # again: nothing new to write
+    again = rollout_status(2, d.problems.get("blue", ()), done, s2, "2026-12-06T11:00:00Z")
+    assert again == s2  # again: nothing new to write
     failed = step(
         nodes,
         {n: 2 for n in nodes},
@@ -109,12 +110,12 @@ def test_status_conditions() -> None:
         2,
         1,
     )
-    s3 = status_of("blue", 2, d, failed, s2, NOW)
+    s3 = rollout_status(2, d.problems.get("blue", ()), failed, s2, NOW)
     assert s3["nodesFailed"] == ["n2"] and find(s3["conditions"], "Degraded")["reason"] == "RolloutStopped"  # type: ignore[index]
     clash = desired_l2(
         NODES, [obj("blue", 2, {"vni": 100}), obj("red", 1, {"vni": 100}, created="2026-12-02T00:00:00Z")]
     )
-    s4 = status_of("red", 1, clash, None, {}, NOW)
+    s4 = rollout_status(1, clash.problems.get("red", ()), None, {}, NOW)
     degraded = find(s4["conditions"], "Degraded")
     assert (
         degraded is not None and degraded["reason"] == "Conflict" and "L2Network blue" in degraded["message"]

@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["DEGRADED", "PROGRESSING", "READY", "Status", "find", "is_true", "set_condition"]
+__all__ = ["DEGRADED", "PROGRESSING", "READY", "Problem", "Status", "find", "is_true", "set_condition"]
 
 Status = Literal["True", "False", "Unknown"]
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
 
 _REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
 Condition = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """What keeps an object (or one node of it) from being applied: a condition's reason and
+    message."""
+
+    reason: str  # Conflict | NodeUnusable | Unresolved | ...
+    message: str
 
 
 def find(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:

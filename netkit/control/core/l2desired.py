@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from netkit.control.core.conditions import Problem
 from netkit.control.core.selectors import matches
 from netkit.l2.core.model import VXLAN_PORT, Endpoint, L2Network, Member
 
@@ -43,12 +44,6 @@ class NetworkObject:
     created: str  # metadata.creationTimestamp, RFC 3339
     spec: Mapping[str, Any]
     deleting: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    reason: str  # Conflict | NodeUnusable
-    message: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """What the L2 controller writes (pure): each node's ``NodeState.spec.l2Networks`` from the
-desired state and the rollouts, and each L2Network's status from the nodes' reports; and the
-agent's way back from a published entry to the ``netkit.l2`` model it reconciles.
+desired state and the rollouts; and the agent's way back from a published entry to the
+``netkit.l2`` model it reconciles.
 
 A node the rollout has not reached keeps the entry it was published before (the old generation,
 resolved as it was); a node that never had the network gets it only when the rollout reaches it.
@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from netkit.control.core.conditions import DEGRADED, PROGRESSING, READY, set_condition
-from netkit.control.core.l2desired import Desired, Problem
+from netkit.control.core.l2desired import Desired
 from netkit.control.core.rollout import Rollout
 from netkit.l2.core.model import VXLAN_PORT, Endpoint, L2Network, Member
 
-__all__ = ["entry_of", "network_of", "node_networks", "status_of"]
+__all__ = ["entry_of", "network_of", "node_networks"]
 
 Obj = dict[str, Any]
 
@@ -75,69 +74,3 @@ def node_networks(
             out.append(had[name])  # not reached yet: the generation it runs, as it was
         # else: not selected any more, being deleted, in conflict, or not reached and never had it
     return out
-
-
-def _counts(rollout: Rollout | None) -> Obj:
-    """As a DaemonSet counts: selected, told the current generation (updated), applied it (ready)."""
-    if rollout is None:
-        return {"nodesSelected": 0, "nodesUpdated": 0, "nodesReady": 0, "nodesFailed": []}
-    return {
-        "nodesSelected": len(set(rollout.publish) | set(rollout.waiting)),
-        "nodesUpdated": len(rollout.done) + len(rollout.in_flight) + len(rollout.failed),
-        "nodesReady": len(rollout.done),
-        "nodesFailed": list(rollout.failed),
-    }
-
-
-def status_of(
-    name: str,
-    generation: int,
-    desired: Desired,
-    rollout: Rollout | None,
-    old: Mapping[str, Any],
-    now: str,
-) -> Obj:
-    """The L2Network's status: counts, and Ready/Progressing/Degraded naming the cause."""
-    problems: Sequence[Problem] = desired.problems.get(name, ())
-    conflict = [p for p in problems if p.reason == "Conflict"]
-    unusable = [p for p in problems if p.reason == "NodeUnusable"]
-    conditions = list(old.get("conditions") or [])
-    counts = _counts(None if conflict else rollout)
-    total, ready = counts["nodesSelected"], counts["nodesReady"]
-
-    def put(type_: str, status: str, reason: str, message: str) -> None:
-        nonlocal conditions
-        conditions = set_condition(conditions, type_, status, reason, message, generation=generation, now=now)  # type: ignore[arg-type]
-
-    if conflict:
-        put(
-            DEGRADED,
-            "True",
-            "Conflict",
-            "; ".join(p.message for p in conflict) + "; nothing of it is applied",
-        )
-        put(PROGRESSING, "False", "Conflict", "not rolled out while in conflict")
-        put(READY, "False", "Conflict", conflict[0].message)
-    elif rollout is not None and rollout.failed:
-        failed = ", ".join(rollout.failed)
-        put(DEGRADED, "True", "RolloutStopped", f"failed on {failed} (rolled back there); the rollout waits")
-        put(PROGRESSING, "False", "RolloutStopped", f"{ready} of {total} nodes ready")
-        put(READY, "False", "RolloutStopped", f"failed on {failed}")
-    else:
-        if unusable:
-            put(DEGRADED, "True", "NodeUnusable", "; ".join(p.message for p in unusable))
-        else:
-            put(DEGRADED, "False", "AsExpected", "no conflict, no failed node")
-        complete = rollout is None or rollout.complete
-        if complete:
-            put(
-                PROGRESSING,
-                "False",
-                "RolloutComplete",
-                f"{ready} of {total} nodes at generation {generation}",
-            )
-            put(READY, "True", "AllNodesReady", f"{ready} of {total} nodes ready")
-        else:
-            put(PROGRESSING, "True", "RollingOut", f"{counts['nodesUpdated']} of {total} nodes updated")
-            put(READY, "False", "RollingOut", f"{ready} of {total} nodes ready")
-    return {"observedGeneration": generation, **counts, "conditions": conditions}

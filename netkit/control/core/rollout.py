@@ -19,8 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Report", "Rollout", "budget", "step"]
+from netkit.control.core.conditions import DEGRADED, PROGRESSING, READY, Problem, set_condition
+
+__all__ = ["Report", "Rollout", "budget", "rollout_status", "step"]
+
+Obj = dict[str, Any]
+PER_NODE = frozenset({"NodeUnusable", "NodeConflict"})  # reasons that leave only some nodes out
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +91,65 @@ def step(
         in_flight.append(node)
         waiting.remove(node)
     return Rollout(publish, tuple(done), tuple(sorted(in_flight)), tuple(failed), tuple(waiting))
+
+
+def _counts(rollout: Rollout | None) -> Obj:
+    """As a DaemonSet counts: selected, told the current generation (updated), applied it (ready)."""
+    if rollout is None:
+        return {"nodesSelected": 0, "nodesUpdated": 0, "nodesReady": 0, "nodesFailed": []}
+    return {
+        "nodesSelected": len(set(rollout.publish) | set(rollout.waiting)),
+        "nodesUpdated": len(rollout.done) + len(rollout.in_flight) + len(rollout.failed),
+        "nodesReady": len(rollout.done),
+        "nodesFailed": list(rollout.failed),
+    }
+
+
+def rollout_status(
+    generation: int,
+    problems: Sequence[Problem],
+    rollout: Rollout | None,
+    old: Mapping[str, Any],
+    now: str,
+) -> Obj:
+    """An object's status: counts, and Ready/Progressing/Degraded naming the cause. A problem
+    whose reason is in ``PER_NODE`` leaves some nodes out and the rest runs; any other (a
+    ``Conflict``, an unresolvable reference) keeps the object off every node."""
+    conflict = [p for p in problems if p.reason not in PER_NODE]
+    unusable = [p for p in problems if p.reason in PER_NODE]
+    conditions = list(old.get("conditions") or [])
+    counts = _counts(None if conflict else rollout)
+    total, ready = counts["nodesSelected"], counts["nodesReady"]
+
+    def put(type_: str, status: str, reason: str, message: str) -> None:
+        nonlocal conditions
+        conditions = set_condition(conditions, type_, status, reason, message, generation=generation, now=now)  # type: ignore[arg-type]
+
+    if conflict:
+        reason = conflict[0].reason
+        put(DEGRADED, "True", reason, "; ".join(p.message for p in conflict) + "; nothing of it is applied")
+        put(PROGRESSING, "False", reason, f"not rolled out: {reason}")
+        put(READY, "False", reason, conflict[0].message)
+    elif rollout is not None and rollout.failed:
+        failed = ", ".join(rollout.failed)
+        put(DEGRADED, "True", "RolloutStopped", f"failed on {failed} (rolled back there); the rollout waits")
+        put(PROGRESSING, "False", "RolloutStopped", f"{ready} of {total} nodes ready")
+        put(READY, "False", "RolloutStopped", f"failed on {failed}")
+    else:
+        if unusable:
+            put(DEGRADED, "True", unusable[0].reason, "; ".join(p.message for p in unusable))
+        else:
+            put(DEGRADED, "False", "AsExpected", "no conflict, no failed node")
+        complete = rollout is None or rollout.complete
+        if complete:
+            put(
+                PROGRESSING,
+                "False",
+                "RolloutComplete",
+                f"{ready} of {total} nodes at generation {generation}",
+            )
+            put(READY, "True", "AllNodesReady", f"{ready} of {total} nodes ready")
+        else:
+            put(PROGRESSING, "True", "RollingOut", f"{counts['nodesUpdated']} of {total} nodes updated")
+            put(READY, "False", "RollingOut", f"{ready} of {total} nodes ready")
+    return {"observedGeneration": generation, **counts, "conditions": conditions}

@@ -1,0 +1,130 @@
+"""What every controller of ``netkit controller`` shares: the informers' caches it reads, the
+"something changed" flag, the loop that reconciles while leading, and its writes (a merge patch
+of one object, of its status, or of a node's NodeState, which several controllers fill).
+
+A reconcile does nothing before every cache has listed: an empty cache before that is "not
+known yet", never "nothing desired".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from netkit.control.core.crds import GROUP, VERSION
+from netkit.control.core.l2desired import NetworkObject, Node
+from netkit.control.kube import api_status
+
+__all__ = ["Reconciler", "nodes_from", "objects_from"]
+
+log = logging.getLogger("netkit.control")
+Obj = dict[str, Any]
+
+
+def nodes_from(cache: Mapping[str, Obj]) -> list[Node]:
+    """Node objects as name, labels and InternalIP."""
+    out = []
+    for obj in cache.values():
+        meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+        internal = next(
+            (a["address"] for a in status.get("addresses") or () if a.get("type") == "InternalIP"), None
+        )
+        out.append(Node(meta["name"], dict(meta.get("labels") or {}), internal))
+    return out
+
+
+def objects_from(cache: Mapping[str, Obj]) -> list[NetworkObject]:
+    """A cache of cluster-scoped objects as records of name, generation, creation time, spec and
+    "being deleted" (every kind the controllers own has that shape)."""
+    out = []
+    for obj in cache.values():
+        meta = obj.get("metadata") or {}
+        out.append(
+            NetworkObject(
+                meta["name"],
+                int(meta.get("generation") or 1),
+                str(meta.get("creationTimestamp") or ""),
+                obj.get("spec") or {},
+                deleting=bool(meta.get("deletionTimestamp")),
+            )
+        )
+    return out
+
+
+class Reconciler:
+    """Subclasses set ``plural`` (the kind they own) and write ``reconcile``."""
+
+    plural = ""
+    name = "reconciler"
+
+    def __init__(self, api: Any, informers: Mapping[str, Any], now: Callable[[], str] | None = None) -> None:
+        self.api = api  # a CustomObjectsApi
+        self.informers = informers
+        self.now = now or (lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        self.dirty = threading.Event()
+        self.writes = 0
+
+    def changed(self, _kind: str = "", _obj: Obj | None = None) -> None:
+        self.dirty.set()
+
+    def ready(self) -> bool:
+        return all(inf.synced.is_set() for inf in self.informers.values())
+
+    def reconcile(self) -> int:
+        raise NotImplementedError
+
+    def run(self, leading: threading.Event, stop: threading.Event, period: float = 0.2) -> None:
+        """Reconcile on every change (and every ``period`` while one is pending), while leading."""
+        while not stop.is_set():
+            self.dirty.wait(period)
+            if not leading.is_set() or not self.dirty.is_set():
+                continue
+            self.dirty.clear()
+            try:
+                self.reconcile()
+            except Exception as exc:  # the API refusing or gone: the next change or pass retries
+                log.warning("reconcile failed", extra={"controller": self.name, "error": str(exc)[:300]})
+                self.dirty.set()
+                stop.wait(1.0)
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def patch(self, name: str, body: Obj, status: bool = False) -> None:
+        if status:
+            self.api.patch_cluster_custom_object_status(GROUP, VERSION, self.plural, name, body)
+        else:
+            self.api.patch_cluster_custom_object(GROUP, VERSION, self.plural, name, body)
+        self.writes += 1
+
+    def publish(self, node: str, spec: Obj, exists: bool) -> None:
+        """``spec`` (this controller's part) into ``node``'s NodeState; created if it does not
+        exist yet (another controller creating it first: patched)."""
+        if exists:
+            self.api.patch_cluster_custom_object(GROUP, VERSION, "nodestates", node, {"spec": spec})
+            self.writes += 1
+            return
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "NodeState",
+            "metadata": {"name": node},
+            "spec": {"nodeName": node, **{k: v for k, v in spec.items() if v is not None}},
+        }
+        try:
+            self.api.create_cluster_custom_object(GROUP, VERSION, "nodestates", body)
+        except Exception as exc:
+            if api_status(exc) != 409:
+                raise
+            self.api.patch_cluster_custom_object(GROUP, VERSION, "nodestates", node, {"spec": spec})
+        self.writes += 1
+
+    def set_finalizer(self, obj: Obj, finalizer: str, present: bool) -> None:
+        meta = obj["metadata"]
+        have = list(meta.get("finalizers") or [])
+        if present and finalizer not in have:
+            self.patch(meta["name"], {"metadata": {"finalizers": [*have, finalizer]}})
+        elif not present and finalizer in have:
+            rest = [f for f in have if f != finalizer]
+            self.patch(meta["name"], {"metadata": {"finalizers": rest or None}})
