@@ -1,8 +1,14 @@
 """The control plane's tests: the lab API server (real etcd) with the netkit.io CRDs installed
-and, if asked, Nodes with InternalIPs; the official client on it."""
+and, if asked, Nodes with InternalIPs; the official client and kubectl on it; controller
+replicas as processes."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,3 +51,51 @@ def cluster(
             yield lab, api
         finally:
             api.close()
+
+
+class Kubectl:
+    def __init__(self, lab: ApiLab, home: Path) -> None:
+        self.env = dict(os.environ, KUBECONFIG=str(lab.kubeconfig), HOME=str(home))
+
+    def __call__(
+        self, *args: str, stdin: str | None = None, ok: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            ["kubectl", *args],
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+        if ok:
+            assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stdout}{done.stderr}"
+        return done
+
+    def json(self, *args: str) -> dict:  # type: ignore[type-arg]
+        return json.loads(self(*args, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+
+def replica(lab: ApiLab, identity: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    argv = [
+        "controller",
+        "--kubeconfig",
+        str(lab.kubeconfig),
+        "--identity",
+        identity,
+        "--metrics",
+        f"127.0.0.1:{port}",
+    ]
+    timing = ["--lease-duration", "3", "--renew-deadline", "2", "--retry-period", "0.3"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "netkit.cli", *argv, *timing], stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
+
+
+def leading(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            return "netkit_controller_leader 1.0" in resp.read().decode()
+    except OSError:  # not listening yet
+        return False

@@ -461,6 +461,8 @@ class ApiServer:
             elif content_type.startswith("application/merge-patch+json") or (
                 content_type.startswith("application/strategic-merge-patch+json") and not r.custom
             ):
+                if not isinstance(patch, dict):
+                    raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
                 new = jsonpatch.merge(old, patch)
             elif content_type.startswith("application/strategic-merge-patch+json"):
                 raise ApiError(

@@ -33,6 +33,7 @@ GROUPS = {
     "chaos": "netkit.cli.chaos",
     "lab": "netkit.cli.lab",
     "controller": "netkit.cli.control",
+    "agent": "netkit.cli.agent",
 }
 LAB_GROUPS = {"chaos", "lab"}  # whole groups built on the labs: left out where they are not installed
 

@@ -1,6 +1,8 @@
-"""The node agent's L2 part: its own NodeState in (``spec.l2Networks``, published by the
-controller), the existing L2 reconcile (``netkit.l2.agent.Agent``) on the kernel, and what each
-round did back out (``status.applied``, a heartbeat).
+"""The node agent: its own NodeState in (published by the controllers), and what it runs back
+out (``status.applied``, ``status.dns``, a heartbeat), one status writer for every part:
+
+- L2: ``spec.l2Networks`` to the existing L2 reconcile (``netkit.l2.agent.Agent``) on the kernel;
+- DNS: ``spec.dns`` to the node-local cache (``netkit.control.dnsagent.NodeDns``).
 
 The L2 agent starts only once the NodeState has been read: before that nothing is known, and a
 node whose NodeState does not exist yet is waited for, never taken as "no networks". While the API
@@ -10,18 +12,27 @@ L2 agent goes on repairing drift against it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Gauge
+
+from netkit.base.addr import HostPort
+from netkit.base.serving import EndpointServer
+from netkit.control import kube
 from netkit.control.core.crds import GROUP, VERSION
 from netkit.control.core.l2publish import network_of
+from netkit.control.dnsagent import NodeDns
 from netkit.l2.agent import Agent, Reconciled
 from netkit.l2.core.model import L2Network
 
-__all__ = ["NodeL2Agent", "applied_report"]
+__all__ = ["AgentOptions", "NodeAgent", "applied_report", "run_agent"]
 
 log = logging.getLogger("netkit.control.agent")
 Obj = dict[str, Any]
@@ -47,8 +58,9 @@ def applied_report(entries: list[Obj], rec: Reconciled) -> list[Obj]:
     return out
 
 
-class NodeL2Agent:
-    """``node``'s NodeState to its kernel (in ``netns``) and back."""
+class NodeAgent:
+    """``node``'s NodeState to its kernel and DNS cache (in ``netns``) and back. Without a
+    ``state_dir`` the node runs no DNS part."""
 
     def __init__(
         self,
@@ -58,6 +70,8 @@ class NodeL2Agent:
         netns: str | None = None,
         *,
         resync: float = 30.0,
+        state_dir: Path | None = None,
+        dns_metrics: str | None = None,
         now: Callable[[], str] | None = None,
     ) -> None:
         self.api, self.node, self.netns, self.resync = api, node, netns, resync
@@ -65,18 +79,29 @@ class NodeL2Agent:
         self.informer = informer_factory(self._changed)
         self.entries: list[Obj] | None = None  # None: not known yet
         self.l2: Agent | None = None
+        self.l2_applied: list[Obj] = []
+        self.dns = (
+            NodeDns(node, state_dir, self.report, netns=netns, metrics=dns_metrics)
+            if state_dir is not None
+            else None
+        )
         self.stop_event = threading.Event()
         self.rounds = 0
+        self.status_writes = 0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._report_lock = threading.Lock()
 
     def _changed(self, _kind: str, obj: Obj) -> None:
         if obj.get("metadata", {}).get("name") != self.node:
             return
         if _kind == "DELETED":
-            log.warning("NodeState deleted: keeping the networks as they are", extra={"node": self.node})
+            log.warning("NodeState deleted: keeping everything as it is", extra={"node": self.node})
             return
-        entries = list((obj.get("spec") or {}).get("l2Networks") or [])
+        spec = obj.get("spec") or {}
+        if self.dns is not None:
+            self.dns.update(spec.get("dns"))
+        entries = list(spec.get("l2Networks") or [])
         with self._lock:
             if entries == self.entries:
                 return
@@ -88,21 +113,34 @@ class NodeL2Agent:
     def networks(self) -> list[L2Network]:
         return [network_of(e) for e in self.entries or []]
 
-    def _report(self, rec: Reconciled) -> None:
+    def _l2_round(self, rec: Reconciled) -> None:
         self.rounds += 1
         with self._lock:
             entries = list(self.entries or [])
-        status = {"applied": applied_report(entries, rec), "heartbeatTime": self.now()}
-        try:
-            self.api.patch_cluster_custom_object_status(
-                GROUP, VERSION, "nodestates", self.node, {"status": status}
-            )
-        except Exception as exc:  # the API unreachable: the data plane goes on; the next round reports
-            log.warning("status not written", extra={"node": self.node, "error": str(exc)[:200]})
+        self.l2_applied = applied_report(entries, rec)
+        self.report()
 
-    def start(self, wait: float = 30.0) -> NodeL2Agent:
+    def report(self) -> None:
+        """The whole status from every part (a merge patch replaces ``applied`` whole)."""
+        with self._report_lock:
+            applied = [*self.l2_applied, *(self.dns.applied if self.dns is not None else [])]
+            status: Obj = {"applied": applied, "heartbeatTime": self.now()}
+            if self.dns is not None:
+                status["dns"] = self.dns.observed()
+            try:
+                self.api.patch_cluster_custom_object_status(
+                    GROUP, VERSION, "nodestates", self.node, {"status": status}
+                )
+                self.status_writes += 1
+            except Exception as exc:  # the API unreachable: the data plane goes on; the next round reports
+                log.warning("status not written", extra={"node": self.node, "error": str(exc)[:200]})
+
+    def start(self, wait: float | None = 30.0) -> NodeAgent:
+        """Start the parts; with ``wait``, until the NodeState has been listed (TimeoutError)."""
+        if self.dns is not None:
+            self.dns.start()
         self.informer.start()
-        if not self.informer.synced.wait(wait):
+        if wait is not None and not self.informer.synced.wait(wait):
             raise TimeoutError(f"node {self.node}: the NodeState was not read within {wait:.0f} s")
         self._thread = threading.Thread(target=self._run, name=f"l2-{self.node}", daemon=True)
         self._thread.start()
@@ -114,7 +152,9 @@ class NodeL2Agent:
         if self.stop_event.is_set():
             return
         with self._lock:  # created with the entries of now; a later change reloads it
-            self.l2 = Agent(self.networks(), self.node, self.netns, resync=self.resync, on_round=self._report)
+            self.l2 = Agent(
+                self.networks(), self.node, self.netns, resync=self.resync, on_round=self._l2_round
+            )
         try:
             self.l2.start()
             self.l2.run(self.stop_event)
@@ -128,3 +168,76 @@ class NodeL2Agent:
         self.informer.stop()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.dns is not None:
+            self.dns.stop()
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    node: str
+    kubeconfig: str | None
+    netns: str | None = None
+    state_dir: Path | None = Path("/var/lib/netkit")  # None: no DNS part
+    dns_metrics: str | None = None
+    metrics: HostPort | None = None
+    resync: float = 30.0
+
+
+def run_agent(opts: AgentOptions, stop: threading.Event) -> int:
+    """``netkit agent`` as a process: the NodeState informer, the parts, /metrics /healthz
+    /readyz (ready once the NodeState is read)."""
+    registry = CollectorRegistry()
+    agent: NodeAgent | None = None
+    server: EndpointServer | None = None
+    if opts.metrics is not None:  # first: a taken address fails before anything is contacted
+        server = EndpointServer(
+            opts.metrics,
+            registry,
+            lambda: agent is not None and agent.entries is not None,
+            not_ready="the node's NodeState has not been read yet",
+        )
+        server.start_in_thread()
+    rounds = Gauge("netkit_agent_l2_rounds", "L2 reconcile rounds since the start.", registry=registry)
+    writes = Gauge(
+        "netkit_agent_status_writes", "NodeState status writes since the start.", registry=registry
+    )
+    serving = Gauge("netkit_agent_dns_serving", "1 while the node-local cache serves.", registry=registry)
+    try:
+        api = kube.api_client(opts.kubeconfig)
+        co = kube.custom_objects(api)
+        listing = functools.partial(
+            co.list_cluster_custom_object,
+            GROUP,
+            VERSION,
+            "nodestates",
+            field_selector=f"metadata.name={opts.node}",
+        )
+        agent = NodeAgent(
+            co,
+            lambda handler: kube.Informer(
+                listing, handler, resync=opts.resync, name=f"nodestate-{opts.node}"
+            ),
+            opts.node,
+            opts.netns,
+            resync=opts.resync,
+            state_dir=opts.state_dir,
+            dns_metrics=opts.dns_metrics,
+        )
+        rounds.set_function(lambda: agent.rounds if agent else 0)
+        writes.set_function(lambda: agent.status_writes if agent else 0)
+        serving.set_function(lambda: float(bool(agent and agent.dns and agent.dns.observed()["serving"])))
+        agent.start(wait=None)  # an API server not there yet is waited for, with backoff
+        log.info(
+            "agent started", extra={"node": opts.node, "netns": opts.netns, "dns": opts.state_dir is not None}
+        )
+        heartbeat = max(1.0, opts.resync / 3)
+        while not stop.wait(heartbeat):
+            if agent.entries is None or agent.l2 is None:
+                continue  # no NodeState yet, or the L2 part starting: its first round reports
+            agent.report()  # a heartbeat while nothing changes
+        return 0
+    finally:
+        if agent is not None:
+            agent.stop()
+        if server is not None:
+            server.stop_thread()

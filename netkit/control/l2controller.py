@@ -73,7 +73,7 @@ class L2Controller(Reconciler):
         for node in nodes:
             entries = node_networks(node.name, desired, rollouts, published.get(node.name, []))
             if node.name not in states or entries != published.get(node.name, []):
-                self.publish(node.name, {"l2Networks": entries}, exists=node.name in states)
+                self.publish(node.name, "l2Networks", entries, exists=node.name in states)
         for o in objects:
             obj = networks[f"/{o.name}"]
             if o.deleting:

@@ -99,25 +99,35 @@ class Reconciler:
             self.api.patch_cluster_custom_object(GROUP, VERSION, self.plural, name, body)
         self.writes += 1
 
-    def publish(self, node: str, spec: Obj, exists: bool) -> None:
-        """``spec`` (this controller's part) into ``node``'s NodeState; created if it does not
-        exist yet (another controller creating it first: patched)."""
+    def publish(self, node: str, field: str, value: Any, exists: bool) -> None:
+        """``spec.<field>`` of ``node``'s NodeState set to ``value`` (None: removed), replaced
+        whole (a JSON patch: a merge patch would keep keys the new value no longer has); the
+        NodeState created if it does not exist yet (another controller creating it first: then
+        patched)."""
+        op = [{"op": "remove", "path": f"/spec/{field}"}] if value is None else []
+        op = op or [{"op": "add", "path": f"/spec/{field}", "value": value}]
         if exists:
-            self.api.patch_cluster_custom_object(GROUP, VERSION, "nodestates", node, {"spec": spec})
-            self.writes += 1
+            self._json_patch(node, op)
             return
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "NodeState",
             "metadata": {"name": node},
-            "spec": {"nodeName": node, **{k: v for k, v in spec.items() if v is not None}},
+            "spec": {"nodeName": node, **({field: value} if value is not None else {})},
         }
         try:
             self.api.create_cluster_custom_object(GROUP, VERSION, "nodestates", body)
         except Exception as exc:
             if api_status(exc) != 409:
                 raise
-            self.api.patch_cluster_custom_object(GROUP, VERSION, "nodestates", node, {"spec": spec})
+            self._json_patch(node, op)
+            return
+        self.writes += 1
+
+    def _json_patch(self, node: str, op: list[Obj]) -> None:
+        self.api.patch_cluster_custom_object(
+            GROUP, VERSION, "nodestates", node, op, _content_type="application/json-patch+json"
+        )
         self.writes += 1
 
     def set_finalizer(self, obj: Obj, finalizer: str, present: bool) -> None:

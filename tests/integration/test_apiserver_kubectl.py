@@ -8,7 +8,6 @@ field path, an unknown field refused (kubectl's fieldValidation=Strict), re-appl
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -19,32 +18,9 @@ import pytest
 
 from labs.apiserver.lab import ApiLab
 from labs.runid import RunDir
+from tests.kubehelpers import Kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Kubectl:
-    def __init__(self, lab: ApiLab, home: Path) -> None:
-        self.env = dict(os.environ, KUBECONFIG=str(lab.kubeconfig), HOME=str(home))
-
-    def __call__(
-        self, *args: str, stdin: str | None = None, ok: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            ["kubectl", *args],
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
-        )
-        if ok:
-            assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stdout}{done.stderr}"
-        return done
-
-    def json(self, *args: str) -> dict:  # type: ignore[type-arg]
-        return json.loads(self(*args, "-o", "json").stdout)  # type: ignore[no-any-return]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pyroute2 import IPRoute
 from labs.apiserver.lab import ApiLab
 from labs.l2lab import L2Lab
 from labs.runid import RunDir
-from netkit.control.agent import NodeL2Agent
+from netkit.control.agent import NodeAgent
 from netkit.control.kube import Backoff, Informer
 from netkit.l2.core.state import bridge_name, vxlan_name
 from netkit.l2.kernel import Kernel
@@ -78,7 +78,7 @@ def test_the_agent_applies_reports_outlives_the_api_and_removes(
     def informer(handler: Callable[[str, dict[str, Any]], None]) -> Informer:
         return Informer(listing, handler, backoff=Backoff(0.1, 0.5), name="nodestate-n1")
 
-    agent = NodeL2Agent(co, informer, "n1", l2.ns("n1"), resync=1.0).start()
+    agent = NodeAgent(co, informer, "n1", l2.ns("n1"), resync=1.0).start()
     try:
         assert wait_for(lambda: {bridge_name("blue"), vxlan_name(100)} <= links(l2, "n1"))
         assert wait_for(
@@ -116,7 +116,7 @@ def test_a_node_without_its_nodestate_waits_and_touches_nothing(
     listing = functools.partial(
         co.list_cluster_custom_object, G, V, "nodestates", field_selector="metadata.name=n2"
     )
-    agent = NodeL2Agent(
+    agent = NodeAgent(
         co, lambda h: Informer(listing, h, backoff=Backoff(0.1, 0.5)), "n2", l2.ns("n2")
     ).start()
     try:

@@ -6,50 +6,23 @@ nothing that was already written; SIGTERM stops a replica with exit 0."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client
 
 from labs.apiserver.lab import ApiLab
 from labs.runid import RunDir, free_port
-from tests.kubehelpers import G, V, cluster, wait_for
+from tests.kubehelpers import G, V, cluster, leading, replica, wait_for
 
 
 @pytest.fixture
 def world(run_dir: RunDir) -> Iterator[tuple[ApiLab, client.ApiClient]]:
     with cluster(run_dir.path / "api", nodes=3) as both:
         yield both
-
-
-def replica(lab: ApiLab, identity: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    argv = [
-        "controller",
-        "--kubeconfig",
-        str(lab.kubeconfig),
-        "--identity",
-        identity,
-        "--metrics",
-        f"127.0.0.1:{port}",
-    ]
-    timing = ["--lease-duration", "3", "--renew-deadline", "2", "--retry-period", "0.3"]
-    return subprocess.Popen(
-        [sys.executable, "-m", "netkit.cli", *argv, *timing], stdout=log.open("ab"), stderr=subprocess.STDOUT
-    )
-
-
-def leading(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            return "netkit_controller_leader 1.0" in resp.read().decode()
-    except OSError:  # not listening yet
-        return False
 
 
 def agents(co: client.CustomObjectsApi, stop: threading.Event) -> None:

@@ -149,6 +149,7 @@ RUNS: dict[str, Run] = {
     ),
     "netkit lab apiserver --check": Run(out=("listen: 127.0.0.1:8080",)),
     "netkit controller --check": Run(out=("lease: netkit-controller",)),
+    "netkit agent --node n1 --netns lab-n1 --state-dir /tmp/n1 --check": Run(out=("node: n1",)),
     # -- chaos ------------------------------------------------------------------------------------
     "netkit chaos dns --duration 600 --qps 2000 --seed 1 --out /tmp/chaos-long": Run(
         append=" --check", why=CHAOS_CHECK, out=("kind: all_down",)
@@ -164,6 +165,9 @@ RUNS: dict[str, Run] = {
 COVERED: dict[str, str] = {
     "netkit controller --kubeconfig /tmp/netkit-api/kubeconfig --metrics 127.0.0.1:9260": (
         "tests/integration/test_control_process.py::test_two_replicas_one_leader_and_a_takeover"
+    ),
+    "netkit agent --node n1 --kubeconfig /tmp/netkit-api/kubeconfig --metrics 127.0.0.1:9261": (
+        "tests/integration/test_control_e2e.py::test_l2_dns_leader_and_api_outage_end_to_end"
     ),
     "netkit bgp migrate --lab": "tests/integration/test_bgp_migration_lab.py::"
     "test_mesh_to_reflectors_and_back_loses_no_prefix_at_any_sample",

@@ -173,6 +173,7 @@ RUNTIME_FAILURES: dict[str, list[str] | str] = {
     "netkit chaos dns": "root, real peers; a failed self-check is exit 3 (tests/integration/test_chaos_dns)",
     "netkit lab apiserver": ["--listen", "127.0.0.1:{port}"],
     "netkit controller": ["--metrics", "127.0.0.1:{port}"],
+    "netkit agent": ["--node", "n1", "--metrics", "127.0.0.1:{port}"],
 }
 
 

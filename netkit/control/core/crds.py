@@ -591,6 +591,20 @@ def _nodestate() -> tuple[Schema, list[dict[str, Any]]]:
             "l2Networks": _list(
                 "the networks this node runs", l2, max_items=4096, list_type="map", keys=["name"]
             ),
+            "dns": _obj(
+                "the node-local cache this node runs (absent: none)",
+                {
+                    "name": _str("the DNSCache", max_length=253),
+                    "generation": _int(1, 2**63 - 1, "its .metadata.generation this is"),
+                    "config": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                        "description": "the cache's configuration, as the keys of `netkit dns serve "
+                        "-f` (validated by its loader, by the controller and again by the agent)",
+                    },
+                },
+                required=["name", "generation", "config"],
+            ),
         },
         required=["nodeName"],
         rules=[("self.nodeName == oldSelf.nodeName", "nodeName cannot be changed")],
