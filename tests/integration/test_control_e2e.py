@@ -7,7 +7,8 @@ driven with kubectl (a fresh HOME).
 - edited: rolled out with never more than maxUnavailable nodes in flight, Ready at the new
   generation;
 - a DNSCache applied: every node's cache answers; edited (a stub zone added) under load: every
-  node has the zone, by reload, with no query lost or failed;
+  node has the zone, by reload, with no query lost or failed; a forwarding loop is Degraded and
+  every node serves on as it was;
 - the leader SIGKILLed: the other replica takes over within the lease duration, no NodeState
   spec is written again, and a later edit still reaches the nodes;
 - the API server stopped for 30 s: no kernel object on any node changes, the caches answer; back,
@@ -249,6 +250,13 @@ def test_l2_dns_leader_and_api_outage_end_to_end(world: World) -> None:
     assert re.search(r"Response codes:\s+NOERROR \d+ \(100\.00%\)", out), out
     k("wait", "--for=condition=Ready", "dnscache/node-local", "--timeout=30s")
     assert all(s["status"]["dns"]["configGeneration"] == 2 for s in nodestates(w).values())
+    # a forwarding loop: Degraded naming it, and every node serves on as it was
+    k("apply", "-f", "-", stdin=CACHE.format(local=NODE_LOCAL, upstream=NODE_LOCAL, zones=zones))
+    k("wait", "--for=condition=Degraded", "dnscache/node-local", "--timeout=30s")
+    degraded = k.json("get", "dnscache", "node-local")["status"]["conditions"]
+    assert any(c["type"] == "Degraded" and "loop" in c["message"] for c in degraded), degraded
+    assert all(s["spec"]["dns"]["generation"] == 2 for s in nodestates(w).values())
+    assert all(dig(w, n, "h3.lab.test") and dig(w, n, "h2.stub.test") for n in w.l2.vtep)
 
     # -- the leader killed: the other takes over, writing nothing already written ---------------------
     holder = client.CoordinationV1Api(w.co.api_client).read_namespaced_lease(
