@@ -22,7 +22,11 @@ NodeState's status (status.applied per object with its generation, status.dns, a
   spec.dns         the node-local cache (`netkit dns serve`, a child process) with this
                    configuration: reloaded without a dropped query on a change, restarted when the
                    listen addresses change, stopped when spec.dns goes; an agent started while
-                   another one's cache serves (a DaemonSet surge) takes it over without a gap.
+                   another one's cache serves (a DaemonSet surge) takes it over without a gap;
+  spec.bgp         the node's BGP speaker (BIRD: --bird-control and --bird-config; FRR: --frr)
+                   configured to the migration step the controller publishes, its sessions and
+                   learnt paths reported back so the controller can gate the next step; the
+                   speaker is the node's: it is never started or stopped here.
 
 It acts only once the NodeState has been read: a node without one waits and touches nothing.
 While the API server cannot be reached the node keeps what it runs (and drift is still repaired
@@ -66,6 +70,10 @@ def add_parser(sub: Any) -> None:
         metavar="ADDR:PORT",
         help="where the DNS cache serves its /metrics (default: none)",
     )
+    p.add_argument("--bird-control", default=None, metavar="PATH", help="BIRD's control socket (BGP part)")
+    p.add_argument("--bird-config", default=None, metavar="PATH", help="the bird.conf BIRD runs (rewritten)")
+    p.add_argument("--frr", action="store_true", help="FRR runs on the node: configure it through vtysh")
+    p.add_argument("--frr-vty", default=None, metavar="DIR", help="FRR's vty socket directory (with --frr)")
     p.add_argument(
         "--resync", type=float_range(0.5, 3600), default=30.0, metavar="S", help="full re-read and re-check"
     )
@@ -77,26 +85,38 @@ def add_parser(sub: Any) -> None:
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from netkit.control.agent import AgentOptions, run_agent
+    from netkit.control.bgpagent import SpeakerAccess
 
     errors = []
     if not args.node:
         errors.append("--node: required (or $NODE_NAME, from the pod's spec.nodeName)")
     if args.kubeconfig is not None and not Path(args.kubeconfig).is_file():
         errors.append(f"--kubeconfig: {args.kubeconfig}: no such file")
+    if bool(args.bird_control) != bool(args.bird_config):
+        errors.append("--bird-control and --bird-config: give both (the socket and the file BIRD runs)")
+    if args.frr_vty and not args.frr:
+        errors.append("--frr-vty: needs --frr")
     if errors:
         raise ConfigError(errors)
+    speaker = None
+    if args.bird_control or args.frr:
+        speaker = SpeakerAccess(args.bird_control, args.bird_config, args.frr_vty, args.frr)
     opts = AgentOptions(
         node=args.node,
         kubeconfig=args.kubeconfig,
         netns=args.netns,
         state_dir=None if args.no_dns else Path(args.state_dir),
         dns_metrics=str(args.dns_metrics) if args.dns_metrics else None,
+        speaker=speaker,
+        bgp_state_dir=Path(args.state_dir),
         metrics=args.metrics,
         resync=args.resync,
     )
     if args.check:
         shown = {**vars(opts), "metrics": str(opts.metrics) if opts.metrics else None}
-        emit({**shown, "state_dir": str(opts.state_dir) if opts.state_dir else None}, "yaml")
+        shown |= {"state_dir": str(opts.state_dir) if opts.state_dir else None}
+        shown |= {"bgp_state_dir": str(opts.bgp_state_dir), "speaker": vars(speaker) if speaker else None}
+        emit(shown, "yaml")
         return 0
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,7 +2,8 @@
 out (``status.applied``, ``status.dns``, a heartbeat), one status writer for every part:
 
 - L2: ``spec.l2Networks`` to the existing L2 reconcile (``netkit.l2.agent.Agent``) on the kernel;
-- DNS: ``spec.dns`` to the node-local cache (``netkit.control.dnsagent.NodeDns``).
+- DNS: ``spec.dns`` to the node-local cache (``netkit.control.dnsagent.NodeDns``);
+- BGP: ``spec.bgp`` to the node's speaker (``netkit.control.bgpagent.NodeBgp``).
 
 The L2 agent starts only once the NodeState has been read: before that nothing is known, and a
 node whose NodeState does not exist yet is waited for, never taken as "no networks". While the API
@@ -26,6 +27,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from netkit.base.addr import HostPort
 from netkit.base.serving import EndpointServer
 from netkit.control import kube
+from netkit.control.bgpagent import NodeBgp, SpeakerAccess
 from netkit.control.core.crds import GROUP, VERSION
 from netkit.control.core.l2publish import network_of
 from netkit.control.dnsagent import NodeDns
@@ -72,6 +74,8 @@ class NodeAgent:
         resync: float = 30.0,
         state_dir: Path | None = None,
         dns_metrics: str | None = None,
+        speaker: SpeakerAccess | None = None,
+        bgp_state_dir: Path | None = None,
         now: Callable[[], str] | None = None,
     ) -> None:
         self.api, self.node, self.netns, self.resync = api, node, netns, resync
@@ -83,6 +87,11 @@ class NodeAgent:
         self.dns = (
             NodeDns(node, state_dir, self.report, netns=netns, metrics=dns_metrics)
             if state_dir is not None
+            else None
+        )
+        self.bgp = (
+            NodeBgp(node, speaker, bgp_state_dir or Path("/var/lib/netkit"), self.report, netns=netns)
+            if speaker is not None
             else None
         )
         self.stop_event = threading.Event()
@@ -101,6 +110,8 @@ class NodeAgent:
         spec = obj.get("spec") or {}
         if self.dns is not None:
             self.dns.update(spec.get("dns"))
+        if self.bgp is not None:
+            self.bgp.update(spec.get("bgp"))
         entries = list(spec.get("l2Networks") or [])
         with self._lock:
             if entries == self.entries:
@@ -123,10 +134,14 @@ class NodeAgent:
     def report(self) -> None:
         """The whole status from every part (a merge patch replaces ``applied`` whole)."""
         with self._report_lock:
-            applied = [*self.l2_applied, *(self.dns.applied if self.dns is not None else [])]
+            applied = [*self.l2_applied]
+            applied += self.dns.applied if self.dns is not None else []
+            applied += self.bgp.applied if self.bgp is not None else []
             status: Obj = {"applied": applied, "heartbeatTime": self.now()}
             if self.dns is not None:
                 status["dns"] = self.dns.observed()
+            if self.bgp is not None:
+                status["bgp"] = self.bgp.observed() or None
             try:
                 self.api.patch_cluster_custom_object_status(
                     GROUP, VERSION, "nodestates", self.node, {"status": status}
@@ -139,6 +154,8 @@ class NodeAgent:
         """Start the parts; with ``wait``, until the NodeState has been listed (TimeoutError)."""
         if self.dns is not None:
             self.dns.start()
+        if self.bgp is not None:
+            self.bgp.start()
         self.informer.start()
         if wait is not None and not self.informer.synced.wait(wait):
             raise TimeoutError(f"node {self.node}: the NodeState was not read within {wait:.0f} s")
@@ -170,6 +187,8 @@ class NodeAgent:
             self._thread.join(timeout=10)
         if self.dns is not None:
             self.dns.stop()
+        if self.bgp is not None:
+            self.bgp.stop()
 
 
 @dataclass(frozen=True)
@@ -179,6 +198,8 @@ class AgentOptions:
     netns: str | None = None
     state_dir: Path | None = Path("/var/lib/netkit")  # None: no DNS part
     dns_metrics: str | None = None
+    speaker: SpeakerAccess | None = None  # None: no BGP part
+    bgp_state_dir: Path = Path("/var/lib/netkit")
     metrics: HostPort | None = None
     resync: float = 30.0
 
@@ -222,6 +243,8 @@ def run_agent(opts: AgentOptions, stop: threading.Event) -> int:
             resync=opts.resync,
             state_dir=opts.state_dir,
             dns_metrics=opts.dns_metrics,
+            speaker=opts.speaker,
+            bgp_state_dir=opts.bgp_state_dir,
         )
         rounds.set_function(lambda: agent.rounds if agent else 0)
         writes.set_function(lambda: agent.status_writes if agent else 0)

@@ -1,5 +1,5 @@
 """``netkit controller`` as a process: the informers, the leader election on a Lease, the
-controllers (L2, DNS) run while leading, each on its own thread, and /metrics /healthz /readyz
+controllers (L2, DNS, BGP) run while leading, each on its own thread, and /metrics /healthz /readyz
 (ready once every cache has listed). A replica that does not lead keeps its caches warm, so a
 takeover acts at once."""
 
@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from netkit.base.addr import HostPort
 from netkit.base.serving import EndpointServer
 from netkit.control import kube
+from netkit.control.bgpcontroller import BgpController
 from netkit.control.core.crds import GROUP, VERSION
 from netkit.control.dnscontroller import DnsController
 from netkit.control.l2controller import L2Controller
@@ -49,6 +50,7 @@ def _informers(api: Any, changed: Callable[[str, dict[str, Any]], None]) -> dict
     return {
         "l2networks": custom("l2networks"),
         "dnscaches": custom("dnscaches"),
+        "bgptopologies": custom("bgptopologies"),
         "nodestates": custom("nodestates"),
         "nodes": kube.Informer(core.list_node, changed, name="nodes"),
         "services": kube.Informer(core.list_service_for_all_namespaces, changed, name="services"),
@@ -81,7 +83,9 @@ def run_controller(opts: ControllerOptions, stop: threading.Event) -> int:
         api = kube.api_client(opts.kubeconfig)
         co = kube.custom_objects(api)
         informers = _informers(api, changed)
-        controllers.extend([L2Controller(co, informers), DnsController(co, informers)])
+        controllers.extend(
+            [L2Controller(co, informers), DnsController(co, informers), BgpController(co, informers)]
+        )
         for inf in informers.values():
             inf.start()
         elector = kube.LeaderElector(

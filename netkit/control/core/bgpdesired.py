@@ -3,10 +3,11 @@
 The inventory comes from the cluster, not a file: every node the topology selects, its
 InternalIP as session address (and router id, for IPv4), its labels (the failure domain among
 them), the ``netkit.io/route-reflector`` label as the "may reflect" mark and its IPv4 pod CIDRs as
-the prefixes it originates. The plan is made against the plan in force, so a node joining never
-reshuffles the reflectors. What the planner refuses (a candidate without the failure-domain
-label, too few domains for the redundancy asked) is returned as problems and **no plan**: the
-caller keeps the plan in force and says Degraded; it never plans "nothing".
+the prefixes it originates, and the ``netkit.io/bgp-alternate-address`` annotation as the second
+address a hitless migration builds new sessions on. The plan is made against the plan in force,
+so a node joining never reshuffles the reflectors. What the planner refuses (a candidate without
+the failure-domain label, too few domains for the redundancy asked) is returned as problems and
+**no plan**: the caller keeps the plan in force and says Degraded; it never plans "nothing".
 """
 
 from __future__ import annotations
@@ -20,9 +21,17 @@ from bgp.core.inventory import Inventory, InventoryError, parse_inventory
 from bgp.core.planner import SessionPlan, mesh_plan, plan
 from netkit.control.core.selectors import matches
 
-__all__ = ["REFLECTOR_LABEL", "BgpNode", "TopologyDesired", "desired_bgp", "inventory_document"]
+__all__ = [
+    "ALT_ADDRESS",
+    "REFLECTOR_LABEL",
+    "BgpNode",
+    "TopologyDesired",
+    "desired_bgp",
+    "inventory_document",
+]
 
 REFLECTOR_LABEL = "netkit.io/route-reflector"
+ALT_ADDRESS = "netkit.io/bgp-alternate-address"  # a second address: sessions built beside old ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +40,7 @@ class BgpNode:
     labels: Mapping[str, str] = field(default_factory=dict)
     internal_ip: str | None = None
     pod_cidrs: tuple[str, ...] = ()
+    alt_address: str | None = None  # annotation netkit.io/bgp-alternate-address
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +81,8 @@ def inventory_document(nodes: Iterable[BgpNode], spec: Mapping[str, Any]) -> tup
         if ipaddress.ip_address(n.internal_ip).version == 6:
             left_out.append(n.name)  # an IPv6-only node has no router id to take: it needs one set
             continue
+        if n.alt_address:
+            entry["alt_address"] = n.alt_address
         mark = n.labels.get(REFLECTOR_LABEL)
         if mark in ("true", "false"):
             entry["reflector"] = mark == "true"

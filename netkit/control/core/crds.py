@@ -119,6 +119,11 @@ def _list(
     return s
 
 
+def _preserved(description: str) -> Schema:
+    """An object whose shape another module owns (the planner's plan, the speaker's config)."""
+    return {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "description": description}
+
+
 def _label_selector(description: str) -> Schema:
     """``metav1.LabelSelector``: matchLabels and matchExpressions; empty selects every node."""
     requirement = _obj(
@@ -398,6 +403,20 @@ def _bgptopology() -> tuple[Schema, list[dict[str, Any]]]:
                 "mesh or reflectors: what the cluster should run", "mesh", "reflectors", default="reflectors"
             ),
             "policy": policy,
+            "timers": _obj(
+                "the sessions' timers (default: RFC 4271's)",
+                {
+                    "holdSeconds": _int(3, 65535, "hold time", default=90),
+                    "keepaliveSeconds": _int(1, 21845, "keepalive interval", default=30),
+                    "connectRetrySeconds": _int(1, 3600, "connect retry interval", default=5),
+                },
+                rules=[
+                    (
+                        "self.keepaliveSeconds * 3 <= self.holdSeconds",
+                        "keepalive must be at most a third of hold",
+                    )
+                ],
+            ),
             "migration": _obj(
                 "how a running mesh becomes the planned topology",
                 {
@@ -425,6 +444,11 @@ def _bgptopology() -> tuple[Schema, list[dict[str, Any]]]:
         {
             "reflectors": _list("the nodes that reflect", _str("a node name"), max_items=1000),
             "sessions": _int(0, 2**31 - 1, "iBGP sessions in the plan"),
+            "plan": _preserved(
+                "the plan in force, where its sessions run (`netkit bgp plan` output): what the "
+                "planner keeps, and what a migration starts from"
+            ),
+            "migration": _preserved("the migration under way: its target plan, the step and when it started"),
             "phase": _enum("where a migration stands", "Planned", "Migrating", "Converged", "Stopped"),
             **_nodes_status(),
         },
@@ -591,17 +615,30 @@ def _nodestate() -> tuple[Schema, list[dict[str, Any]]]:
             "l2Networks": _list(
                 "the networks this node runs", l2, max_items=4096, list_type="map", keys=["name"]
             ),
+            "bgp": _obj(
+                "the node's BGP speaker configuration: the step of the BGPTopology's migration in force",
+                {
+                    "name": _str("the BGPTopology", max_length=253),
+                    "generation": _int(1, 2**63 - 1, "its .metadata.generation this is"),
+                    "revision": _str("names the step's topology; the agent reports it back", max_length=64),
+                    "step": _int(0, 100_000, "the migration step (0: none under way)"),
+                    "steps": _int(0, 100_000, "steps of the migration"),
+                    "speaker": _enum("what runs on the node", "bird", "frr", "calico"),
+                    "config": _preserved(
+                        "the speaker's configuration: router id, neighbours, prefixes, timers"
+                    ),
+                },
+                required=["name", "generation", "revision", "speaker", "config"],
+            ),
             "dns": _obj(
                 "the node-local cache this node runs (absent: none)",
                 {
                     "name": _str("the DNSCache", max_length=253),
                     "generation": _int(1, 2**63 - 1, "its .metadata.generation this is"),
-                    "config": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                        "description": "the cache's configuration, as the keys of `netkit dns serve "
-                        "-f` (validated by its loader, by the controller and again by the agent)",
-                    },
+                    "config": _preserved(
+                        "the cache's configuration, as the keys of `netkit dns serve -f` (validated "
+                        "by its loader, by the controller and again by the agent)"
+                    ),
                 },
                 required=["name", "generation", "config"],
             ),
@@ -628,9 +665,27 @@ def _nodestate() -> tuple[Schema, list[dict[str, Any]]]:
             "bgp": _obj(
                 "the node's BGP speaker as observed",
                 {
+                    "revision": _str("the spec.bgp revision the speaker runs", max_length=64),
+                    "state": _enum("Applied, or Failed: the speaker refused it", "Applied", "Failed"),
+                    "message": _str("what went wrong, or what was done", max_length=4096),
                     "sessionsEstablished": _int(0, 100_000, "sessions Established"),
                     "sessionsConfigured": _int(0, 100_000, "sessions configured"),
                     "prefixes": _int(0, 2**31 - 1, "prefixes in the node's table"),
+                    "routes": _list(
+                        "every prefix the speaker learnt and the neighbours it came from (what a "
+                        "migration step is gated on)",
+                        _obj(
+                            "a prefix",
+                            {
+                                "prefix": _str("the prefix", max_length=64),
+                                "via": _list(
+                                    "neighbour addresses", _str("an address", max_length=64), max_items=64
+                                ),
+                            },
+                            required=["prefix"],
+                        ),
+                        max_items=100_000,
+                    ),
                 },
             ),
             "dns": _obj(
