@@ -99,19 +99,17 @@ class NodeBgp:
                 log.exception("bgp step failed", extra={"node": self.node})
                 self._set(self._wanted, "Failed", f"{type(exc).__name__}: {exc}")
 
-    def _make_control(self, kind: str, cfg: SpeakerConfig) -> BirdControl | FrrControl:
+    def _make_control(self, cfg: SpeakerConfig) -> BirdControl | FrrControl:
+        """The node's speaker, as the agent's flags name it (a cluster may run BIRD on some
+        nodes and FRR on others: the configuration is the same model for both)."""
         a = self.access
-        if kind == "bird":
-            if not (a.bird_control and a.bird_config):
-                raise ControlError(
-                    f"{self.node}: spec.bgp says BIRD, and the agent has no --bird-control/--bird-config"
-                )
+        if a.bird_control and a.bird_config:
             return BirdControl(cfg, a.bird_control, a.bird_config, self.netns)
-        if kind == "frr":
-            if not a.frr:
-                raise ControlError(f"{self.node}: spec.bgp says FRR, and the agent was not given --frr")
+        if a.frr:
             return FrrControl(self._frr_base(cfg), a.frr_vty, self.netns)
-        raise ControlError(f"{self.node}: speaker {kind!r} is not driven by the agent")
+        raise ControlError(
+            f"{self.node}: the agent was given no speaker (--bird-control/--bird-config or --frr)"
+        )
 
     def _frr_base(self, cfg: SpeakerConfig) -> SpeakerConfig:
         """What FRR runs: the last configuration applied here (a restarted agent reads it back),
@@ -144,12 +142,8 @@ class NodeBgp:
             return
         self._tried = wanted
         cfg = config_from_dict(wanted["config"])
-        if (
-            self.control is None
-            or self.running is None
-            or self.running.get("speaker") != wanted.get("speaker")
-        ):
-            self.control = self._make_control(str(wanted.get("speaker")), cfg)
+        if self.control is None:
+            self.control = self._make_control(cfg)
         try:
             self.control.apply(cfg)
         except ControlError as exc:

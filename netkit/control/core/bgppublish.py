@@ -209,7 +209,9 @@ def decide(
             waiting.append(f"{n} has not applied revision {revision} yet")
             continue
         if r.get("state") == "Failed":
-            waiting.append(f"{n}: {r.get('message', 'the speaker refused the configuration')}")
+            why = f"{n}: {r.get('message', 'the speaker refused the configuration')}"
+            waiting.append(why)
+            problems.append(Problem("NodeFailed", why))
             continue
         configured = len(configs[n].neighbors)
         if int(r.get("sessionsEstablished", 0)) < configured:

@@ -392,8 +392,9 @@ def _bgptopology() -> tuple[Schema, list[dict[str, Any]]]:
         {
             "asn": _int(1, 4_294_967_295, "the cluster's AS number"),
             "speaker": _enum(
-                "what the nodes run: bird or frr, configured by the agent; calico: the "
-                "controller writes Calico BGPPeer and BGPConfiguration objects",
+                "bird or frr: the agent configures the node's speaker (the one its flags name: "
+                "nodes may mix both); calico: the controller writes Calico BGPPeer and "
+                "BGPConfiguration objects (not driven yet: Degraded)",
                 "bird",
                 "frr",
                 "calico",
