@@ -76,6 +76,7 @@ class NodeAgent:
         dns_metrics: str | None = None,
         speaker: SpeakerAccess | None = None,
         bgp_state_dir: Path | None = None,
+        events: Any = None,
         now: Callable[[], str] | None = None,
     ) -> None:
         self.api, self.node, self.netns, self.resync = api, node, netns, resync
@@ -94,6 +95,9 @@ class NodeAgent:
             if speaker is not None
             else None
         )
+        self.events = events  # a kube.EventRecorder, or None
+        self.nodestate: Obj | None = None  # as last read: what Events are about
+        self._told: dict[tuple[str, str], tuple[Any, str]] = {}  # (kind, name) -> (generation, state)
         self.stop_event = threading.Event()
         self.rounds = 0
         self.status_writes = 0
@@ -107,6 +111,7 @@ class NodeAgent:
         if _kind == "DELETED":
             log.warning("NodeState deleted: keeping everything as it is", extra={"node": self.node})
             return
+        self.nodestate = obj
         spec = obj.get("spec") or {}
         if self.dns is not None:
             self.dns.update(spec.get("dns"))
@@ -147,8 +152,26 @@ class NodeAgent:
                     GROUP, VERSION, "nodestates", self.node, {"status": status}
                 )
                 self.status_writes += 1
+                self._tell(applied)
             except Exception as exc:  # the API unreachable: the data plane goes on; the next round reports
                 log.warning("status not written", extra={"node": self.node, "error": str(exc)[:200]})
+
+    def _tell(self, applied: list[Obj]) -> None:
+        """An Event on the NodeState for every object whose state or generation changed."""
+        if self.events is None or self.nodestate is None:
+            return
+        for a in applied:
+            key, now = (a["kind"], a["name"]), (a.get("generation"), a["state"])
+            if self._told.get(key) == now:
+                continue
+            self._told[key] = now
+            where = f"{a['kind']} {a['name']}" + (f" generation {now[0]}" if now[0] else "")
+            self.events.record(
+                {"apiVersion": f"{GROUP}/{VERSION}", "kind": "NodeState", **self.nodestate},
+                "Warning" if a["state"] == "Failed" else "Normal",
+                str(a["state"]),
+                f"{where}: {a.get('message', '')}",
+            )
 
     def start(self, wait: float | None = 30.0) -> NodeAgent:
         """Start the parts; with ``wait``, until the NodeState has been listed (TimeoutError)."""
@@ -245,6 +268,7 @@ def run_agent(opts: AgentOptions, stop: threading.Event) -> int:
             dns_metrics=opts.dns_metrics,
             speaker=opts.speaker,
             bgp_state_dir=opts.bgp_state_dir,
+            events=kube.EventRecorder(kube.core(api), "netkit-agent", opts.node),
         )
         rounds.set_function(lambda: agent.rounds if agent else 0)
         writes.set_function(lambda: agent.status_writes if agent else 0)

@@ -48,6 +48,7 @@ class BgpController(Reconciler):
     """Informers "bgptopologies", "nodes", "nodestates"."""
 
     plural = "bgptopologies"
+    kind = "BGPTopology"
     name = "bgp"
 
     def reconcile(self) -> int:
@@ -78,7 +79,7 @@ class BgpController(Reconciler):
                 )
                 new = rollout_status(o.generation, (why,), None, old, self.now())
                 if {**old, **new} != old:
-                    self.patch(o.name, {"status": new}, status=True)
+                    self.write_status(obj, {**old, **new}, old)
                 continue
             for n in mine:
                 claimed[n.name] = o.name
@@ -87,10 +88,7 @@ class BgpController(Reconciler):
             want.update(decision.publish)
             new = topology_status(decision, o.generation, old, self.now())
             if new != old:
-                body = dict(new)
-                if "migration" in old and "migration" not in new:
-                    body["migration"] = None  # a merge patch removes a key by null
-                self.patch(o.name, {"status": body}, status=True)
+                self.write_status(obj, new, old)
             if decision.status.get("phase") != old.get("phase"):
                 log.info("bgp phase", extra={"topology": o.name, "phase": decision.status.get("phase")})
         known = {n.name for n in nodes}

@@ -83,8 +83,9 @@ def run_controller(opts: ControllerOptions, stop: threading.Event) -> int:
         api = kube.api_client(opts.kubeconfig)
         co = kube.custom_objects(api)
         informers = _informers(api, changed)
+        events = kube.EventRecorder(kube.core(api), "netkit-controller", opts.identity)
         controllers.extend(
-            [L2Controller(co, informers), DnsController(co, informers), BgpController(co, informers)]
+            c(co, informers, events=events) for c in (L2Controller, DnsController, BgpController)
         )
         for inf in informers.values():
             inf.start()

@@ -38,6 +38,7 @@ class DnsController(Reconciler):
     """Informers "dnscaches", "nodes", "services", "nodestates"."""
 
     plural = "dnscaches"
+    kind = "DNSCache"
     name = "dns"
 
     def reconcile(self) -> int:
@@ -95,5 +96,5 @@ class DnsController(Reconciler):
             problems = assignment.problems.get(o.name, ())
             new_status = rollout_status(o.generation, problems, rollout, old, self.now())
             if new_status != old:
-                self.patch(o.name, {"status": new_status}, status=True)
+                self.write_status(obj, new_status, old)
         return self.writes - before

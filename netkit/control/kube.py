@@ -9,6 +9,7 @@ done right, status written with optimistic concurrency, and leader election on a
   API server is unreachable the cache keeps what it last saw and nothing is reported deleted.
 - ``update_status``: read, change, write the status with the read resourceVersion; a 409 reads
   again and retries.
+- ``EventRecorder``: Events about an object, aggregated by reason and message.
 - ``LeaderElector``: acquires and renews a ``coordination.k8s.io`` Lease by replace with its
   resourceVersion (so two replicas never both win); a leader that cannot renew within
   ``renew_deadline`` stops leading before its lease can be taken over.
@@ -28,7 +29,7 @@ from typing import Any
 
 from kubernetes import client, watch
 
-__all__ = ["Backoff", "Informer", "LeaderElector", "api_status", "update_status"]
+__all__ = ["Backoff", "EventRecorder", "Informer", "LeaderElector", "api_status", "update_status"]
 
 log = logging.getLogger("netkit.control")
 
@@ -373,3 +374,54 @@ def core(api: client.ApiClient) -> client.CoreV1Api:
 
 def coordination(api: client.ApiClient) -> client.CoordinationV1Api:
     return client.CoordinationV1Api(api)
+
+
+class EventRecorder:
+    """Events (``core/v1``) about objects, as ``kubectl describe`` lists them: one Event per
+    (object, reason, message), its ``count`` and ``lastTimestamp`` moved on a repeat (as
+    client-go's recorder aggregates). Cluster-scoped objects' Events go to ``namespace``. An
+    Event that cannot be written is dropped with a log line: it never holds up the work."""
+
+    def __init__(self, api: Any, component: str, host: str = "", namespace: str = "default") -> None:
+        self.api, self.component, self.host, self.namespace = api, component, host, namespace
+        self._seen: dict[tuple[str, str, str], tuple[str, int]] = {}  # -> (event name, count)
+        self._lock = threading.Lock()
+
+    def record(self, obj: Obj, type_: str, reason: str, message: str) -> None:
+        meta = obj.get("metadata") or {}
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        key = (str(meta.get("uid") or meta.get("name")), reason, message)
+        with self._lock:
+            name, count = self._seen.get(key, ("", 0))
+            try:
+                if name:
+                    body = {"count": count + 1, "lastTimestamp": now}
+                    self.api.patch_namespaced_event(name, self.namespace, body)
+                    self._seen[key] = (name, count + 1)
+                    return
+                name = f"{meta.get('name')}.{time.time_ns():x}"
+                event = {
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {"name": name, "namespace": meta.get("namespace") or self.namespace},
+                    "involvedObject": {
+                        "apiVersion": obj.get("apiVersion"),
+                        "kind": obj.get("kind"),
+                        "name": meta.get("name"),
+                        "uid": meta.get("uid"),
+                        **({"namespace": meta["namespace"]} if meta.get("namespace") else {}),
+                    },
+                    "type": type_,
+                    "reason": reason,
+                    "message": message[:1024],
+                    "count": 1,
+                    "firstTimestamp": now,
+                    "lastTimestamp": now,
+                    "source": {"component": self.component, **({"host": self.host} if self.host else {})},
+                    "reportingComponent": self.component,
+                    "reportingInstance": self.host or self.component,
+                }
+                self.api.create_namespaced_event(meta.get("namespace") or self.namespace, event)
+                self._seen[key] = (name, 1)
+            except Exception as exc:  # an Event is worth a log line, never a failed reconcile
+                log.warning("event not written", extra={"reason": reason, "error": str(exc)[:200]})

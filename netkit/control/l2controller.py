@@ -29,6 +29,7 @@ class L2Controller(Reconciler):
     (informers "l2networks", "nodes", "nodestates")."""
 
     plural = "l2networks"
+    kind = "L2Network"
     name = "l2"
 
     def reconcile(self) -> int:
@@ -86,5 +87,5 @@ class L2Controller(Reconciler):
             problems = desired.problems.get(o.name, ())
             new = rollout_status(o.generation, problems, rollouts.get(o.name), old, self.now())
             if new != old:
-                self.patch(o.name, {"status": new}, status=True)
+                self.write_status(obj, new, old)
         return self.writes - before

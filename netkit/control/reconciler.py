@@ -58,11 +58,19 @@ class Reconciler:
     """Subclasses set ``plural`` (the kind they own) and write ``reconcile``."""
 
     plural = ""
+    kind = ""
     name = "reconciler"
 
-    def __init__(self, api: Any, informers: Mapping[str, Any], now: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        api: Any,
+        informers: Mapping[str, Any],
+        now: Callable[[], str] | None = None,
+        events: Any = None,
+    ) -> None:
         self.api = api  # a CustomObjectsApi
         self.informers = informers
+        self.events = events  # a kube.EventRecorder, or None
         self.now = now or (lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         self.dirty = threading.Event()
         self.writes = 0
@@ -98,6 +106,34 @@ class Reconciler:
         else:
             self.api.patch_cluster_custom_object(GROUP, VERSION, self.plural, name, body)
         self.writes += 1
+
+    def write_status(self, obj: Obj, new: Obj, old: Mapping[str, Any]) -> None:
+        """``new`` as the object's status (a merge patch: keys gone from ``new`` are nulled), and
+        an Event for every condition that changed its status (Warning for Degraded, Ready
+        False not caused by a rollout)."""
+        body = dict(new)
+        for key in set(old) - set(new):
+            body[key] = None
+        self.patch(obj["metadata"]["name"], {"status": body}, status=True)
+        if self.events is None:
+            return
+        before = {c["type"]: c for c in old.get("conditions") or []}
+        for c in new.get("conditions") or []:
+            was = before.get(c["type"])
+            if was is not None and was.get("status") == c["status"] and was.get("reason") == c["reason"]:
+                continue
+            if was is None and c["type"] == "Degraded" and c["status"] == "False":
+                continue  # "not degraded" on a new object is no news
+            bad = (c["type"] == "Degraded" and c["status"] == "True") or (
+                c["type"] == "Ready"
+                and c["status"] == "False"
+                and c["reason"] not in ("RollingOut", "Migrating", "Converging")
+            )
+            if c["type"] == "Progressing" and not bad:
+                continue  # Ready tells it
+            about = {"apiVersion": f"{GROUP}/{VERSION}", "kind": self.kind, **obj}
+            message = f"{c['type']}={c['status']}: {c['message']}"
+            self.events.record(about, "Warning" if bad else "Normal", c["reason"], message)
 
     def publish(self, node: str, field: str, value: Any, exists: bool) -> None:
         """``spec.<field>`` of ``node``'s NodeState set to ``value`` (None: removed), replaced

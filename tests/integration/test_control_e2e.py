@@ -3,7 +3,8 @@ agent`` process, the lab API server, two ``netkit controller`` replicas, two rea
 driven with kubectl (a fresh HOME).
 
 - an L2Network applied with kubectl: its bridge and VTEP exist on exactly the selected nodes,
-  frames cross between them, ``kubectl wait --for=condition=Ready`` passes;
+  frames cross between them, ``kubectl wait --for=condition=Ready`` passes, ``kubectl describe``
+  shows the controller's Events on it and the agent's on the NodeState;
 - edited: rolled out with never more than maxUnavailable nodes in flight, Ready at the new
   generation;
 - a DNSCache applied: every node's cache answers; edited (a stub zone added) under load: every
@@ -214,6 +215,9 @@ def test_l2_dns_leader_and_api_outage_end_to_end(world: World) -> None:
             assert resp.status == 200
     status = k.json("get", "l2network", "blue")["status"]
     assert status["observedGeneration"] == 1 and status["nodesReady"] == 2
+    described = k("describe", "l2network", "blue").stdout  # the controller's Events
+    assert "Events:" in described and "AllNodesReady" in described, described
+    assert wait_for(lambda: "L2Network blue generation 1" in k("describe", "nodestate", "n1").stdout)
     for pod in w.l2.pods.values():  # the pods' ports, attached as a CNI plugin would (issue 15)
         with IPRoute(netns=w.l2.ns(pod.node), flags=0) as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname=pod.port)[0], master=ipr.link_lookup(ifname=blue)[0])
