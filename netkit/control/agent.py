@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,8 @@ from netkit.control.core.l2publish import network_of
 from netkit.control.dnsagent import NodeDns
 from netkit.l2.agent import Agent, Reconciled
 from netkit.l2.core.model import L2Network
+from netkit.l2.core.state import bridge_name
+from netkit.l2.probe import arp_probe
 
 __all__ = ["AgentOptions", "NodeAgent", "applied_report", "run_agent"]
 
@@ -40,13 +42,19 @@ log = logging.getLogger("netkit.control.agent")
 Obj = dict[str, Any]
 
 
-def applied_report(entries: list[Obj], rec: Reconciled) -> list[Obj]:
+def applied_report(
+    entries: list[Obj], rec: Reconciled, failed: Mapping[str, tuple[int, str]] | None = None
+) -> list[Obj]:
     """``status.applied`` after a round: every entry Applied at its generation, or Failed with why
-    (the round's error, or the planner's problem with that network)."""
+    (the round's error, the planner's problem with that network, or its probe: ``failed`` maps a
+    network to the generation that failed it and why)."""
     problems = {p.network: p.render() for p in rec.plan.problems}
     out = []
     for e in entries:
+        gen_failed = (failed or {}).get(e["name"])
         why = rec.error or problems.get(e["name"])
+        if gen_failed is not None and gen_failed[0] == e["generation"]:
+            why = gen_failed[1]
         out.append(
             {
                 "kind": "L2Network",
@@ -85,6 +93,9 @@ class NodeAgent:
         self.entries: list[Obj] | None = None  # None: not known yet
         self.l2: Agent | None = None
         self.l2_applied: list[Obj] = []
+        self.l2_failed: dict[str, tuple[int, str]] = {}  # network -> (generation, why): rolled back
+        self._good: dict[str, Obj] = {}  # network -> the last entry that passed its probes
+        self._probed: dict[str, int] = {}  # network -> the generation probed
         self.dns = (
             NodeDns(node, state_dir, self.report, netns=netns, metrics=dns_metrics)
             if state_dir is not None
@@ -127,13 +138,65 @@ class NodeAgent:
             l2.reload(self.networks())
 
     def networks(self) -> list[L2Network]:
-        return [network_of(e) for e in self.entries or []]
+        """What the kernel should run: the published entries, but the last good one of a network
+        whose new generation failed its probe (none, if it never had one)."""
+        out = []
+        for e in self.entries or []:
+            failed = self.l2_failed.get(e["name"])
+            if failed is not None and failed[0] == e["generation"]:
+                good = self._good.get(e["name"])
+                if good is not None:
+                    out.append(network_of(good))
+                continue
+            out.append(network_of(e))
+        return out
+
+    def _probe(self, rec: Reconciled, entries: list[Obj]) -> bool:
+        """Probe every network whose generation has not been probed yet; a failure rolls it back.
+        True when something was rolled back (the L2 agent reloads)."""
+        if rec.error is not None:
+            return False
+        problems = {p.network for p in rec.plan.problems}
+        reported = {  # what this node said before (an agent before us): Applied means probed
+            a["name"]: a.get("generation")
+            for a in ((self.nodestate or {}).get("status") or {}).get("applied") or []
+            if a.get("kind") == "L2Network" and a.get("state") == "Applied"
+        }
+        rolled = False
+        for e in entries:
+            name, gen = e["name"], e["generation"]
+            failed = self.l2_failed.get(name)
+            if name in problems or self._probed.get(name) == gen or (failed and failed[0] == gen):
+                continue
+            if name not in self._probed and reported.get(name) == gen:  # a restart: not probed again
+                self._good[name], self._probed[name] = e, gen
+                continue
+            why = None
+            for p in e.get("probes") or ():
+                timeout = float(p.get("timeoutSeconds", 5))
+                try:
+                    why = arp_probe(bridge_name(name), p["address"], timeout, self.netns)
+                except Exception as exc:  # a probe that cannot run is a failed probe, said
+                    why = f"{type(exc).__name__}: {exc}"
+                if why:
+                    break
+            if why is None:
+                self._good[name], self._probed[name] = e, gen
+                continue
+            good = self._good.get(name)
+            back = f"generation {good['generation']}" if good else "nothing (it never passed)"
+            self.l2_failed[name] = (gen, f"probe failed: {why}; rolled back to {back}")
+            log.warning("probe failed: rolled back", extra={"node": self.node, "network": name, "why": why})
+            rolled = True
+        return rolled
 
     def _l2_round(self, rec: Reconciled) -> None:
         self.rounds += 1
         with self._lock:
             entries = list(self.entries or [])
-        self.l2_applied = applied_report(entries, rec)
+        if self._probe(rec, entries) and self.l2 is not None:
+            self.l2.reload(self.networks())
+        self.l2_applied = applied_report(entries, rec, self.l2_failed)
         self.report()
 
     def report(self) -> None:

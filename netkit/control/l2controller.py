@@ -45,6 +45,7 @@ class L2Controller(Reconciler):
             if not o.deleting:
                 self.set_finalizer(networks[f"/{o.name}"], FINALIZER, True)
         desired = desired_l2(nodes, objects)
+        probes = {o.name: list(o.spec.get("probes") or []) for o in objects}
         published = {
             n: list((states.get(n) or {}).get("spec", {}).get("l2Networks") or [])
             for n in (x.name for x in nodes)
@@ -72,7 +73,7 @@ class L2Controller(Reconciler):
             spec = networks[f"/{name}"].get("spec") or {}
             rollouts[name] = step(selected, told, node_reports, generation, spec.get("maxUnavailable", 1))
         for node in nodes:
-            entries = node_networks(node.name, desired, rollouts, published.get(node.name, []))
+            entries = node_networks(node.name, desired, rollouts, published.get(node.name, []), probes)
             if node.name not in states or entries != published.get(node.name, []):
                 self.publish(node.name, "l2Networks", entries, exists=node.name in states)
         for o in objects:

@@ -5,8 +5,10 @@ driven with kubectl (a fresh HOME).
 - an L2Network applied with kubectl: its bridge and VTEP exist on exactly the selected nodes,
   frames cross between them, ``kubectl wait --for=condition=Ready`` passes, ``kubectl describe``
   shows the controller's Events on it and the agent's on the NodeState;
-- edited: rolled out with never more than maxUnavailable nodes in flight, Ready at the new
-  generation;
+- edited: rolled out with never more than maxUnavailable nodes in flight, each node probing the
+  segment (ARP for a pod across the VXLAN), Ready at the new generation; a probe nobody answers:
+  the first node rolls back and reports Failed, the rollout stops there (Degraded, the node
+  named), a fixed spec rolls out again;
 - a DNSCache applied: every node's cache answers; edited (a stub zone added) under load: every
   node has the zone, by reload, with no query lost or failed; a forwarding loop is Degraded and
   every node serves on as it was;
@@ -59,7 +61,10 @@ spec:
   mtu: {mtu}
   maxUnavailable: 1
   nodeSelector: {{matchLabels: {{netkit.io/l2: "yes"}}}}
+  probes: {probes}
+  ports: {ports}
 """
+PROBE_PB = '[{address: "198.19.1.2", timeoutSeconds: 3}]'  # pod pb, on n2: ARP across the VXLAN
 CACHE = """\
 apiVersion: netkit.io/v1alpha1
 kind: DNSCache
@@ -205,8 +210,13 @@ def dnsperf(w: World, node: str, seconds: int, qps: int) -> subprocess.Popen[str
 def test_l2_dns_leader_and_api_outage_end_to_end(world: World) -> None:
     w, k = world, world.kubectl
     blue, vtep = bridge_name("blue"), vxlan_name(100)
+    ports = "[" + ", ".join(f"{{interface: {p.port}, node: {p.node}}}" for p in w.l2.pods.values()) + "]"
+
+    def network(mtu: int, probes: str = "[]") -> str:
+        return NETWORK.format(mtu=mtu, probes=probes, ports=ports)
+
     # -- an L2Network on exactly the selected nodes -------------------------------------------------
-    k("apply", "-f", "-", stdin=NETWORK.format(mtu=1400))
+    k("apply", "-f", "-", stdin=network(1400))
     assert wait_for(lambda: all({blue, vtep} <= set(links(w, n)) for n in ("n1", "n2")), 60), w.logs()
     assert not ({blue, vtep} & set(links(w, "n3")))
     k("wait", "--for=condition=Ready", "l2network/blue", "--timeout=60s")
@@ -218,15 +228,12 @@ def test_l2_dns_leader_and_api_outage_end_to_end(world: World) -> None:
     described = k("describe", "l2network", "blue").stdout  # the controller's Events
     assert "Events:" in described and "AllNodesReady" in described, described
     assert wait_for(lambda: "L2Network blue generation 1" in k("describe", "nodestate", "n1").stdout)
-    for pod in w.l2.pods.values():  # the pods' ports, attached as a CNI plugin would (issue 15)
-        with IPRoute(netns=w.l2.ns(pod.node), flags=0) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname=pod.port)[0], master=ipr.link_lookup(ifname=blue)[0])
     ping = ["ping", "-c", "3", "-i", "0.2", "-W", "1", w.l2.pods["pb"].address]
     done = subprocess.run(netns_exec(w.l2.pods["pa"].netns, ping), capture_output=True, text=True, timeout=20)
     assert done.returncode == 0, done.stdout  # frames cross n1 -> n2 over VXLAN
 
     # -- edited: rolled out within maxUnavailable ----------------------------------------------------
-    k("apply", "-f", "-", stdin=NETWORK.format(mtu=1300))
+    k("apply", "-f", "-", stdin=network(1300, PROBE_PB))
     worst, deadline = 0, time.monotonic() + 60
     while time.monotonic() < deadline:
         worst = max(worst, in_flight(w, 2))
@@ -276,10 +283,28 @@ def test_l2_dns_leader_and_api_outage_end_to_end(world: World) -> None:
     assert time.monotonic() - killed <= 3 + 2  # within the lease duration (and a retry)
     time.sleep(1.5)
     assert {n: s["metadata"]["generation"] for n, s in nodestates(w).items()} == generations
-    k("apply", "-f", "-", stdin=NETWORK.format(mtu=1350))
+    k("apply", "-f", "-", stdin=network(1350, PROBE_PB))
     k("wait", "--for=jsonpath={.status.observedGeneration}=3", "l2network/blue", "--timeout=30s")
     k("wait", "--for=condition=Ready", "l2network/blue", "--timeout=30s")
     assert all(links(w, n)[blue].mtu == 1350 for n in ("n1", "n2"))
+
+    # -- a probe that fails: the first node rolls back, the rollout stops there ---------------------
+    bad = '[{address: "198.19.1.99", timeoutSeconds: 1}]'  # nobody has it
+    k("apply", "-f", "-", stdin=network(1250, bad))
+    k("wait", "--for=condition=Degraded", "l2network/blue", "--timeout=30s")
+    s = k.json("get", "l2network", "blue")["status"]
+    degraded = next(c for c in s["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "RolloutStopped" and s["nodesFailed"] == ["n1"], s
+    assert wait_for(lambda: links(w, "n1")[blue].mtu == 1350)  # rolled back to generation 3
+    assert links(w, "n2")[blue].mtu == 1350  # never told: the rollout stopped at n1
+    told = {n: [e["generation"] for e in st["spec"].get("l2Networks", [])] for n, st in nodestates(w).items()}
+    assert told["n1"] == [4] and told["n2"] == [3], told
+    failed = [a for a in nodestates(w)["n1"]["status"]["applied"] if a["name"] == "blue"]
+    assert failed[0]["state"] == "Failed" and "198.19.1.99 did not answer ARP" in failed[0]["message"], failed
+    assert "probe failed" in k("describe", "nodestate", "n1").stdout  # the agent's Warning
+    k("apply", "-f", "-", stdin=network(1350, PROBE_PB))  # fixed: rolled out again
+    k("wait", "--for=jsonpath={.status.observedGeneration}=5", "l2network/blue", "--timeout=30s")
+    k("wait", "--for=condition=Ready", "l2network/blue", "--timeout=30s")
 
     # -- the API server gone for 30 s: the nodes keep everything -----------------------------------
     before = {n: links(w, n) for n in w.l2.vtep}

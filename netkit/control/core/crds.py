@@ -269,7 +269,10 @@ def _l2network() -> tuple[Schema, list[dict[str, Any]]]:
     probe = _obj(
         "a check every node runs after applying: failing, the node rolls back",
         {
-            "address": _ip("an address that must answer (ICMP echo) from every node on the network"),
+            "address": _ip(
+                "an IPv4 address that must answer ARP on the network's bridge of every node (the "
+                "bridge needs no address of its own: the request comes from 169.254.255.254)"
+            ),
             "timeoutSeconds": _int(1, 300, "how long the node waits for the answer", default=5),
         },
         required=["address"],
@@ -314,6 +317,21 @@ def _l2network() -> tuple[Schema, list[dict[str, Any]]]:
             ),
             "nodeSelector": _label_selector("the nodes that join the network (empty: every node)"),
             "endpoints": _list("remote MACs known in advance", endpoint, max_items=4096),
+            "ports": _list(
+                "host interfaces the bridge enslaves (a server's NIC, a veth): any other port on the "
+                "bridge is detached; pods join through the CNI plugin instead",
+                _obj(
+                    "an interface",
+                    {
+                        "interface": _str("its name", pattern=_IFNAME),
+                        "node": _str(
+                            "the node that has it (empty: every node of the network)", max_length=253
+                        ),
+                    },
+                    required=["interface"],
+                ),
+                max_items=256,
+            ),
             "maxUnavailable": _max_unavailable(),
             "probes": _list("checks after applying on each node", probe, max_items=16),
         },
@@ -604,6 +622,23 @@ def _nodestate() -> tuple[Schema, list[dict[str, Any]]]:
                     required=["mac", "node"],
                 ),
                 max_items=4096,
+            ),
+            "ports": _list(
+                "host interfaces the bridge enslaves on this node",
+                _str("a name", pattern=_IFNAME),
+                max_items=256,
+            ),
+            "probes": _list(
+                "checks after applying: one failing, the node rolls back and reports Failed",
+                _obj(
+                    "an address that must answer ARP on the network's bridge",
+                    {
+                        "address": _ip("the address"),
+                        "timeoutSeconds": _int(1, 300, "how long the node waits"),
+                    },
+                    required=["address"],
+                ),
+                max_items=16,
             ),
         },
         required=["name", "generation", "type"],

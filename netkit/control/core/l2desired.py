@@ -23,7 +23,7 @@ from typing import Any
 
 from netkit.control.core.conditions import Problem
 from netkit.control.core.selectors import matches
-from netkit.l2.core.model import VXLAN_PORT, Endpoint, L2Network, Member
+from netkit.l2.core.model import VXLAN_PORT, Endpoint, L2Network, Member, Port
 
 __all__ = ["Desired", "NetworkObject", "Node", "Problem", "desired_l2", "removal_done"]
 
@@ -79,6 +79,11 @@ def _resolve(obj: NetworkObject, node: Node, members: tuple[Member, ...]) -> L2N
             Endpoint(mac=str(e["mac"]).lower(), node=str(e["node"]), ip=e.get("ip"))
             for e in spec.get("endpoints") or ()
             if vxlan
+        ),
+        ports=tuple(
+            Port(str(p["interface"]))  # resolved for this node: on it
+            for p in spec.get("ports") or ()
+            if p.get("node") in (None, "", node.name)
         ),
     )
 

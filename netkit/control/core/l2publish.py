@@ -13,15 +13,15 @@ from typing import Any
 
 from netkit.control.core.l2desired import Desired
 from netkit.control.core.rollout import Rollout
-from netkit.l2.core.model import VXLAN_PORT, Endpoint, L2Network, Member
+from netkit.l2.core.model import VXLAN_PORT, Endpoint, L2Network, Member, Port
 
 __all__ = ["entry_of", "network_of", "node_networks"]
 
 Obj = dict[str, Any]
 
 
-def entry_of(net: L2Network, generation: int) -> Obj:
-    """A resolved network as a ``NodeState.spec.l2Networks`` entry."""
+def entry_of(net: L2Network, generation: int, probes: Sequence[Mapping[str, Any]] = ()) -> Obj:
+    """A resolved network as a ``NodeState.spec.l2Networks`` entry (with the object's probes)."""
     entry: Obj = {"name": net.name, "generation": generation, "type": net.kind}
     if net.kind == "vxlan":
         entry["vni"] = net.vni
@@ -36,6 +36,12 @@ def entry_of(net: L2Network, generation: int) -> Obj:
     if net.endpoints:
         entry["endpoints"] = [
             {"mac": e.mac, "node": e.node, **({"ip": e.ip} if e.ip else {})} for e in net.endpoints
+        ]
+    if net.ports:
+        entry["ports"] = [p.name for p in net.ports]
+    if probes:
+        entry["probes"] = [
+            {"address": str(p["address"]), "timeoutSeconds": int(p.get("timeoutSeconds", 5))} for p in probes
         ]
     return entry
 
@@ -55,11 +61,16 @@ def network_of(entry: Mapping[str, Any]) -> L2Network:
         endpoints=tuple(
             Endpoint(str(e["mac"]), str(e["node"]), e.get("ip")) for e in entry.get("endpoints", ())
         ),
+        ports=tuple(Port(str(p)) for p in entry.get("ports", ())),
     )
 
 
 def node_networks(
-    node: str, desired: Desired, rollouts: Mapping[str, Rollout], previous: Sequence[Mapping[str, Any]]
+    node: str,
+    desired: Desired,
+    rollouts: Mapping[str, Rollout],
+    previous: Sequence[Mapping[str, Any]],
+    probes: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> list[Obj]:
     """``node``'s entries: the target generation where its rollout reached it, else what it had."""
     had = {str(e["name"]): dict(e) for e in previous}
@@ -69,7 +80,7 @@ def node_networks(
         rollout = rollouts.get(name)
         told = rollout.publish.get(node) if rollout is not None else None
         if name in target and told == desired.generations.get(name):
-            out.append(entry_of(target[name], desired.generations[name]))
+            out.append(entry_of(target[name], desired.generations[name], (probes or {}).get(name, ())))
         elif name in target and name in had and told is not None and had[name].get("generation") == told:
             out.append(had[name])  # not reached yet: the generation it runs, as it was
         # else: not selected any more, being deleted, in conflict, or not reached and never had it
