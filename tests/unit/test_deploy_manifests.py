@@ -1,20 +1,27 @@
 """deploy/: the Kubernetes manifests parse, the kustomizations reference what exists, and the
 netkit configuration in the ConfigMap passes the real CLI validation and agrees with the
-DaemonSet (command, mount, probes, ports, image) and the Services."""
+DaemonSet (command, mount, probes, ports, image) and the Services. The control plane
+(controller/, agent/): the whole of deploy/ built by kustomize validates for Kubernetes 1.29 and
+later (kubernetes-validate), the workloads' command lines parse with the real CLI, and RBAC is
+held to the API calls the code makes (an exact list, no wildcards, the agent writes no spec)."""
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
 import netkit
+import netkit.cli
 from dnscache.core.config import ServeConfig
 from netkit.base.fields import ConfigError
 from netkit.cli import build_parser
@@ -23,6 +30,8 @@ from netkit.cli.dns import build_config, flag_values
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DNSCACHE = DEPLOY / "dnscache"
+CONTROLLER = DEPLOY / "controller"
+AGENT = DEPLOY / "agent"
 EXAMPLE = DEPLOY / "examples" / "cluster-addresses"
 IMAGE = "ghcr.io/netkit/netkit"
 KUSTOMIZE_KINDS = ("Kustomization", "Component")
@@ -106,6 +115,28 @@ CRDS = {
     ("CustomResourceDefinition", f"{plural}.netkit.io")
     for plural in ("l2networks", "bgptopologies", "dnscaches", "nodestates")
 }
+CONTROLLER_OBJECTS = {
+    ("ServiceAccount", "netkit-controller"),
+    ("ClusterRole", "netkit-controller"),
+    ("ClusterRoleBinding", "netkit-controller"),
+    ("Role", "netkit-controller-leader-election"),
+    ("RoleBinding", "netkit-controller-leader-election"),
+    ("Deployment", "netkit-controller"),
+    ("PodDisruptionBudget", "netkit-controller"),
+}
+AGENT_OBJECTS = {
+    ("ServiceAccount", "netkit-agent"),
+    ("ClusterRole", "netkit-agent"),
+    ("ClusterRoleBinding", "netkit-agent"),
+    ("DaemonSet", "netkit-agent"),
+}
+# each plane's kustomization directory, its objects and the app.kubernetes.io/name it labels them with
+PLANES = {
+    "netkit-dns": (DNSCACHE, DNS_OBJECTS),
+    "netkit-controller": (CONTROLLER, CONTROLLER_OBJECTS),
+    "netkit-agent": (AGENT, AGENT_OBJECTS),
+}
+CLUSTER_SCOPED = {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 
 
 def base_objects() -> dict[tuple[str, str], Doc]:
@@ -160,20 +191,23 @@ def test_every_manifest_is_reachable_from_a_kustomization() -> None:
 def test_in_test_resolution_of_the_top_kustomization() -> None:
     """What `kubectl apply -k deploy/` would install, resolved here without kustomize."""
     objects = base_objects()
-    assert set(objects) == DNS_OBJECTS | CRDS
+    assert set(objects) == DNS_OBJECTS | CRDS | CONTROLLER_OBJECTS | AGENT_OBJECTS
+    # the CRDs first (an apply of the rest needs them), then one entry per plane
+    assert kustomization(DEPLOY)["resources"] == ["crds", "dnscache", "controller", "agent"]
     # the ServiceMonitor is only in the optional component: its CRD may not be installed
     assert all(d["kind"] != "ServiceMonitor" for d in objects.values())
     monitoring = resolve(DNSCACHE / "monitoring")
     assert [d["kind"] for _, d in monitoring] == ["ServiceMonitor"]
     assert kustomization(DNSCACHE / "monitoring")["kind"] == "Component"
 
-    k = kustomization(DNSCACHE)
-    assert k["namespace"] == "kube-system"
-    (labels,) = k["labels"]
-    assert labels["pairs"] == {"app.kubernetes.io/name": "netkit-dns", "app.kubernetes.io/part-of": "netkit"}
-    # commonLabels (or includeSelectors) would also rewrite kube-dns-upstream's selector
-    assert "commonLabels" not in k and labels["includeSelectors"] is False
-    assert [i["name"] for i in k["images"]] == [IMAGE]
+    for name, (directory, _) in PLANES.items():
+        k = kustomization(directory)
+        assert k["namespace"] == "kube-system"
+        (labels,) = k["labels"]
+        assert labels["pairs"] == {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "netkit"}
+        # commonLabels (or includeSelectors) would also rewrite kube-dns-upstream's selector
+        assert "commonLabels" not in k and labels["includeSelectors"] is False
+        assert k["images"] == [{"name": IMAGE, "newTag": netkit.__version__}]
 
 
 # -- the netkit configuration against the real CLI --------------------------------------------------
@@ -364,11 +398,16 @@ def test_kustomize_build_of_deploy(tmp_path: Path) -> None:
     built = by_key(build(DEPLOY))
     assert set(built) == set(base_objects())
     for key in CRDS:  # cluster-scoped, labelled by the generator
-        assert "namespace" not in built.pop(key)["metadata"]
-    for doc in built.values():
-        assert doc["metadata"]["namespace"] == "kube-system"
-        assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == "netkit-dns"
-        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "netkit"
+        assert "namespace" not in built[key]["metadata"]
+    for name, (_, keys) in PLANES.items():
+        for key in keys:
+            meta = built[key]["metadata"]
+            if key[0] in CLUSTER_SCOPED:
+                assert "namespace" not in meta, key
+            else:
+                assert meta["namespace"] == "kube-system", key
+            assert meta["labels"]["app.kubernetes.io/name"] == name, key
+            assert meta["labels"]["app.kubernetes.io/part-of"] == "netkit", key
     assert built[("Service", "kube-dns-upstream")]["spec"]["selector"] == {"k8s-app": "kube-dns"}
     pod_labels = built[("DaemonSet", "netkit-dns")]["spec"]["template"]["metadata"]["labels"]
     assert pod_labels["app.kubernetes.io/part-of"] == "netkit"
@@ -418,3 +457,372 @@ def test_kustomize_build_with_the_monitoring_component(tmp_path: Path) -> None:
     ]
     assert not others
     assert [e["port"] for e in sm["spec"]["endpoints"]] == [svc["spec"]["ports"][0]["name"]]
+
+
+# -- the control plane: controller/ and agent/ ----------------------------------------------------
+# Every version kubernetes-validate has a schema for, from 1.29 (the CRDs' floor) to its newest.
+KUBERNETES_VERSIONS = tuple(
+    f"1.{minor}.0" for minor in range(29, int(kubernetes_validate.latest_version().split(".")[1]) + 1)
+)
+# what the downward API gives the pods in this test (fieldRef path -> value)
+FIELD_VALUES = {"metadata.name": "netkit-controller-7d9c5b6f4-x2x7q", "spec.nodeName": "node-1"}
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+
+# (apiGroup, resource, verb) that each account is granted, and no more. From the calls the code
+# makes (netkit/control/kube.py, reconciler.py, the controllers, agent.py): list and watch (the
+# informers), merge and JSON patches, a NodeState's create, status patches, core/v1 Events. Also
+# granted, not called today: get and update (kube.update_status, a read and a replace with the
+# resourceVersion), events.k8s.io Events, and Calico's objects for a `speaker: calico` topology.
+# A change here goes with the same change in deploy/*/rbac.yaml.
+OWNED = ("l2networks", "dnscaches", "bgptopologies")
+CONTROLLER_CLUSTER_RULES = (
+    {("netkit.io", r, v) for r in OWNED for v in ("get", "list", "watch", "patch", "update")}
+    | {("netkit.io", f"{r}/status", v) for r in OWNED for v in ("get", "patch", "update")}
+    | {("netkit.io", "nodestates", v) for v in ("get", "list", "watch", "create", "patch")}
+    | {("", r, v) for r in ("nodes", "services") for v in ("get", "list", "watch")}
+    | {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
+    | {
+        ("projectcalico.org", r, v)
+        for r in ("bgppeers", "bgpconfigurations")
+        for v in ("get", "list", "watch", "create", "update", "patch", "delete")
+    }
+)
+AGENT_CLUSTER_RULES = (
+    {("netkit.io", "nodestates", v) for v in ("get", "list", "watch")}
+    | {("netkit.io", "nodestates/status", v) for v in ("get", "patch", "update")}
+    | {("", "events", v) for v in ("create", "patch")}
+)
+
+# (namespace or None for cluster-wide, apiGroup, resource, verb, resourceName or None)
+Grant = tuple[str | None, str, str, str, str | None]
+
+
+@functools.cache
+def built_deploy() -> tuple[Doc, ...]:
+    """``kustomize build deploy/``, once for the tests below (which only read it)."""
+    return tuple(build(DEPLOY))
+
+
+def built_objects() -> dict[tuple[str, str], Doc]:
+    return by_key(list(built_deploy()))
+
+
+def pod_spec(workload: Doc) -> Doc:
+    return workload["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def grants(built: dict[tuple[str, str], Doc], account: str, namespace: str) -> set[Grant]:
+    """Everything the ServiceAccount ``namespace/account`` may do through the bindings in ``built``."""
+    out: set[Grant] = set()
+    for (kind, _), binding in built.items():
+        if kind not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        subject = {"kind": "ServiceAccount", "name": account, "namespace": namespace}
+        if subject not in binding.get("subjects", []):
+            continue
+        ref = binding["roleRef"]
+        assert ref["apiGroup"] == "rbac.authorization.k8s.io", binding["metadata"]["name"]
+        role = built[(ref["kind"], ref["name"])]  # a binding to a role that does not exist fails here
+        if ref["kind"] == "Role":
+            assert role["metadata"]["namespace"] == binding["metadata"]["namespace"]
+        scope = binding["metadata"].get("namespace") if kind == "RoleBinding" else None
+        for rule in role["rules"]:
+            names = rule.get("resourceNames") or [None]
+            out |= {
+                (scope, g, r, v, n)
+                for g in rule["apiGroups"]
+                for r in rule["resources"]
+                for v in rule["verbs"]
+                for n in names
+            }
+    return out
+
+
+def cluster_wide(granted: set[Grant]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for scope, g, r, v, n in granted if scope is None and n is None}
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` in command and args: a variable the container defines is replaced,
+    ``$$`` is a literal ``$``, anything else stays as written."""
+    return re.sub(
+        r"\$\$|\$\((\w+)\)",
+        lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)),
+        value,
+    )
+
+
+def container_env(c: Doc) -> dict[str, str]:
+    env = {}
+    for e in c.get("env") or []:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            env[e["name"]] = FIELD_VALUES[e["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+def command_line(workload: Doc, name: str) -> tuple[list[str], dict[str, str]]:
+    """The container's command and args as the kubelet runs them ($(VAR) expanded), and its env."""
+    c = container(workload, name)
+    env = container_env(c)
+    argv = [expand(a, env) for a in [*c["command"], *c.get("args", [])]]
+    assert not [a for a in argv if "$(" in a], f"{name}: an undefined variable in {argv}"
+    return argv, env
+
+
+def check_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> Doc:
+    """``netkit ... --check`` on the manifest's own command line: the options in effect."""
+    assert argv[0] == "netkit", argv
+    capsys.readouterr()
+    rc = netkit.cli.main([*argv[1:], "--check"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    options = yaml.safe_load(out)
+    assert isinstance(options, dict), out
+    return options
+
+
+def test_every_object_validates_for_kubernetes_1_29_and_later() -> None:
+    """The whole of deploy/ as kustomize builds it, each object against the API schema of each
+    version (strict: a misspelt field is an error, not silently dropped by the API server)."""
+    built = built_deploy()
+    assert KUBERNETES_VERSIONS[0] == "1.29.0" and len(KUBERNETES_VERSIONS) >= 4
+    errors = []
+    for version in KUBERNETES_VERSIONS:
+        for doc in built:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                where = ".".join(str(p) for p in exc.absolute_path)
+                errors.append(f"{version} {doc['kind']}/{doc['metadata']['name']} {where}: {exc.message}")
+    assert not errors, "\n".join(errors)
+
+
+def test_controller_deployment_and_its_disruption_budget() -> None:
+    built = built_objects()
+    deploy = built[("Deployment", "netkit-controller")]
+    pod = deploy["spec"]["template"]
+    spec = pod_spec(deploy)
+    labels = pod["metadata"]["labels"]
+    assert deploy["spec"]["replicas"] == 2
+    assert deploy["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert deploy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+    # a PDB in the same namespace selects exactly these pods and lets one go at a time
+    (pdb,) = [d for (kind, _), d in built.items() if kind == "PodDisruptionBudget"]
+    assert pdb["metadata"]["namespace"] == deploy["metadata"]["namespace"] == "kube-system"
+    assert pdb["spec"]["minAvailable"] == 1 < deploy["spec"]["replicas"]
+    selector = pdb["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+    for (kind, _), other in built.items():
+        if kind in ("Deployment", "DaemonSet") and other is not deploy:
+            assert not selector.items() <= other["spec"]["template"]["metadata"]["labels"].items()
+
+    # replicas preferably on distinct nodes
+    (term,) = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+    assert spec["priorityClassName"] == "system-cluster-critical"
+    assert "hostNetwork" not in spec
+
+    c = container(deploy, "netkit-controller")
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert c["args"] == ["--metrics", "0.0.0.0:9260", "--identity", "$(POD_NAME)"]
+    (port,) = c["ports"]
+    assert (port["containerPort"], port["protocol"]) == (9260, "TCP")
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = c[probe]["httpGet"]
+        assert get["path"] == path and get["port"] in (port["name"], 9260)
+        assert "host" not in get  # the pod IP: the server listens on 0.0.0.0
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9260"
+    assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
+
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] != 0
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    for key in (("Deployment", "netkit-controller"), ("DaemonSet", "netkit-agent")):
+        for ctr in pod_spec(built[key])["containers"]:
+            assert ctr["image"] == f"{IMAGE}:{netkit.__version__}", key
+
+
+def test_agent_daemonset_shape() -> None:
+    built = built_objects()
+    ds = built[("DaemonSet", "netkit-agent")]
+    spec = pod_spec(ds)
+    assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert spec["priorityClassName"] == "system-node-critical"
+    assert spec["tolerations"] == [{"operator": "Exists"}]
+    # the new pod first: its DNS cache takes the old one's sockets over (netkit/control/dnsagent.py)
+    assert ds["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert (
+        ds["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+    (c,) = spec["containers"]
+    assert "initContainers" not in spec
+    env = {e["name"]: e for e in c["env"]}
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    sc = c["securityContext"]
+    caps = sc["capabilities"]
+    assert caps["drop"] == ["ALL"]
+    assert sorted(caps["add"]) == sorted(set(caps["add"])) == ["NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW"]
+    assert sc["runAsUser"] == 0 and sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True and not sc.get("privileged")
+    assert "hostPID" not in spec and "hostIPC" not in spec
+    # no ports: with hostNetwork they are host ports, and the surge pod would never be scheduled
+    assert "ports" not in c
+
+    # the node's directories, each at the same path inside: the state directory (the DNS cache's
+    # control socket, which the old and the new pod share) and the BGP speakers' sockets
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    host_paths = {v["name"]: v["hostPath"] for v in spec["volumes"] if "hostPath" in v}
+    assert {p["path"] for p in host_paths.values()} == {"/var/lib/netkit", "/run/bird", "/run/frr"}
+    for name, hp in host_paths.items():
+        assert hp["type"] == "DirectoryOrCreate", name
+        assert mounts[name]["mountPath"] == hp["path"] and not mounts[name].get("readOnly"), name
+    # the root filesystem is read-only: /tmp is a volume
+    assert any(m["mountPath"] == "/tmp" for m in mounts.values())
+    assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
+
+
+def test_agent_probes_reach_its_metrics_server(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With hostNetwork a probe's default host is the pod IP, the node's: the probes must name
+    the host the agent serves on (127.0.0.1 here: the kubelet is in the node's network namespace)."""
+    built = built_objects()
+    ds = built[("DaemonSet", "netkit-agent")]
+    argv, env = command_line(ds, "netkit-agent")
+    monkeypatch.setenv("NODE_NAME", env["NODE_NAME"])
+    options = check_cli(argv, capsys)
+    host, _, port = str(options["metrics"]).rpartition(":")
+    c = container(ds, "netkit-agent")
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = c[probe]["httpGet"]
+        assert (get["path"], get["port"]) == (path, int(port)), probe
+        assert host in ("0.0.0.0", get.get("host")), f"{probe} goes to {get.get('host')}, metrics on {host}"
+        assert get.get("host") is not None, f"{probe}: the pod IP is the node IP (hostNetwork)"
+
+
+def test_command_lines_parse_with_the_real_cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = built_objects()
+
+    argv, _ = command_line(built[("Deployment", "netkit-controller")], "netkit-controller")
+    assert argv[:2] == ["netkit", "controller"]
+    controller = check_cli(argv, capsys)
+    assert controller["identity"] == FIELD_VALUES["metadata.name"]  # unique per replica
+    assert controller["metrics"] == "0.0.0.0:9260" and controller["kubeconfig"] is None
+    # the Lease it elects a leader on is the one its Role lets it use
+    role = built[("Role", "netkit-controller-leader-election")]
+    assert role["metadata"]["namespace"] == controller["namespace"]
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    assert [n for r in named for n in r["resourceNames"]] == [controller["lease"]]
+    assert controller["renew_deadline"] < controller["lease_duration"]
+
+    ds = built[("DaemonSet", "netkit-agent")]
+    argv, env = command_line(ds, "netkit-agent")
+    assert argv[:2] == ["netkit", "agent"] and "--node" not in argv  # from $NODE_NAME
+    monkeypatch.delenv("NODE_NAME", raising=False)
+    assert netkit.cli.main([*argv[1:], "--check"]) == 2  # the env var is what names the node
+    assert "--node: required" in capsys.readouterr().err
+    monkeypatch.setenv("NODE_NAME", env["NODE_NAME"])
+    agent = check_cli(argv, capsys)
+    assert agent["node"] == FIELD_VALUES["spec.nodeName"]
+    assert agent["metrics"] == "127.0.0.1:9261" and agent["kubeconfig"] is None
+    assert agent["netns"] is None  # the node's own network namespace (hostNetwork)
+    # the DNS part is on, its files in the hostPath the old and the new pod share
+    mounts = {m["mountPath"] for m in container(ds, "netkit-agent")["volumeMounts"]}
+    assert agent["state_dir"] == agent["bgp_state_dir"] == "/var/lib/netkit" and agent["state_dir"] in mounts
+    assert agent["speaker"] is None  # no BGP speaker flags: the BGP part is off until set
+    # the same with --node, as `netkit agent --help` shows it
+    assert check_cli([*argv, "--node", "x"], capsys)["node"] == "x"
+
+
+def test_every_service_account_exists_and_is_bound() -> None:
+    built = built_objects()
+    workloads = [d for (kind, _), d in built.items() if kind in ("Deployment", "DaemonSet")]
+    assert {d["metadata"]["name"] for d in workloads} == {"netkit-dns", "netkit-controller", "netkit-agent"}
+    for w in workloads:
+        spec, ns = pod_spec(w), w["metadata"]["namespace"]
+        account = spec.get("serviceAccountName")
+        assert account, f"{w['metadata']['name']}: runs as the namespace's default account"
+        sa = built.get(("ServiceAccount", account))
+        assert sa is not None and sa["metadata"]["namespace"] == ns, account
+        token = spec.get("automountServiceAccountToken", sa.get("automountServiceAccountToken", True))
+        granted = grants(built, account, ns)
+        if token:  # it talks to the API: something must allow it
+            assert granted, f"{account}: no RoleBinding or ClusterRoleBinding"
+        else:  # netkit-dns: no token, no grants
+            assert not granted, account
+    # every binding's subjects exist, and its role
+    for (kind, name), binding in built.items():
+        if kind in ("RoleBinding", "ClusterRoleBinding"):
+            for s in binding["subjects"]:
+                assert s["kind"] == "ServiceAccount", name
+                assert built[("ServiceAccount", s["name"])]["metadata"]["namespace"] == s["namespace"]
+            assert (binding["roleRef"]["kind"], binding["roleRef"]["name"]) in built
+
+
+def test_rbac_has_no_wildcards_and_no_dangerous_verbs() -> None:
+    built = built_objects()
+    roles = [d for (kind, _), d in built.items() if kind in ("Role", "ClusterRole")]
+    assert len(roles) == 3
+    for role in roles:
+        name = role["metadata"]["name"]
+        assert "aggregationRule" not in role, name
+        for rule in role["rules"]:
+            assert "nonResourceURLs" not in rule, name
+            for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert not any("*" in v for v in rule.get(field, [])), f"{name}: a wildcard in {field}"
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), name
+            assert not {"secrets", "pods", "pods/exec", "serviceaccounts/token"} & set(rule["resources"]), (
+                name
+            )
+
+
+def test_rbac_is_what_the_code_calls() -> None:
+    """The grants of each account, held to the exact list above."""
+    built = built_objects()
+    controller = grants(built, "netkit-controller", "kube-system")
+    assert cluster_wide(controller) == CONTROLLER_CLUSTER_RULES
+    # leader election, in its namespace only: create (cannot be limited by name), then read and
+    # renew or take over that one Lease by update; no list, watch or delete
+    assert {x for x in controller if x[0] is not None} == {
+        ("kube-system", "coordination.k8s.io", "leases", "create", None),
+        ("kube-system", "coordination.k8s.io", "leases", "get", "netkit-controller"),
+        ("kube-system", "coordination.k8s.io", "leases", "update", "netkit-controller"),
+    }
+    assert {x for x in controller if x[0] is None and x[4] is not None} == set()
+
+    agent = grants(built, "netkit-agent", "kube-system")
+    assert {x[0] for x in agent} == {None} and {x[4] for x in agent} == {None}
+    assert cluster_wide(agent) == AGENT_CLUSTER_RULES
+
+
+def test_the_agent_writes_no_spec_and_the_controller_no_node_status() -> None:
+    """The controller publishes (NodeState spec), the agent reports (NodeState status): neither
+    can write the other's half."""
+    built = built_objects()
+    agent = cluster_wide(grants(built, "netkit-agent", "kube-system"))
+    written = {(g, r) for g, r, v in agent if v in WRITE_VERBS}
+    assert written == {("netkit.io", "nodestates/status"), ("", "events")}
+    assert {v for g, r, v in agent if r == "nodestates"} == {"get", "list", "watch"}
+    assert not {v for g, r, v in agent if r == "nodestates/status"} & {"create", "delete"}
+
+    controller = cluster_wide(grants(built, "netkit-controller", "kube-system"))
+    assert not [x for x in controller if x[1] == "nodestates/status"]
+    assert not [x for x in controller if x[1] == "nodestates" and x[2] in ("update", "delete")]
+    assert not [x for x in controller if x[0] in ("", "netkit.io") and x[2] == "delete"]
