@@ -125,28 +125,6 @@ class Control:
                 os.unlink(unlink)
 
 
-def control_request(path: str, cmd: str, timeout: float = 5.0) -> dict[str, Any]:
-    """One request on a running cache's control socket (``status``, ``restart``) and its reply;
-    OSError when nothing serves there."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(timeout)
-        conn.connect(path)
-        conn.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    try:
-        reply = json.loads(data)
-    except ValueError as exc:
-        raise OSError(f"{path}: not an answer: {data[:100]!r}") from exc
-    if not isinstance(reply, dict):
-        raise OSError(f"{path}: not an answer: {reply!r}")
-    return reply
-
-
 class DnsService:
     """One node-local DNS cache: its listeners, resolver, metrics, control socket and ready file,
     started and stopped by its owner. No signal handlers and no environment: a process entry

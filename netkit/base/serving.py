@@ -57,7 +57,9 @@ def check_bindable(address: HostPort, what: str = "metrics") -> None:
 
 class EndpointServer:
     """``/metrics`` from ``registry``, ``/healthz`` (the process runs), ``/readyz`` (``ready()``:
-    200, else 503 with ``not_ready``) and any extra ``routes`` (path -> response)."""
+    200, else 503 with ``not_ready``) and any extra ``routes`` (path -> response).
+    ``reuse_port``: a second process may serve the same address while both run (a DaemonSet's
+    surge pod beside the old one, on the host network)."""
 
     def __init__(
         self,
@@ -67,7 +69,9 @@ class EndpointServer:
         *,
         not_ready: str = "not ready",
         routes: Mapping[str, Route] | None = None,
+        reuse_port: bool = False,
     ) -> None:
+        self.reuse_port = reuse_port
         self.address = address
         self.registry = registry
         self.ready = ready
@@ -110,7 +114,11 @@ class EndpointServer:
             return
         try:
             self._server = await asyncio.start_server(
-                self._handle, self.address.host, self.address.port, reuse_address=True
+                self._handle,
+                self.address.host,
+                self.address.port,
+                reuse_address=True,
+                reuse_port=self.reuse_port or None,
             )
         except OSError as exc:
             raise cannot_serve(self.address, exc) from None

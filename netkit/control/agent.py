@@ -28,6 +28,7 @@ from netkit.base.addr import HostPort
 from netkit.base.serving import EndpointServer
 from netkit.control import kube
 from netkit.control.bgpagent import NodeBgp, SpeakerAccess
+from netkit.control.core.conditions import DEGRADED, READY, set_condition
 from netkit.control.core.crds import GROUP, VERSION
 from netkit.control.core.l2publish import network_of
 from netkit.control.dnsagent import NodeDns
@@ -137,6 +138,13 @@ class NodeAgent:
         if l2 is not None:
             l2.reload(self.networks())
 
+    def ready(self) -> bool:
+        """The NodeState read, and the DNS cache serving if one is published (a surge pod is
+        ready once it has taken the old one's cache over)."""
+        if self.entries is None:
+            return False
+        return self.dns is None or self.dns.ready()
+
     def networks(self) -> list[L2Network]:
         """What the kernel should run: the published entries, but the last good one of a network
         whose new generation failed its probe (none, if it never had one)."""
@@ -210,6 +218,7 @@ class NodeAgent:
                 status["dns"] = self.dns.observed()
             if self.bgp is not None:
                 status["bgp"] = self.bgp.observed() or None
+            status["conditions"] = self._conditions(applied)
             try:
                 self.api.patch_cluster_custom_object_status(
                     GROUP, VERSION, "nodestates", self.node, {"status": status}
@@ -218,6 +227,40 @@ class NodeAgent:
                 self._tell(applied)
             except Exception as exc:  # the API unreachable: the data plane goes on; the next round reports
                 log.warning("status not written", extra={"node": self.node, "error": str(exc)[:200]})
+
+    def _conditions(self, applied: list[Obj]) -> list[Obj]:
+        """Ready: everything published runs (Applied or Removed); Degraded: something failed."""
+        state = self.nodestate or {}
+        generation = int((state.get("metadata") or {}).get("generation") or 1)
+        old = list((state.get("status") or {}).get("conditions") or [])
+        failed = [
+            f"{a['kind']} {a['name']}: {a.get('message', '')}" for a in applied if a["state"] == "Failed"
+        ]
+        pending = [f"{a['kind']} {a['name']}" for a in applied if a["state"] == "Pending"]
+        now = self.now()
+        if failed:
+            out = set_condition(
+                old, DEGRADED, "True", "ApplyFailed", "; ".join(failed), generation=generation, now=now
+            )
+            return set_condition(
+                out, READY, "False", "ApplyFailed", failed[0], generation=generation, now=now
+            )
+        out = set_condition(
+            old, DEGRADED, "False", "AsExpected", "nothing failed", generation=generation, now=now
+        )
+        if pending:
+            return set_condition(
+                out, READY, "False", "Pending", ", ".join(pending), generation=generation, now=now
+            )
+        return set_condition(
+            out,
+            READY,
+            "True",
+            "AllApplied",
+            f"{len(applied)} objects applied",
+            generation=generation,
+            now=now,
+        )
 
     def _tell(self, applied: list[Obj]) -> None:
         """An Event on the NodeState for every object whose state or generation changed."""
@@ -300,8 +343,9 @@ def run_agent(opts: AgentOptions, stop: threading.Event) -> int:
         server = EndpointServer(
             opts.metrics,
             registry,
-            lambda: agent is not None and agent.entries is not None,
-            not_ready="the node's NodeState has not been read yet",
+            lambda: agent is not None and agent.ready(),
+            not_ready="the node's NodeState has not been read yet, or its DNS cache does not serve yet",
+            reuse_port=True,  # a surge pod serves beside the old one until that one goes
         )
         server.start_in_thread()
     rounds = Gauge("netkit_agent_l2_rounds", "L2 reconcile rounds since the start.", registry=registry)

@@ -12,7 +12,9 @@
 - ``spec.dns`` gone (the DNSCache deleted or no longer selecting the node): the cache is stopped
   and reported Removed. The NodeState unreadable (the API unreachable) is not that: the cache
   runs on.
-- A cache that exits on its own is started again (with the configuration it had).
+- A cache that fails (a non-zero exit) is started again with the configuration it had; one that
+  exits 0 was taken over by a successor (it exits 0 only on SIGTERM, which the successor sends):
+  this agent then leaves DNS to the successor.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,6 @@ from typing import Any
 import yaml
 
 from dnscache.core.config import load
-from dnscache.runner import control_request
 from netkit.base.fields import ConfigError
 from netkit.base.process import ManagedProcess, ProcessError
 
@@ -60,6 +62,8 @@ class NodeDns:
         self.config_file, self.control = self.dir / "dns.yaml", str(self.dir / "dns.ctl")
         self.pid_file, self.log_file = self.dir / "dns.pid", self.dir / "dns.log"
         self.process: ManagedProcess | None = None
+        self._ready_file: Path | None = None  # the running cache's (one per start)
+        self.taken_over = False  # a successor's cache took this one's sockets over
         self.running: Obj | None = None  # the spec.dns entry the cache runs
         self.applied: list[Obj] = []  # status.applied entries of kind DNSCache
         self.serving = False
@@ -106,18 +110,26 @@ class NodeDns:
     def _document(self, entry: Mapping[str, Any]) -> Obj:
         doc = dict(entry.get("config") or {})
         doc.update(control=self.control, takeover=True)
+        if self._ready_file is not None:
+            doc["ready_file"] = str(self._ready_file)
         if self.metrics is not None:
             doc["metrics"] = self.metrics
         return doc
 
     def _converge(self, wanted: Obj | None) -> None:
+        if self.taken_over:
+            return  # a successor's cache serves now: this agent is on its way out
         if self.process is not None and not self.process.running:
-            log.error(
-                "the cache exited: starting it again",
-                extra={"node": self.node, "status": self.process.returncode},
-            )
+            status = self.process.returncode
             self.process = None
             self.serving = False
+            if status == 0:  # it exits 0 only on SIGTERM: after a successor took its sockets over
+                log.info(
+                    "the cache was taken over by a successor: not started again", extra={"node": self.node}
+                )
+                self.taken_over = True
+                return
+            log.error("the cache exited: starting it again", extra={"node": self.node, "status": status})
             if self.running is not None and wanted == self.running:
                 self._start(self._document(wanted))
                 self._set(wanted, "Applied", "restarted after it exited")
@@ -154,23 +166,17 @@ class NodeDns:
         tmp.write_text(yaml.safe_dump(doc, sort_keys=True))
         os.replace(tmp, self.config_file)
 
-    def _status(self) -> Obj | None:
-        try:
-            return control_request(self.control, "status", timeout=2.0)
-        except OSError:
-            return None
-
     def _start(self, doc: Obj) -> None:
-        self._write(doc)
-        predecessor = self._status()  # a cache serving here already (an agent before us): taken over
+        # Ready when its own ready file exists: a PID from the control socket could be another
+        # pod's (a surge pod has a PID namespace of its own), and the one it took over removes
+        # its own file.
+        ready_file = self._ready_file = self.dir / f"dns.ready.{uuid.uuid4().hex[:12]}"
+        self._write({**doc, "ready_file": str(ready_file)})
         argv = [sys.executable, "-m", "netkit.cli", "dns", "serve", "--file", str(self.config_file)]
         proc = ManagedProcess(argv, self.log_file, netns=self.netns)
 
         def ready() -> str | None:
-            s = self._status()
-            if s is None or s.get("pid") != proc.pid:
-                return "its control socket does not answer yet"
-            return None if s.get("ready") else "not ready"
+            return None if ready_file.exists() else "its ready file is not there yet"
 
         try:
             proc.wait_ready(ready, self.start_timeout, "netkit dns serve", lambda: self._tail())
@@ -179,8 +185,8 @@ class NodeDns:
             raise
         self.process = proc
         self.serving = True
-        old_pid = (predecessor or {}).get("pid") or self._pid_of_file()
-        if isinstance(old_pid, int) and old_pid != proc.pid and self._is_our_cache(old_pid):
+        old_pid = self._pid_of_file()  # a cache an agent before us started, in this PID namespace
+        if old_pid is not None and old_pid != proc.pid and self._is_our_cache(old_pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(old_pid, signal.SIGTERM)  # handed over: it waits for this
             log.info("took over from the cache before", extra={"node": self.node, "old_pid": old_pid})
@@ -241,6 +247,12 @@ class NodeDns:
             "dns " + state.lower(), extra={"node": self.node, "dnscache": entry.get("name"), "why": message}
         )
         self.report()
+
+    def ready(self) -> bool:
+        """Serving what is published (or nothing is: no cache wanted here)."""
+        if not self._known:
+            return False
+        return self._wanted is None or (self.running is not None and self.observed()["serving"])
 
     def observed(self) -> Obj:
         """``status.dns``."""

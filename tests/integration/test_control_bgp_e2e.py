@@ -158,7 +158,8 @@ def test_mesh_to_reflectors_through_the_api_loses_no_prefix(world: World) -> Non
     s = status(w)
     assert s["phase"] == "Converged" and len(s["reflectors"]) >= 2 and steps >= 3
     print(f"mesh -> reflectors through the API: {steps} steps in {seconds:.1f} s, {report.summary()}")
-    table = k("get", "bgptopology", "cluster").stdout
+    table = k("get", "bgptopology", "cluster", "-o", "wide").stdout
+    print(table)
     assert "Converged" in table and "True" in table
     # deleted: every speaker left without a netkit neighbour, the finalizer run
     k("delete", "bgptopology", "cluster", "--timeout=60s")

@@ -261,6 +261,7 @@ def test_l2_dns_leader_and_api_outage_end_to_end(world: World) -> None:
     assert re.search(r"Response codes:\s+NOERROR \d+ \(100\.00%\)", out), out
     k("wait", "--for=condition=Ready", "dnscache/node-local", "--timeout=30s")
     assert all(s["status"]["dns"]["configGeneration"] == 2 for s in nodestates(w).values())
+    print(k("get", "netkit").stdout)  # what an admin sees (the closing note quotes it)
     # a forwarding loop: Degraded naming it, and every node serves on as it was
     k("apply", "-f", "-", stdin=CACHE.format(local=NODE_LOCAL, upstream=NODE_LOCAL, zones=zones))
     k("wait", "--for=condition=Degraded", "dnscache/node-local", "--timeout=30s")

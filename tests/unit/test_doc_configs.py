@@ -43,8 +43,24 @@ def _dns(text: str) -> object:
     return load(yaml.safe_load(text), "doc")
 
 
+def _netkit_object(text: str) -> object:
+    """A netkit.io object as kube-apiserver takes it: defaulted, nothing pruned, valid."""
+    from labs.apiserver.schema import apply_defaults, prune, validate
+    from netkit.control.core.crds import definitions
+
+    obj = yaml.safe_load(text)
+    (crd,) = [c for c in definitions() if c["spec"]["names"]["kind"] == obj["kind"]]
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    pruned, unknown = prune(apply_defaults(obj, schema), schema)
+    errors = validate(pruned, schema)
+    assert not unknown and not errors, (unknown, errors)
+    return pruned
+
+
 def loader(doc: dict[str, Any]) -> Callable[[str], object] | None:
     keys = set(doc)
+    if str(doc.get("apiVersion", "")).startswith("netkit.io/"):
+        return _netkit_object
     if "networks" in keys:
         return _l2
     if {"asn", "nodes"} <= keys:
