@@ -244,6 +244,8 @@ class Load:
                 while not self._stop.is_set() and now >= next_send:  # every query that is due
                     i = rng.randrange(len(socks))
                     q = dns.message.make_query(rng.choice(self.names), "A")
+                    while (i, q.id) in pending:  # a second query with an ID in flight would count as lost
+                        q.id = rng.getrandbits(16)
                     socks[i].sendto(q.to_wire(), ("127.0.0.1", self.port))
                     pending[(i, q.id)] = now
                     self.sent += 1
