@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup lint unit bench clean
+.PHONY: demo test setup lint unit bench image clean
 
 setup: $(STAMP)
 
@@ -24,8 +24,12 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# the container image, without pulling a base image: build/image/oci (OCI layout, tag 0.1.0)
+image: setup
+	bash scripts/build-image.sh build/image
+
 bench: setup
 	$(PY) benchmarks/dns_qps.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache build

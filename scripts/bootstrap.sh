@@ -20,6 +20,8 @@ DEB_PACKAGES=(
   user-mode-linux kmod
   # a C compiler for labs.uml's XSAVE shim (UML 6.1 on AVX-512/AMX hosts)
   gcc libc6-dev
+  # the image without a base image: a Debian root filesystem from the mirror, packed as OCI
+  mmdebstrap umoci
 )
 
 missing=()
