@@ -30,6 +30,7 @@ from bgp.core.render.bird import render_bird
 from bgp.core.render.frr import frr_delta
 from bgp.core.speakerstate import (
     PathInfo,
+    parse_bird_neighbors,
     parse_bird_protocols,
     parse_bird_routes,
     parse_frr_neighbors,
@@ -39,7 +40,7 @@ from bgp.core.speakerstate import (
 from netkit.base.fields import Errors, int_in, unknown_keys
 from netkit.base.netns import netns_exec
 
-__all__ = ["BirdControl", "ControlError", "FrrControl", "SpeakersFile", "load_speakers"]
+__all__ = ["BirdControl", "CalicoBirdControl", "ControlError", "FrrControl", "SpeakersFile", "load_speakers"]
 
 
 class ControlError(RuntimeError):
@@ -110,6 +111,39 @@ class BirdControl:
     def routes(self, family: str = "ipv4") -> dict[str, list[PathInfo]]:
         table = {"ipv4": "master4", "ipv6": "master6"}[family]
         return parse_bird_routes(self.birdc("show", "route", "all", "table", table), self._protocols())
+
+
+class CalicoBirdControl:
+    """calico/node's BIRD (1.6, its control socket usually ``/var/run/calico/bird.ctl``),
+    observed only: confd writes its configuration from the Calico resources the controller
+    wrote, so ``apply`` records what the step asks for and the sessions and paths are read by
+    neighbour address, whatever confd names the protocols."""
+
+    def __init__(self, cfg: SpeakerConfig, control: str, netns: str | None = None) -> None:
+        self.cfg = cfg
+        self.control = control
+        self._run = _Runner(cfg.node, netns)
+
+    def birdc(self, *args: str) -> str:
+        return self._run.run(["birdc", "-s", self.control, *args])
+
+    def apply(self, new: SpeakerConfig) -> None:
+        self.birdc("show", "status")  # calico/node's BIRD answers: the step is for it to run
+        self.cfg = new
+
+    def _protocols(self) -> dict[str, str]:
+        """Protocol -> neighbour, for the neighbours the step configures only."""
+        wanted = {n.address for n in self.cfg.neighbors}
+        found = parse_bird_neighbors(self.birdc("show", "protocols", "all"))
+        return {p: a for p, a in found.items() if a in wanted}
+
+    def sessions(self) -> dict[str, str]:
+        return parse_bird_protocols(self.birdc("show", "protocols"), self._protocols())
+
+    def routes(self, family: str = "ipv4") -> dict[str, list[PathInfo]]:
+        if family != "ipv4":  # calico/node runs a second BIRD (bird6.ctl) for IPv6
+            return {}
+        return parse_bird_routes(self.birdc("show", "route", "all"), self._protocols())
 
 
 class FrrControl:

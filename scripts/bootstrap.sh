@@ -52,3 +52,14 @@ if [ "$(cat .venv/.deps 2>/dev/null)" != "$hash" ]; then
   .venv/bin/pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev]'
   echo "$hash" > .venv/.deps
 fi
+
+# BIRD 1.6, the BIRD calico/node runs, for the agent's Calico observer tests: Debian's `bird`
+# conflicts with bird2, so its package is unpacked into .venv/bird1 (not installed)
+if [ ! -x .venv/bird1/usr/sbin/bird ]; then
+  echo "bootstrap: unpacking BIRD 1.6 into .venv/bird1"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq bird 2>/dev/null || { apt-get update -qq && apt-get download -qq bird; })
+  mkdir -p .venv/bird1
+  dpkg-deb -x "$tmp"/bird_*.deb .venv/bird1
+  rm -rf "$tmp"
+fi

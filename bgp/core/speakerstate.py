@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "PathInfo",
     "normalise_state",
+    "parse_bird_neighbors",
     "parse_bird_protocols",
     "parse_bird_routes",
     "parse_frr_neighbors",
@@ -71,11 +72,28 @@ def parse_bird_protocols(text: str, neighbors: Mapping[str, str]) -> dict[str, s
     return out
 
 
-# "198.19.2.0/24  unicast [n_n2 12:27:59.082 from 198.18.0.1] * (100) [i]" (prefix only on the
-# first path of a prefix; the time may be a date for old routes)
+def parse_bird_neighbors(text: str) -> dict[str, str]:
+    """``birdc show protocols all`` -> {BGP protocol name: neighbour address}, whatever the
+    protocols are called (calico/node's confd names them ``Node_10_0_0_2``, ``Mesh_...``)."""
+    out: dict[str, str] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        if line and not line[0].isspace():
+            fields = line.split()
+            current = fields[0] if len(fields) > 1 and fields[1] == "BGP" else None
+            continue
+        key, _, value = line.strip().partition(":")
+        if current is not None and key == "Neighbor address" and value.strip():
+            out[current] = value.strip().split("%")[0]
+    return out
+
+
+# BIRD 2: "198.19.2.0/24  unicast [n_n2 12:27:59.082 from 198.18.0.1] * (100) [i]"; BIRD 1.6
+# (calico/node's): "192.168.2.0/26  via 10.77.0.2 on eth0 [Node_10_77_0_2 01:36:02] * (100/0) [i]"
+# (prefix only on the first path of a prefix; the time may be a date for old routes)
 _BIRD_PATH = re.compile(
-    r"^(?P<prefix>\S+)?\s+(?P<kind>\w+)\s+\[(?P<proto>\S+)\s+[^\]]*?(?:\s+from\s+(?P<from>\S+))?\]"
-    r"\s+(?P<best>\*)?"
+    r"^(?P<prefix>\S+)?\s+(?P<kind>\w+)(?:\s+(?P<gw>[^\s\[]+)(?:\s+on\s+\S+)?)?"
+    r"\s+\[(?P<proto>\S+)\s+[^\]]*?(?:\s+from\s+(?P<from>\S+))?\]\s+(?P<best>\*)?"
 )
 
 
@@ -122,7 +140,7 @@ def parse_bird_routes(text: str, neighbors: Mapping[str, str]) -> dict[str, list
                 "bgp": proto in neighbors,
                 "originated": m["kind"] in ("blackhole", "unreachable", "prohibited"),
                 "from": m["from"],
-                "via": None,
+                "via": m["gw"] if m["kind"] == "via" else None,
             }
             continue
         if current is None:

@@ -26,7 +26,10 @@ NodeState's status (status.applied per object with its generation, status.dns, a
   spec.bgp         the node's BGP speaker (BIRD: --bird-control and --bird-config; FRR: --frr)
                    configured to the migration step the controller publishes, its sessions and
                    learnt paths reported back so the controller can gate the next step; the
-                   speaker is the node's: it is never started or stopped here.
+                   speaker is the node's: it is never started or stopped here. A topology with
+                   speaker: calico is run by calico/node from the resources the controller
+                   writes; --calico-bird-control (calico/node's bird.ctl) lets the agent observe
+                   its BIRD and report the sessions and paths the gates need.
 
 It acts only once the NodeState has been read: a node without one waits and touches nothing.
 While the API server cannot be reached the node keeps what it runs (and drift is still repaired
@@ -75,6 +78,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--frr", action="store_true", help="FRR runs on the node: configure it through vtysh")
     p.add_argument("--frr-vty", default=None, metavar="DIR", help="FRR's vty socket directory (with --frr)")
     p.add_argument(
+        "--calico-bird-control",
+        default=None,
+        metavar="PATH",
+        help="calico/node's BIRD socket, observed for speaker: calico (e.g. /var/run/calico/bird.ctl)",
+    )
+    p.add_argument(
         "--resync", type=float_range(0.5, 3600), default=30.0, metavar="S", help="full re-read and re-check"
     )
     p.add_argument(
@@ -99,8 +108,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if errors:
         raise ConfigError(errors)
     speaker = None
-    if args.bird_control or args.frr:
-        speaker = SpeakerAccess(args.bird_control, args.bird_config, args.frr_vty, args.frr)
+    if args.bird_control or args.frr or args.calico_bird_control:
+        speaker = SpeakerAccess(
+            args.bird_control, args.bird_config, args.frr_vty, args.frr, args.calico_bird_control
+        )
     opts = AgentOptions(
         node=args.node,
         kubeconfig=args.kubeconfig,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bgp.control import BirdControl, ControlError, FrrControl
+from bgp.control import BirdControl, CalicoBirdControl, ControlError, FrrControl
 from bgp.core.model import SpeakerConfig
 from netkit.control.core.bgppublish import config_from_dict, config_to_dict
 
@@ -38,6 +38,7 @@ class SpeakerAccess:
     bird_config: str | None = None  # the bird.conf BIRD runs (rewritten on each step)
     frr_vty: str | None = None  # FRR's vty socket directory (None: vtysh's default)
     frr: bool = False  # FRR runs here (vtysh on PATH)
+    calico_bird: str | None = None  # calico/node's BIRD control socket (speaker: calico)
 
 
 class NodeBgp:
@@ -57,7 +58,7 @@ class NodeBgp:
         self.node, self.access, self.report, self.netns, self.poll = node, access, report, netns, poll
         state_dir.mkdir(parents=True, exist_ok=True)
         self.applied_file = state_dir / "bgp-applied.json"  # what FRR runs: its next delta's base
-        self.control: BirdControl | FrrControl | None = None
+        self.control: BirdControl | FrrControl | CalicoBirdControl | None = None
         self.running: Obj | None = None  # the spec.bgp entry the speaker runs
         self.observed_state: Obj = {}
         self.applied: list[Obj] = []
@@ -99,10 +100,17 @@ class NodeBgp:
                 log.exception("bgp step failed", extra={"node": self.node})
                 self._set(self._wanted, "Failed", f"{type(exc).__name__}: {exc}")
 
-    def _make_control(self, cfg: SpeakerConfig) -> BirdControl | FrrControl:
+    def _make_control(self, cfg: SpeakerConfig, speaker: str) -> BirdControl | FrrControl | CalicoBirdControl:
         """The node's speaker, as the agent's flags name it (a cluster may run BIRD on some
-        nodes and FRR on others: the configuration is the same model for both)."""
+        nodes and FRR on others: the configuration is the same model for both); calico/node's
+        BIRD for ``speaker: calico``, observed only."""
         a = self.access
+        if speaker == "calico":
+            if not a.calico_bird:
+                raise ControlError(
+                    f"{self.node}: speaker: calico needs --calico-bird-control (calico/node's bird.ctl)"
+                )
+            return CalicoBirdControl(cfg, a.calico_bird, self.netns)
         if a.bird_control and a.bird_config:
             return BirdControl(cfg, a.bird_control, a.bird_config, self.netns)
         if a.frr:
@@ -143,7 +151,7 @@ class NodeBgp:
         self._tried = wanted
         cfg = config_from_dict(wanted["config"])
         if self.control is None:
-            self.control = self._make_control(cfg)
+            self.control = self._make_control(cfg, str(wanted.get("speaker", "bird")))
         try:
             self.control.apply(cfg)
         except ControlError as exc:

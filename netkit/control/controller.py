@@ -85,7 +85,11 @@ def run_controller(opts: ControllerOptions, stop: threading.Event) -> int:
         informers = _informers(api, changed)
         events = kube.EventRecorder(kube.core(api), "netkit-controller", opts.identity)
         controllers.extend(
-            c(co, informers, events=events) for c in (L2Controller, DnsController, BgpController)
+            [
+                L2Controller(co, informers, events=events),
+                DnsController(co, informers, events=events),
+                BgpController(co, informers, events=events, core=kube.core(api)),
+            ]
         )
         for inf in informers.values():
             inf.start()

@@ -11,6 +11,7 @@ import pytest
 from bgp.core.speakerstate import (
     PathInfo,
     normalise_state,
+    parse_bird_neighbors,
     parse_bird_protocols,
     parse_bird_routes,
     parse_frr_neighbors,
@@ -150,3 +151,69 @@ def test_gobgp_rib(name: str) -> None:
     assert paths[N[2]] == PathInfo(p3, N[3], N[2], False, 100, (), N[3], ("2.2.2.2",))
     (own,) = routes[p4]
     assert own.from_address is None and own.next_hop == N[4] and own.best
+
+
+# calico/node's BIRD 1.6 (Debian's bird 1.6.8 under calico-style names, read with bird2's birdc)
+BIRD16_PROTOCOLS_ALL = """\
+BIRD 1.6.8 ready.
+name     proto    table    state  since       info
+device1  Device   master   up     01:35:58
+  Preference:     240
+  Input filter:   ACCEPT
+  Output filter:  REJECT
+  Routes:         0 imported, 0 exported, 0 preferred
+
+Node_10_77_0_2 BGP      master   up     01:36:02    Established
+  Preference:     100
+  Routes:         1 imported, 1 exported, 1 preferred
+  BGP state:          Established
+    Neighbor address: 10.77.0.2
+    Neighbor AS:      64512
+    Source address:   10.77.0.1
+
+Mesh_10_77_0_3 BGP      master   start  01:36:02    Active        Socket: Connection refused
+  Preference:     100
+  BGP state:          Active
+    Neighbor address: 10.77.0.3
+    Neighbor AS:      64512
+"""
+
+BIRD16_ROUTES = """\
+BIRD 1.6.8 ready.
+10.77.0.0/24       dev cbv1 [direct1 01:36:11] * (240)
+\tType: device unicast univ
+                   via 10.77.0.2 on cbv1 [Node_10_77_0_2 01:36:11] (100/0) [i]
+\tType: BGP unicast univ
+\tBGP.origin: IGP
+\tBGP.as_path:
+\tBGP.next_hop: 10.77.0.2
+\tBGP.local_pref: 100
+192.168.1.0/26     blackhole [static1 01:35:58] * (200)
+\tType: static unicast univ
+192.168.2.0/26     via 10.77.0.2 on cbv1 [Node_10_77_0_2 01:36:02] * (100/0) [i]
+\tType: BGP unicast univ
+\tBGP.origin: IGP
+\tBGP.as_path:
+\tBGP.next_hop: 10.77.0.2
+\tBGP.local_pref: 100
+"""
+
+
+def test_bird16_neighbours_and_paths_as_calico_node_names_them() -> None:
+    names = parse_bird_neighbors(BIRD16_PROTOCOLS_ALL)
+    assert names == {"Node_10_77_0_2": "10.77.0.2", "Mesh_10_77_0_3": "10.77.0.3"}
+    shown = "\n".join(line for line in BIRD16_PROTOCOLS_ALL.splitlines() if not line.startswith(" "))
+    assert parse_bird_protocols(shown, names) == {"10.77.0.2": "Established", "10.77.0.3": "Active"}
+    routes = parse_bird_routes(BIRD16_ROUTES, names)
+    assert set(routes) == {"10.77.0.0/24", "192.168.1.0/26", "192.168.2.0/26"}
+    (learnt,) = routes["192.168.2.0/26"]
+    assert (learnt.from_address, learnt.next_hop, learnt.best, learnt.local_pref) == (
+        "10.77.0.2",
+        "10.77.0.2",
+        True,
+        100,
+    )
+    (own,) = routes["192.168.1.0/26"]
+    assert own.from_address is None and own.best
+    (via_bgp,) = routes["10.77.0.0/24"]  # the device route is not BGP's: only the BGP path is kept
+    assert via_bgp.from_address == "10.77.0.2" and not via_bgp.best

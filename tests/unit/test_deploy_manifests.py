@@ -472,7 +472,8 @@ WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 # makes (netkit/control/kube.py, reconciler.py, the controllers, agent.py): list and watch (the
 # informers), merge and JSON patches, a NodeState's create, status patches, core/v1 Events. Also
 # granted, not called today: get and update (kube.update_status, a read and a replace with the
-# resourceVersion), events.k8s.io Events, and Calico's objects for a `speaker: calico` topology.
+# resourceVersion) and events.k8s.io Events. Calico mode (bgpcontroller._calico_*): its BGPPeers
+# and BGPConfiguration on the Kubernetes datastore, and Node merge patches.
 # A change here goes with the same change in deploy/*/rbac.yaml.
 OWNED = ("l2networks", "dnscaches", "bgptopologies")
 CONTROLLER_CLUSTER_RULES = (
@@ -481,11 +482,9 @@ CONTROLLER_CLUSTER_RULES = (
     | {("netkit.io", "nodestates", v) for v in ("get", "list", "watch", "create", "patch")}
     | {("", r, v) for r in ("nodes", "services") for v in ("get", "list", "watch")}
     | {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
-    | {
-        ("projectcalico.org", r, v)
-        for r in ("bgppeers", "bgpconfigurations")
-        for v in ("get", "list", "watch", "create", "update", "patch", "delete")
-    }
+    | {("crd.projectcalico.org", "bgppeers", v) for v in ("list", "create", "patch", "delete")}
+    | {("crd.projectcalico.org", "bgpconfigurations", v) for v in ("get", "create", "patch")}
+    | {("", "nodes", "patch")}
 )
 AGENT_CLUSTER_RULES = (
     {("netkit.io", "nodestates", v) for v in ("get", "list", "watch")}
