@@ -411,8 +411,8 @@ def _bgptopology() -> tuple[Schema, list[dict[str, Any]]]:
             "asn": _int(1, 4_294_967_295, "the cluster's AS number"),
             "speaker": _enum(
                 "bird or frr: the agent configures the node's speaker (the one its flags name: "
-                "nodes may mix both); calico: the controller writes Calico BGPPeer and "
-                "BGPConfiguration objects (not driven yet: Degraded)",
+                "nodes may mix both); calico: calico/node runs the sessions from the Calico "
+                "BGPPeer and BGPConfiguration objects and Node labels the controller writes",
                 "bird",
                 "frr",
                 "calico",
