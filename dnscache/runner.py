@@ -22,7 +22,7 @@ from dnscache.core.config import ServeConfig
 from dnscache.metrics import endpoints
 from dnscache.server import DnsServer
 from netkit.base.fields import ConfigError
-from netkit.base.serving import EndpointServer
+from netkit.base.serving import EndpointServer, listen_unix
 
 log = logging.getLogger("netkit.dns")
 
@@ -90,11 +90,7 @@ class Control:
             raise OSError(errno.EADDRINUSE, f"control socket {path} is in use by a running server")
         finally:
             probe.close()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(path)
-        os.chmod(path, 0o600)
-        sock.listen(16)
-        return sock
+        return listen_unix(path)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         reply: dict[str, Any] | None

@@ -6,6 +6,7 @@ prefix ``nk`` + 4 hex chars, so two runs never collide and a leftover is traceab
 
 from __future__ import annotations
 
+import random
 import secrets
 import shutil
 import socket
@@ -22,24 +23,37 @@ def new_run_id() -> str:
     return "nk" + secrets.token_hex(2)
 
 
-def free_port(host: str = "127.0.0.1", attempts: int = 50) -> int:
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_port(host: str = "127.0.0.1", attempts: int = 200) -> int:
     """Return a port that is free for both UDP and TCP on ``host``.
 
-    The kernel picks a free UDP port; it is accepted only if TCP can bind the same port too.
-    The sockets are closed before returning, so a race with another process is possible but
-    unlikely (ports come from the ephemeral range at random).
+    A random port *below* the kernel's ephemeral range (``ip_local_port_range``), accepted only
+    if UDP and TCP can both bind it: the kernel never hands such a port to a client socket, so
+    the many clients of a test run (HTTP to the API server, DNS queries) cannot take it between
+    this check and the server's bind. Two runs picking the same port in that instant is the
+    remaining, small, race.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    low = max(1024, min(_ephemeral_range()[0], 32768) - 22000)
+    high = min(_ephemeral_range()[0], 32768) - 1
+    rng = random.SystemRandom()
     for _ in range(attempts):
-        with socket.socket(family, socket.SOCK_DGRAM) as udp:
-            udp.bind((host, 0))
-            port: int = udp.getsockname()[1]
-            with socket.socket(family, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((host, port))
-                except OSError:
-                    continue
-                return port
+        port = rng.randint(low, high)
+        udp, tcp = socket.socket(family, socket.SOCK_DGRAM), socket.socket(family, socket.SOCK_STREAM)
+        with udp, tcp:
+            try:
+                udp.bind((host, port))
+                tcp.bind((host, port))
+            except OSError:
+                continue
+            return port
     raise RuntimeError(f"no port free for both UDP and TCP on {host} after {attempts} attempts")
 
 

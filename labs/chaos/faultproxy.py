@@ -38,6 +38,7 @@ import time
 from typing import Any
 
 from netkit.base.addr import parse_hostport
+from netkit.base.serving import listen_unix
 
 MODES = ("pass", "loss", "replyloss", "delay", "servfail", "garbage", "blackhole")
 TCP_RTO = 0.2
@@ -329,7 +330,7 @@ class Proxy:
         tcp = await asyncio.start_server(self.tcp_client, *self.listen, reuse_address=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(control_path)
-        ctl = await asyncio.start_unix_server(self.control, control_path)
+        ctl = await asyncio.start_unix_server(self.control, sock=listen_unix(control_path))
         expiry = asyncio.create_task(self.expire())
         if ready_line:
             print(json.dumps({"event": "ready", "listen": list(self.listen)}), flush=True)

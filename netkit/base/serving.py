@@ -190,3 +190,24 @@ class EndpointServer:
         for task in asyncio.all_tasks():
             if task is not current:
                 task.cancel()
+
+
+def listen_unix(path: str, mode: int = 0o600) -> socket.socket:
+    """A listening unix socket at ``path``, bound under a temporary name and renamed into place
+    once it listens: a client that sees the path can connect (no refusal between bind and
+    listen), and a server probing for a live one never mistakes ours for a stale file."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(tmp)
+        os.chmod(tmp, mode)
+        sock.listen(16)
+        os.rename(tmp, path)
+    except BaseException:
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return sock
