@@ -43,6 +43,7 @@ from labs.apiserver.lab import ApiLab
 from labs.chaos.lab import NsNsd
 from labs.dnspeers import generate_zone
 from labs.l2lab import L2Lab
+from labs.l2verify import Tap, ether
 from labs.runid import RunDir, free_port
 from netkit.base.netns import netns_exec
 from netkit.l2.core.state import bridge_name, vxlan_name
@@ -207,6 +208,34 @@ def dnsperf(w: World, node: str, seconds: int, qps: int) -> subprocess.Popen[str
     )
 
 
+def frame_across(l2: L2Lab) -> dict[str, list[str]]:
+    """A broadcast frame with a unique marker sent from pod pa (n1) with raw sockets: where it
+    arrived (pod pb on n2; n3's underlay, which must see none of it), each capture decoded with
+    scapy (the marker in a frame from pa's MAC; on n2's underlay, VXLAN VNI 100 around it)."""
+    from scapy.layers.l2 import Ether
+    from scapy.layers.vxlan import VXLAN
+
+    marker = b"netkit-e2e-" + os.urandom(6).hex().encode()
+    pa, pb = l2.pods["pa"], l2.pods["pb"]
+    inner = f"{l2.run_id}-eth"
+    taps = {"pb": Tap("pb", pb.netns, inner), "n3": Tap("n3", l2.ns("n3"), l2.underlay["n3"])}
+    wire = Tap("wire", l2.ns("n2"), l2.underlay["n2"])
+    sender = Tap("pa", pa.netns, inner)
+    try:
+        sender.send(ether("ff:ff:ff:ff:ff:ff", pa.mac, 0x88B5, marker))
+        time.sleep(0.5)
+        seen: dict[str, list[str]] = {}
+        for name, tap in taps.items():
+            frames = [Ether(c.data) for c in tap.drain() if marker in c.data]
+            seen[name] = [f.summary() for f in frames if f.src == pa.mac or VXLAN in f]
+        vxlan = [Ether(c.data) for c in wire.drain() if marker in c.data]
+        assert vxlan and all(f[VXLAN].vni == 100 and f[VXLAN][Ether].src == pa.mac for f in vxlan), vxlan
+        return seen
+    finally:
+        for tap in (*taps.values(), wire, sender):
+            tap.close()
+
+
 def test_l2_dns_leader_and_api_outage_end_to_end(world: World) -> None:
     w, k = world, world.kubectl
     blue, vtep = bridge_name("blue"), vxlan_name(100)
@@ -231,6 +260,8 @@ def test_l2_dns_leader_and_api_outage_end_to_end(world: World) -> None:
     ping = ["ping", "-c", "3", "-i", "0.2", "-W", "1", w.l2.pods["pb"].address]
     done = subprocess.run(netns_exec(w.l2.pods["pa"].netns, ping), capture_output=True, text=True, timeout=20)
     assert done.returncode == 0, done.stdout  # frames cross n1 -> n2 over VXLAN
+    crossed = frame_across(w.l2)
+    assert crossed["pb"] and not crossed["n3"], crossed
 
     # -- edited: rolled out within maxUnavailable ----------------------------------------------------
     k("apply", "-f", "-", stdin=network(1300, PROBE_PB))
