@@ -120,6 +120,13 @@ class L2Lab:
         self.pods[name] = pod
         return pod
 
+    def add_sandbox(self, name: str) -> str:
+        """An empty namespace ``<rid>-<name>`` (only ``lo``, up), as a container runtime makes
+        one for a pod before it calls the CNI plugins; returns its path under /run/netns."""
+        ns = f"{self.run_id}-{name}"
+        self._create_ns(ns).close()
+        return f"/run/netns/{ns}"
+
     def add_host(self, name: str, address: str, prefixlen: int = 24) -> str:
         """A namespace ``<rid>-<name>`` on the fabric bridge with ``address`` on its veth
         ``<rid>-eth``; returns the namespace."""

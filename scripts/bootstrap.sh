@@ -22,6 +22,8 @@ DEB_PACKAGES=(
   gcc libc6-dev
   # the image without a base image: a Debian root filesystem from the mirror, packed as OCI
   mmdebstrap umoci
+  # CNI: the reference plugins (host-local and static IPAM for netkit-cni; bridge as its anchor)
+  containernetworking-plugins
 )
 
 missing=()

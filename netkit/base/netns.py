@@ -24,7 +24,8 @@ def netns_exec(netns: str | None, argv: Sequence[str]) -> list[str]:
 
 
 def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
-    """Run ``fn`` on a short-lived thread that has joined ``/run/netns/<netns>`` (None: here).
+    """Run ``fn`` on a short-lived thread that has joined ``/run/netns/<netns>`` (None: here;
+    a path such as a CNI runtime's ``/proc/<pid>/ns/net``: that namespace).
 
     setns(2) switches only the calling thread, so the rest of the process stays where it is, and
     a socket keeps the namespace it was created in: sockets made by ``fn`` work in that namespace
@@ -32,7 +33,7 @@ def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     """
     if netns is None:
         return fn()
-    path = f"/run/netns/{netns}"
+    path = netns if netns.startswith("/") else f"/run/netns/{netns}"
     out: list[T] = []
     err: list[BaseException] = []
 
@@ -50,7 +51,7 @@ def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
         except BaseException as exc:
             err.append(exc)
 
-    t = threading.Thread(target=run, name=f"netns-{netns}", daemon=True)
+    t = threading.Thread(target=run, name=f"netns-{os.path.basename(netns)}", daemon=True)
     t.start()
     t.join()
     if err:

@@ -33,6 +33,7 @@ from netkit.l2.core.state import (
     Neighbour,
     ObservedState,
     VxlanInfo,
+    attachment_alias,
     bridge_name,
     owner_alias,
     vlan_name,
@@ -321,6 +322,21 @@ def test_ports_waiting_foreign_detached_and_moved() -> None:
     # a port no longer declared anywhere is detached from our bridge
     p3 = plan([blue(ports=())], NODE, after)
     assert [op for op in p3.ops if isinstance(op, DetachPort)] == [DetachPort("blue", "pb", BLUE_BR)]
+
+
+def test_a_pod_veth_netkit_cni_attached_is_a_declared_port_of_its_networks_bridge() -> None:
+    built = [lk for lk in converge([blue()], base()).links.values() if lk.name not in ("lo", "eth0", "eth1")]
+    obs = base(
+        *built,
+        Link("nk0123456789abc", "veth", 1450, master=BLUE_BR, alias=attachment_alias("blue")),
+        Link("nk0123456789abd", "veth", 1450, master=BLUE_BR, alias=attachment_alias("red")),
+        Link("nkhand", "veth", 1450, master=BLUE_BR),
+    )
+    p = plan([blue()], NODE, obs)
+    detached = sorted(op.port for op in p.ops if isinstance(op, DetachPort))
+    # ours stays; one declared for another network, and one attached by hand, are detached
+    assert detached == ["nk0123456789abd", "nkhand"]
+    assert not [op for op in p.ops if getattr(op, "port", None) == "nk0123456789abc"]
 
 
 def test_link_owned_by_another_network_is_replaced() -> None:

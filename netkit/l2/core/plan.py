@@ -534,6 +534,8 @@ def diff(
         bridge_owner = observed.links[lk.master].owner
         if bridge_owner in held or declared.get(lk.name) is not None:
             continue
+        if lk.attached_to is not None and lk.attached_to == bridge_owner:
+            continue  # a pod's veth netkit-cni attached: a declared port of this bridge
         ops1.append(DetachPort(bridge_owner or "", lk.name, lk.master))
     deletes.sort(key=lambda d: (d.link.kind == "bridge", d.link.name))
     ops1.extend(deletes)

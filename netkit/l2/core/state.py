@@ -22,8 +22,9 @@ What the agent owns besides its links:
   bridge's.
 - ``permanent`` neighbour entries on its bridges (ARP/ND suppression).
 - The enslavement of a port to one of its bridges: declared ports are attached, ports attached
-  to an owned bridge but not declared are detached. The port links themselves (a pod's veth) are
-  not owned: nothing else about them is changed.
+  to an owned bridge but not declared are detached. A pod veth that ``netkit-cni`` attached
+  carries the alias ``netkit:cni:<network>``, which declares it a port of that network's bridge.
+  The port links themselves (a pod's veth) are not owned: nothing else about them is changed.
 
 The alias is a convention, not a lock: anyone can set or clear it (``ip link set X alias ...``).
 The kernel ignores ``IFLA_IFALIAS`` in the request that creates a link, so the alias is set by a
@@ -51,6 +52,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 OWNER_PREFIX = "netkit:l2:"
+ATTACHMENT_PREFIX = "netkit:cni:"
 ZERO_MAC = "00:00:00:00:00:00"
 IFNAMSIZ = 15
 
@@ -95,6 +97,12 @@ def bridge_mac(network: str, node: str) -> str:
 
 def owner_alias(network: str) -> str:
     return OWNER_PREFIX + network
+
+
+def attachment_alias(network: str) -> str:
+    """The alias of a pod's host-side veth that ``netkit-cni`` attached to ``network``'s bridge:
+    a declared port of that bridge (never detached), not a link the agent owns."""
+    return ATTACHMENT_PREFIX + network
 
 
 def ifname_problem(name: str) -> str | None:
@@ -169,6 +177,13 @@ class Link:
         """The network that owns this link (from its alias), or None if the agent does not."""
         if self.alias and self.alias.startswith(OWNER_PREFIX):
             return self.alias[len(OWNER_PREFIX) :] or None
+        return None
+
+    @property
+    def attached_to(self) -> str | None:
+        """The network whose bridge ``netkit-cni`` attached this pod veth to (from its alias)."""
+        if self.alias and self.alias.startswith(ATTACHMENT_PREFIX):
+            return self.alias[len(ATTACHMENT_PREFIX) :] or None
         return None
 
 

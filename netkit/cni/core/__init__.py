@@ -1,0 +1,1 @@
+"""The CNI contract, pure: requests, errors, results."""
