@@ -30,6 +30,9 @@ NodeState's status (status.applied per object with its generation, status.dns, a
                    speaker: calico is run by calico/node from the resources the controller
                    writes; --calico-bird-control (calico/node's bird.ctl) lets the agent observe
                    its BIRD and report the sessions and paths the gates need.
+  status.endpoints the pods netkit-cni attached here (its records in --cni-state-dir), which the
+                   controller makes known endpoints (static FDB, ARP/ND suppression) on every
+                   other node of their network.
 
 It acts only once the NodeState has been read: a node without one waits and touches nothing.
 While the API server cannot be reached the node keeps what it runs (and drift is still repaired
@@ -84,6 +87,12 @@ def add_parser(sub: Any) -> None:
         help="calico/node's BIRD socket, observed for speaker: calico (e.g. /var/run/calico/bird.ctl)",
     )
     p.add_argument(
+        "--cni-state-dir",
+        default="/var/lib/netkit/cni",
+        metavar="DIR",
+        help="netkit-cni's stateDir: the pods attached here, published as status.endpoints",
+    )
+    p.add_argument(
         "--resync", type=float_range(0.5, 3600), default=30.0, metavar="S", help="full re-read and re-check"
     )
     p.add_argument(
@@ -120,6 +129,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         dns_metrics=str(args.dns_metrics) if args.dns_metrics else None,
         speaker=speaker,
         bgp_state_dir=Path(args.state_dir),
+        cni_state_dir=args.cni_state_dir,
         metrics=args.metrics,
         resync=args.resync,
     )

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from netkit.base.addr import HostPort
 from netkit.base.serving import EndpointServer
+from netkit.cni.attachments import load_attachments
 from netkit.control import kube
 from netkit.control.bgpagent import NodeBgp, SpeakerAccess
 from netkit.control.core.conditions import DEGRADED, READY, set_condition
@@ -85,6 +86,7 @@ class NodeAgent:
         dns_metrics: str | None = None,
         speaker: SpeakerAccess | None = None,
         bgp_state_dir: Path | None = None,
+        cni_state_dir: str | None = None,
         events: Any = None,
         now: Callable[[], str] | None = None,
     ) -> None:
@@ -107,6 +109,8 @@ class NodeAgent:
             if speaker is not None
             else None
         )
+        self.cni_state_dir = cni_state_dir  # netkit-cni's records: the pods attached here
+        self.endpoints: list[Obj] | None = None  # as published; None: not read yet
         self.events = events  # a kube.EventRecorder, or None
         self.nodestate: Obj | None = None  # as last read: what Events are about
         self._told: dict[tuple[str, str], tuple[Any, str]] = {}  # (kind, name) -> (generation, state)
@@ -218,6 +222,8 @@ class NodeAgent:
                 status["dns"] = self.dns.observed()
             if self.bgp is not None:
                 status["bgp"] = self.bgp.observed() or None
+            if self.endpoints is not None:
+                status["endpoints"] = self.endpoints
             status["conditions"] = self._conditions(applied)
             try:
                 self.api.patch_cluster_custom_object_status(
@@ -279,8 +285,40 @@ class NodeAgent:
                 f"{where}: {a.get('message', '')}",
             )
 
+    def _read_attachments(self) -> None:
+        """netkit-cni's records as ``status.endpoints``, reported when they change. A record that
+        cannot be read keeps what was published (never "no pods" because of one bad file)."""
+        if self.cni_state_dir is None:
+            return
+        try:
+            found = [
+                {
+                    "network": a.network,
+                    **({"pod": a.pod} if a.pod else {}),
+                    "interface": a.ifname,
+                    "mac": a.mac,
+                    "ips": list(a.ips),
+                }
+                for a in load_attachments(self.cni_state_dir)
+            ]
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.error("cannot read the CNI attachments", extra={"dir": self.cni_state_dir, "error": str(exc)})
+            return
+        if found != self.endpoints:
+            self.endpoints = found
+            log.info("attachments", extra={"node": self.node, "pods": len(found)})
+            if self.l2 is not None:
+                self.report()
+
+    def _watch_attachments(self) -> None:
+        while not self.stop_event.wait(0.5):
+            self._read_attachments()
+
     def start(self, wait: float | None = 30.0) -> NodeAgent:
         """Start the parts; with ``wait``, until the NodeState has been listed (TimeoutError)."""
+        if self.cni_state_dir is not None:
+            self._read_attachments()
+            threading.Thread(target=self._watch_attachments, name=f"cni-{self.node}", daemon=True).start()
         if self.dns is not None:
             self.dns.start()
         if self.bgp is not None:
@@ -329,6 +367,7 @@ class AgentOptions:
     dns_metrics: str | None = None
     speaker: SpeakerAccess | None = None  # None: no BGP part
     bgp_state_dir: Path = Path("/var/lib/netkit")
+    cni_state_dir: str | None = "/var/lib/netkit/cni"  # netkit-cni's stateDir (None: no endpoints)
     metrics: HostPort | None = None
     resync: float = 30.0
 
@@ -375,6 +414,7 @@ def run_agent(opts: AgentOptions, stop: threading.Event) -> int:
             dns_metrics=opts.dns_metrics,
             speaker=opts.speaker,
             bgp_state_dir=opts.bgp_state_dir,
+            cni_state_dir=opts.cni_state_dir,
             events=kube.EventRecorder(kube.core(api), "netkit-agent", opts.node),
         )
         rounds.set_function(lambda: agent.rounds if agent else 0)

@@ -44,7 +44,8 @@ class L2Controller(Reconciler):
         for o in objects:  # a finalizer on every live object: its removal must reach every node
             if not o.deleting:
                 self.set_finalizer(networks[f"/{o.name}"], FINALIZER, True)
-        desired = desired_l2(nodes, objects)
+        attached = {n: list((s.get("status") or {}).get("endpoints") or []) for n, s in states.items()}
+        desired = desired_l2(nodes, objects, attached)
         probes = {o.name: list(o.spec.get("probes") or []) for o in objects}
         published = {
             n: list((states.get(n) or {}).get("spec", {}).get("l2Networks") or [])

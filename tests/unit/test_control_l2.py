@@ -71,6 +71,37 @@ def test_vxlan_members_are_the_selected_nodes_with_their_internal_ip() -> None:
     assert d.problems == {"blue": ()} and d.generations == {"blue": 1}
 
 
+def test_attached_pods_are_endpoints_of_their_network_on_its_nodes() -> None:
+    blue = obj(
+        "blue",
+        {
+            "vni": 100,
+            "nodeSelector": {"matchLabels": {"tenant-blue": "true"}},
+            "endpoints": [{"mac": "02:00:00:00:00:aa", "node": "n2", "ip": "10.0.0.99"}],
+        },
+    )
+    red = obj("red", {"vni": 200})
+    attached = {
+        "n1": [
+            {"network": "blue", "mac": "02:00:00:00:00:01", "ips": ["fd00::1/64", "10.0.0.1/24"]},
+            {"network": "red", "mac": "02:00:00:00:00:02", "ips": []},
+            {"network": "green", "mac": "02:00:00:00:00:03", "ips": ["10.0.0.3/24"]},  # no such network
+        ],
+        "n2": [{"network": "blue", "mac": "02:00:00:00:00:AA", "ips": ["10.0.0.7/24"]}],  # declared wins
+        "n3": [{"network": "blue", "mac": "02:00:00:00:00:04", "ips": ["10.0.0.4/24"]}],  # not selected
+    }
+    d = desired_l2(NODES, [blue, red], attached)
+    (b1,) = [n for n in d.per_node["n1"] if n.name == "blue"]
+    assert [(e.mac, e.node, e.ip) for e in b1.endpoints] == [
+        ("02:00:00:00:00:aa", "n2", "10.0.0.99"),
+        ("02:00:00:00:00:01", "n1", "10.0.0.1"),
+    ]
+    assert [(e.mac, e.node) for e in b1.remote_endpoints("n2")] == [("02:00:00:00:00:01", "n1")]
+    (r3,) = d.per_node["n3"]
+    assert [(e.mac, e.ip) for e in r3.endpoints] == [("02:00:00:00:00:02", None)]
+    assert desired_l2(NODES, [blue, red], attached) == d  # the same inputs, the same answer
+
+
 def test_vlan_underlay_per_node() -> None:
     storage = obj(
         "storage",

@@ -724,6 +724,26 @@ def _nodestate() -> tuple[Schema, list[dict[str, Any]]]:
                     ),
                 },
             ),
+            "endpoints": _list(
+                "the pods netkit-cni attached on this node (the controller makes them known "
+                "endpoints of their network on every other node)",
+                _obj(
+                    "an attached pod interface",
+                    {
+                        "network": _str("the L2Network", max_length=253),
+                        "pod": _str("namespace/name, when the runtime said", max_length=317),
+                        "interface": _str("its name in the pod", max_length=15),
+                        "mac": _str("its MAC", max_length=17),
+                        "ips": _list(
+                            "its addresses, with prefix length",
+                            _str("an address", max_length=64),
+                            max_items=16,
+                        ),
+                    },
+                    required=["network", "mac"],
+                ),
+                max_items=4096,
+            ),
             "dns": _obj(
                 "the node-local cache as observed",
                 {

@@ -10,6 +10,11 @@ cannot see is found here and reported per object, naming the other object:
   of it is applied anywhere; the rest is;
 - a VXLAN node without an InternalIP: that node is left out (**NodeUnusable**), the others run.
 
+Pods attached by ``netkit-cni`` (each node's agent publishes them: ``attachments``, node -> its
+``NodeState.status.endpoints``) join a VXLAN network's endpoints on every node that runs it,
+beside ``spec.endpoints``: the other nodes then hold a static FDB entry and an ARP/ND
+suppression entry for each. An attachment on a node the network does not select is ignored.
+
 An object being deleted (deletionTimestamp) is desired nowhere, so every agent removes it; its
 finalizer goes once every node reports it removed (``removal_done``).
 """
@@ -63,9 +68,37 @@ def _underlay(spec: Mapping[str, Any], node: Node) -> str | None:
     return str(value) if value else None
 
 
-def _resolve(obj: NetworkObject, node: Node, members: tuple[Member, ...]) -> L2Network:
+def _discovered(
+    obj: NetworkObject, selected: set[str], attachments: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> tuple[Endpoint, ...]:
+    """The pods attached to ``obj`` on its selected nodes, one endpoint per MAC (with its first
+    IPv4 address, else its first address), as spec.endpoints would list them."""
+    out: dict[str, Endpoint] = {}
+    for node in sorted(attachments):
+        if node not in selected:
+            continue
+        for a in attachments[node]:
+            if a.get("network") != obj.name or not a.get("mac"):
+                continue
+            ips = [str(ip).split("/")[0] for ip in a.get("ips") or ()]
+            v4 = [ip for ip in ips if ":" not in ip]
+            mac = str(a["mac"]).lower()
+            first = (v4 or ips)[0] if (v4 or ips) else None
+            out.setdefault(mac, Endpoint(mac=mac, node=node, ip=first))
+    return tuple(out[m] for m in sorted(out))
+
+
+def _resolve(
+    obj: NetworkObject, node: Node, members: tuple[Member, ...], discovered: tuple[Endpoint, ...] = ()
+) -> L2Network:
     spec = obj.spec
     vxlan = spec.get("type", "vxlan") == "vxlan"
+    declared = tuple(
+        Endpoint(mac=str(e["mac"]).lower(), node=str(e["node"]), ip=e.get("ip"))
+        for e in spec.get("endpoints") or ()
+        if vxlan
+    )
+    known = {e.mac for e in declared}
     return L2Network(
         name=obj.name,
         kind="vxlan" if vxlan else "vlan",
@@ -75,11 +108,7 @@ def _resolve(obj: NetworkObject, node: Node, members: tuple[Member, ...]) -> L2N
         port=int(spec.get("port", VXLAN_PORT)),
         mtu=spec.get("mtu"),
         members=members,
-        endpoints=tuple(
-            Endpoint(mac=str(e["mac"]).lower(), node=str(e["node"]), ip=e.get("ip"))
-            for e in spec.get("endpoints") or ()
-            if vxlan
-        ),
+        endpoints=declared + tuple(e for e in discovered if vxlan and e.mac not in known),
         ports=tuple(
             Port(str(p["interface"]))  # resolved for this node: on it
             for p in spec.get("ports") or ()
@@ -88,7 +117,11 @@ def _resolve(obj: NetworkObject, node: Node, members: tuple[Member, ...]) -> L2N
     )
 
 
-def desired_l2(nodes: Iterable[Node], objects: Iterable[NetworkObject]) -> Desired:
+def desired_l2(
+    nodes: Iterable[Node],
+    objects: Iterable[NetworkObject],
+    attachments: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+) -> Desired:
     node_list = sorted(nodes, key=lambda n: n.name)
     live = sorted((o for o in objects if not o.deleting), key=lambda o: (o.created, o.name))
     problems: dict[str, list[Problem]] = {o.name: [] for o in live}
@@ -122,7 +155,8 @@ def desired_l2(nodes: Iterable[Node], objects: Iterable[NetworkObject]) -> Desir
         else:
             members = tuple(Member(n.name) for n in picked)
         selected[obj.name] = tuple(n.name for n in picked)
-        resolved[obj.name] = {n.name: _resolve(obj, n, members) for n in picked}
+        found = _discovered(obj, set(selected[obj.name]), attachments or {})
+        resolved[obj.name] = {n.name: _resolve(obj, n, members, found) for n in picked}
     _conflicts(live, resolved, problems)
     per_node: dict[str, list[L2Network]] = {n.name: [] for n in node_list}
     for obj in live:
