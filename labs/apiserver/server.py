@@ -670,6 +670,13 @@ class ApiServer:
         if sub and (sub != "status" or not r.status):
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
         strict = query.get("fieldValidation") == "Strict"
+        if method in ("POST", "PUT") and "protobuf" in h.headers.get("Content-Type", ""):
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the lab API server takes JSON bodies only, not protobuf (typed clients such as "
+                "`kubectl create namespace` send protobuf: use `kubectl apply -f` or a JSON client)",
+            )
         if method == "GET" and not name:
             if query.get("watch") in ("true", "1"):
                 h.stream(self.watch(r, namespace, query))

@@ -12,9 +12,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from netkit.control.core.l2desired import desired_l2, removal_done
+from netkit.control.core.conditions import Problem
+from netkit.control.core.l2desired import Desired, NetworkObject, desired_l2, removal_done
 from netkit.control.core.l2publish import node_networks
+from netkit.control.core.nadpublish import NAD_GROUP, NAD_PLURAL, NAD_VERSION, NETWORK_LABEL, nad_writes
 from netkit.control.core.rollout import Report, Rollout, rollout_status, step
+from netkit.control.kube import api_status
 from netkit.control.reconciler import Reconciler, nodes_from, objects_from
 
 __all__ = ["FINALIZER", "L2Controller"]
@@ -31,6 +34,7 @@ class L2Controller(Reconciler):
     plural = "l2networks"
     kind = "L2Network"
     name = "l2"
+    _nads_seen = False  # NetworkAttachmentDefinitions of ours exist (listed while they do)
 
     def reconcile(self) -> int:
         """One pass; the number of writes it made. Does nothing before every cache has listed."""
@@ -46,6 +50,7 @@ class L2Controller(Reconciler):
                 self.set_finalizer(networks[f"/{o.name}"], FINALIZER, True)
         attached = {n: list((s.get("status") or {}).get("endpoints") or []) for n, s in states.items()}
         desired = desired_l2(nodes, objects, attached)
+        nad_problems = self._attachments(objects, desired)
         probes = {o.name: list(o.spec.get("probes") or []) for o in objects}
         published = {
             n: list((states.get(n) or {}).get("spec", {}).get("l2Networks") or [])
@@ -86,8 +91,54 @@ class L2Controller(Reconciler):
                     self.set_finalizer(obj, FINALIZER, False)
                 continue
             old = obj.get("status") or {}
-            problems = desired.problems.get(o.name, ())
+            problems = (*desired.problems.get(o.name, ()), *nad_problems.get(o.name, ()))
             new = rollout_status(o.generation, problems, rollouts.get(o.name), old, self.now())
             if new != old:
                 self.write_status(obj, new, old)
         return self.writes - before
+
+    def _attachments(self, objects: list[NetworkObject], desired: Desired) -> dict[str, tuple[Problem, ...]]:
+        """The NetworkAttachmentDefinitions written (``nadpublish``; a deleting network's are
+        deleted before its finalizer goes, in the same pass): the problems per network. They are
+        listed only while some network has ``spec.attachment`` or ours were seen."""
+        wanted = [o for o in objects if o.spec.get("attachment") and not o.deleting]
+        if not self._nads_seen and not any(o.spec.get("attachment") for o in objects):
+            return {}
+        try:
+            listed = self.api.list_cluster_custom_object(NAD_GROUP, NAD_VERSION, NAD_PLURAL)
+        except Exception as exc:
+            if api_status(exc) != 404:
+                raise
+            why = Problem(
+                "MultusMissing",
+                f"{NAD_GROUP}/{NAD_VERSION} {NAD_PLURAL} is not served (is Multus installed?): no "
+                "NetworkAttachmentDefinition written; pods can still use netkit-cni directly",
+            )
+            return {o.name: (why,) for o in wanted}
+        current = listed.get("items") or []
+        blocked = {n for n, ps in desired.problems.items() if any(p.reason == "Conflict" for p in ps)}
+        w = nad_writes(objects, blocked, current)
+        for nad in w.puts:
+            meta = nad["metadata"]
+            try:
+                self.api.create_namespaced_custom_object(
+                    NAD_GROUP, NAD_VERSION, meta["namespace"], NAD_PLURAL, nad
+                )
+            except Exception as exc:
+                if api_status(exc) != 409:
+                    raise
+                self.api.patch_namespaced_custom_object(
+                    NAD_GROUP, NAD_VERSION, meta["namespace"], NAD_PLURAL, meta["name"], {"spec": nad["spec"]}
+                )
+            self.writes += 1
+        for ns, name in w.deletes:
+            try:
+                self.api.delete_namespaced_custom_object(NAD_GROUP, NAD_VERSION, ns, NAD_PLURAL, name)
+            except Exception as exc:
+                if api_status(exc) != 404:
+                    raise
+            self.writes += 1
+        self._nads_seen = bool(w.puts) or any(
+            (n.get("metadata") or {}).get("labels", {}).get(NETWORK_LABEL) for n in current
+        )
+        return w.problems

@@ -217,3 +217,14 @@ spec:
     assert "spec.names.plural: Required value" in done.stderr
     assert "exactly one version must be the storage version" in done.stderr
     assert "widgets.example.test" not in kubectl("get", "crd", "-o", "name").stdout
+
+
+def test_a_protobuf_body_is_refused_with_what_to_use_instead(kubectl: Kubectl) -> None:
+    """Typed kubectl commands (create namespace) send protobuf, which the lab server does not
+    decode: a 415 that says so, not a parse error; the same object by apply goes in."""
+    done = kubectl("create", "namespace", "team-x", ok=False)
+    assert done.returncode != 0 and "JSON bodies only, not protobuf" in done.stderr, done.stderr
+    kubectl(
+        "apply", "-f", "-", stdin='{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-x"}}'
+    )
+    assert kubectl.json("get", "namespace", "team-x")["metadata"]["name"] == "team-x"

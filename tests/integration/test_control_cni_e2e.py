@@ -14,6 +14,7 @@ kubectl; pods attached by ``netkit-cni`` invoked as a runtime invokes it.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -38,7 +39,10 @@ NETWORKS = """\
 apiVersion: netkit.io/v1alpha1
 kind: L2Network
 metadata: {name: blue}
-spec: {type: vxlan, vni: 100}
+spec:
+  type: vxlan
+  vni: 100
+  attachment: {namespaces: [team-a], ipam: {type: static}}
 ---
 apiVersion: netkit.io/v1alpha1
 kind: L2Network
@@ -104,6 +108,42 @@ def world(run_dir: RunDir) -> Iterator[World]:
     assert l2.leftovers() == []
 
 
+# Multus's CRD, as it installs it (the schema is the part netkit relies on: spec.config, a string)
+NAD_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "network-attachment-definitions.k8s.cni.cncf.io"},
+    "spec": {
+        "group": "k8s.cni.cncf.io",
+        "scope": "Namespaced",
+        "names": {
+            "plural": "network-attachment-definitions",
+            "singular": "network-attachment-definition",
+            "kind": "NetworkAttachmentDefinition",
+            "shortNames": ["net-attach-def"],
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "apiVersion": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "metadata": {"type": "object"},
+                            "spec": {"type": "object", "properties": {"config": {"type": "string"}}},
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
 def known_on(w: World, node: str, network: str) -> tuple[set[str], set[str]]:
     """(MACs with a static FDB entry, IPs with a permanent neighbour entry) of ``network`` on ``node``."""
     with Kernel(w.l2.ns(node)) as k:
@@ -116,8 +156,26 @@ def known_on(w: World, node: str, network: str) -> tuple[set[str], set[str]]:
 
 def test_attached_pods_become_known_endpoints_on_the_other_node(world: World) -> None:
     w, rt = world, world.rt
+    w.k("apply", "-f", "-", stdin='{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}')
     w.k("apply", "-f", "-", stdin=NETWORKS)
     w.k("wait", "--for=condition=Ready", "l2network/blue", "l2network/red", "--timeout=60s")
+    # no Multus: said, and the network runs anyway
+    w.k("wait", "--for=condition=Degraded", "l2network/blue", "--timeout=30s")
+    assert "MultusMissing" in w.k("get", "l2network", "blue", "-o", "jsonpath={.status.conditions}").stdout
+    w.k("apply", "-f", "-", stdin=json.dumps(NAD_CRD))
+    assert wait_for(
+        lambda: w.k("get", "net-attach-def", "-n", "team-a", "blue", ok=False).returncode == 0, 30
+    ), w.logs()
+    w.k("wait", "--for=condition=Degraded=False", "l2network/blue", "--timeout=30s")
+    nad = w.k.json("get", "net-attach-def", "-n", "team-a", "blue")
+    config = json.loads(nad["spec"]["config"])
+    assert config == {
+        "cniVersion": "1.0.0",
+        "name": "blue",
+        "network": "blue",
+        "type": "netkit-cni",
+        "ipam": {"type": "static"},
+    }
     pods = {"a1": ("blue", "n1"), "a2": ("blue", "n2"), "b1": ("red", "n1")}
     box, res = {}, {}
     for name, (net, node) in pods.items():
@@ -174,6 +232,23 @@ def test_attached_pods_become_known_endpoints_on_the_other_node(world: World) ->
     ping = netns_exec(a2ns, ["ping", "-c", "2", "-i", "0.2", "-W", "1", ip["a1"]])
     assert subprocess.run(ping, capture_output=True, timeout=20).returncode == 0
 
+    # a pod of team-a attached with the NAD's configuration as Multus passes it (its address
+    # from the pod's request), reaching a2 on the other node
+    box["c1"] = rt.lab.add_sandbox("c1")
+    conf = {**config, "stateDir": str(rt.dir / "state-n1")}
+    args = "IgnoreUnknown=1;IP=10.99.0.50/24;K8S_POD_NAMESPACE=team-a;K8S_POD_NAME=c1"
+    rc, res["c1"] = rt.call("n1", "ADD", conf, "c1", box["c1"], ifname="net1", env={"CNI_ARGS": args})
+    assert rc == 0 and res["c1"]["ips"][0]["address"] == "10.99.0.50/24", res["c1"]
+    c1ns = box["c1"].rsplit("/", 1)[1]
+    ping = netns_exec(c1ns, ["ping", "-c", "2", "-i", "0.2", "-W", "1", ip["a2"]])
+    assert subprocess.run(ping, capture_output=True, timeout=20).returncode == 0
+    assert wait_for(
+        lambda: (
+            "team-a/c1" in {e.get("pod") for e in w.k.json("get", "nodestate", "n1")["status"]["endpoints"]}
+        ),
+        10,
+    )
+
     # a1 goes: its entries on n2 go
     conf = rt.conf("blue", "n1")
     conf["ipam"]["dataDir"] += "-blue"
@@ -184,4 +259,8 @@ def test_attached_pods_become_known_endpoints_on_the_other_node(world: World) ->
         ),
         20,
     ), w.logs()
-    assert wait_for(lambda: published() == [mac["b1"]], 10)
+    assert wait_for(lambda: published() == sorted([mac["b1"], res["c1"]["interfaces"][2]["mac"]]), 10)
+
+    # the network deleted: its NetworkAttachmentDefinition goes with it
+    w.k("delete", "l2network", "blue", "--timeout=60s")
+    assert w.k("get", "net-attach-def", "-n", "team-a", "blue", ok=False).returncode != 0

@@ -473,7 +473,8 @@ WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 # informers), merge and JSON patches, a NodeState's create, status patches, core/v1 Events. Also
 # granted, not called today: get and update (kube.update_status, a read and a replace with the
 # resourceVersion) and events.k8s.io Events. Calico mode (bgpcontroller._calico_*): its BGPPeers
-# and BGPConfiguration on the Kubernetes datastore, and Node merge patches.
+# and BGPConfiguration on the Kubernetes datastore, and Node merge patches. spec.attachment:
+# Multus NetworkAttachmentDefinitions.
 # A change here goes with the same change in deploy/*/rbac.yaml.
 OWNED = ("l2networks", "dnscaches", "bgptopologies")
 CONTROLLER_CLUSTER_RULES = (
@@ -485,6 +486,10 @@ CONTROLLER_CLUSTER_RULES = (
     | {("crd.projectcalico.org", "bgppeers", v) for v in ("list", "create", "patch", "delete")}
     | {("crd.projectcalico.org", "bgpconfigurations", v) for v in ("get", "create", "patch")}
     | {("", "nodes", "patch")}
+    | {
+        ("k8s.cni.cncf.io", "network-attachment-definitions", v)
+        for v in ("list", "create", "patch", "delete")
+    }
 )
 AGENT_CLUSTER_RULES = (
     {("netkit.io", "nodestates", v) for v in ("get", "list", "watch")}

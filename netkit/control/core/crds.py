@@ -334,6 +334,26 @@ def _l2network() -> tuple[Schema, list[dict[str, Any]]]:
             ),
             "maxUnavailable": _max_unavailable(),
             "probes": _list("checks after applying on each node", probe, max_items=16),
+            "attachment": _obj(
+                "pods join through netkit-cni: a Multus NetworkAttachmentDefinition named as the "
+                "network in each namespace, for the annotation k8s.v1.cni.cncf.io/networks",
+                {
+                    "namespaces": _list(
+                        "where the NetworkAttachmentDefinition is made",
+                        _str("a namespace", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63),
+                        max_items=256,
+                    ),
+                    "ipam": {
+                        "type": "object",
+                        "description": "the CNI IPAM configuration the pods get their addresses from "
+                        "(host-local, static, whereabouts ...), as in a CNI configuration's ipam",
+                        "required": ["type"],
+                        "properties": {"type": _str("the IPAM plugin", max_length=63)},
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    },
+                },
+                required=["namespaces", "ipam"],
+            ),
         },
         rules=[
             (

@@ -26,7 +26,8 @@ from netkit.control.core.conditions import DEGRADED, PROGRESSING, READY, Problem
 __all__ = ["Report", "Rollout", "budget", "rollout_status", "step"]
 
 Obj = dict[str, Any]
-PER_NODE = frozenset({"NodeUnusable", "NodeConflict"})  # reasons that leave only some nodes out
+# reasons that leave only some nodes, or only a NetworkAttachmentDefinition, out: the rest runs
+PER_NODE = frozenset({"NodeUnusable", "NodeConflict", "MultusMissing", "AttachmentConflict"})
 
 
 @dataclass(frozen=True, slots=True)
