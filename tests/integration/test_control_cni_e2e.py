@@ -174,6 +174,7 @@ def test_attached_pods_become_known_endpoints_on_the_other_node(world: World) ->
         "name": "blue",
         "network": "blue",
         "type": "netkit-cni",
+        "capabilities": {"ips": True},
         "ipam": {"type": "static"},
     }
     pods = {"a1": ("blue", "n1"), "a2": ("blue", "n2"), "b1": ("red", "n1")}
@@ -232,11 +233,11 @@ def test_attached_pods_become_known_endpoints_on_the_other_node(world: World) ->
     ping = netns_exec(a2ns, ["ping", "-c", "2", "-i", "0.2", "-W", "1", ip["a1"]])
     assert subprocess.run(ping, capture_output=True, timeout=20).returncode == 0
 
-    # a pod of team-a attached with the NAD's configuration as Multus passes it (its address
-    # from the pod's request), reaching a2 on the other node
+    # a pod of team-a attached with the NAD's configuration as Multus passes it (the address the
+    # pod's annotation asks for, as runtimeConfig.ips), reaching a2 on the other node
     box["c1"] = rt.lab.add_sandbox("c1")
-    conf = {**config, "stateDir": str(rt.dir / "state-n1")}
-    args = "IgnoreUnknown=1;IP=10.99.0.50/24;K8S_POD_NAMESPACE=team-a;K8S_POD_NAME=c1"
+    conf = {**config, "stateDir": str(rt.dir / "state-n1"), "runtimeConfig": {"ips": ["10.99.0.50/24"]}}
+    args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=team-a;K8S_POD_NAME=c1"
     rc, res["c1"] = rt.call("n1", "ADD", conf, "c1", box["c1"], ifname="net1", env={"CNI_ARGS": args})
     assert rc == 0 and res["c1"]["ips"][0]["address"] == "10.99.0.50/24", res["c1"]
     c1ns = box["c1"].rsplit("/", 1)[1]

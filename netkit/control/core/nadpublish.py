@@ -35,6 +35,9 @@ def nad_config(network: str, ipam: Mapping[str, Any]) -> str:
         "name": network,
         "type": "netkit-cni",
         "network": network,
+        # Multus passes a pod's requested addresses (the annotation's "ips") as runtimeConfig,
+        # which netkit-cni hands to the IPAM plugin with the rest (static and host-local take it)
+        "capabilities": {"ips": True},
         "ipam": dict(ipam),
     }
     return json.dumps(conf, sort_keys=True)
