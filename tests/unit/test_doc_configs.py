@@ -57,8 +57,46 @@ def _netkit_object(text: str) -> object:
     return pruned
 
 
+def _cni(text: str) -> object:
+    """A CNI configuration (a .conf, or a .conflist whose plugins get its name and version, as
+    a runtime gives them): each plugin of ours parsed as netkit-cni parses it."""
+    import json
+
+    from netkit.cni.core.spec import parse_request
+
+    doc = yaml.safe_load(text)
+    plugins = doc.get("plugins") or [doc]
+    env = {
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "c",
+        "CNI_NETNS": "/x",
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": "/p",
+    }
+    found = []
+    for plugin in plugins:
+        conf = {"cniVersion": doc["cniVersion"], "name": doc["name"], **plugin}
+        if conf["type"] == "netkit-cni":
+            found.append(parse_request(env, json.dumps(conf).encode()))
+    assert found, "no netkit-cni plugin in it"
+    return found
+
+
+def _kubernetes(text: str) -> object:
+    """A built-in Kubernetes object, valid for the oldest version the deploy/ manifests support."""
+    import kubernetes_validate
+
+    obj = yaml.safe_load(text)
+    kubernetes_validate.validate(obj, "1.29.0", strict=True)
+    return obj
+
+
 def loader(doc: dict[str, Any]) -> Callable[[str], object] | None:
     keys = set(doc)
+    if "cniVersion" in keys:
+        return _cni
+    if doc.get("apiVersion") == "v1" and doc.get("kind") in ("Pod", "ConfigMap", "Namespace"):
+        return _kubernetes
     if str(doc.get("apiVersion", "")).startswith("netkit.io/"):
         return _netkit_object
     if "networks" in keys:
