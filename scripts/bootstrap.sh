@@ -24,6 +24,8 @@ DEB_PACKAGES=(
   mmdebstrap umoci
   # CNI: the reference plugins (host-local and static IPAM for netkit-cni; bridge as its anchor)
   containernetworking-plugins
+  # a real container runtime attaching a container through netkit-cni (no image pulled: --rootfs)
+  podman runc busybox-static
 )
 
 missing=()
@@ -38,7 +40,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # no package may leave its daemon running: tests start their own instances
-  for svc in nsd knot unbound dnsmasq prometheus frr bird; do
+  for svc in nsd knot unbound dnsmasq prometheus frr bird podman.socket; do
     systemctl disable --now "$svc" >/dev/null 2>&1 || true
   done
 fi

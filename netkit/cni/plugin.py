@@ -297,7 +297,7 @@ def run(env: Mapping[str, str], stdin: bytes) -> tuple[int, Obj | None]:
         req = parse_request(env, stdin)
         version = req.conf.version if req.conf is not None else version
         if req.command == "VERSION":
-            return 0, version_result(req.conf)
+            return 0, version_result(req.asked)
         if req.command == "ADD":
             return 0, _add(req)
         if req.command == "DEL":

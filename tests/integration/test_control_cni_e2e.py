@@ -31,7 +31,7 @@ from labs.runid import RunDir, free_port
 from netkit.base.netns import netns_exec
 from netkit.l2.core.state import bridge_name
 from netkit.l2.kernel import Kernel
-from tests.integration.test_cni_plugin import Runtime
+from tests.cnihelpers import Runtime
 from tests.kubehelpers import G, Kubectl, V, replica, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.peers]

@@ -47,7 +47,12 @@ def test_a_runtimes_add_is_parsed() -> None:
 
 def test_version_needs_no_configuration() -> None:
     req = parse_request({"CNI_COMMAND": "VERSION"}, b"")
-    assert version_result(req.conf) == {"cniVersion": "1.0.0", "supportedVersions": ["0.4.0", "1.0.0"]}
+    assert version_result(req.asked) == {"cniVersion": "1.0.0", "supportedVersions": ["0.4.0", "1.0.0"]}
+    # libcni's validation sends only {"cniVersion": ...}: answered in that version
+    req = parse_request({"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "0.4.0"}')
+    assert version_result(req.asked)["cniVersion"] == "0.4.0"
+    req = parse_request({"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "0.2.0"}')
+    assert version_result(req.asked)["cniVersion"] == "1.0.0"
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,8 @@ class Request:
     ifname: str
     args: Mapping[str, str]
     path: tuple[str, ...]
-    conf: NetConf | None  # None for VERSION without a configuration
+    conf: NetConf | None  # None for VERSION
+    asked: str = "1.0.0"  # VERSION: the cniVersion of the request
 
     @property
     def pod(self) -> str | None:
@@ -162,16 +163,14 @@ def parse_request(env: Mapping[str, str], stdin: bytes) -> Request:
         raise CniError(
             INVALID_ENVIRONMENT, f"CNI_COMMAND must be one of {', '.join(COMMANDS)}, not {command!r}"
         )
-    conf: NetConf | None = None
-    if stdin.strip() or command != "VERSION":
-        try:
-            raw = json.loads(stdin)
-        except ValueError as exc:
-            raise CniError(DECODE_FAILURE, "the network configuration is not JSON", str(exc)) from None
-        conf = _conf(raw)
-    version = conf.version if conf is not None else "1.0.0"
-    if command == "VERSION":
-        return Request(command, "", "", "", {}, (), conf)
+    if command == "VERSION":  # stdin: {"cniVersion": ...} only (what libcni sends), or nothing
+        return Request(command, "", "", "", {}, (), None, _version_asked(stdin))
+    try:
+        raw = json.loads(stdin)
+    except ValueError as exc:
+        raise CniError(DECODE_FAILURE, "the network configuration is not JSON", str(exc)) from None
+    conf: NetConf = _conf(raw)
+    version = conf.version
     missing = [k for k in ("CNI_CONTAINERID", "CNI_IFNAME") if not env.get(k)]
     if command in ("ADD", "CHECK") and not env.get("CNI_NETNS"):
         missing.append("CNI_NETNS")
@@ -196,14 +195,27 @@ def parse_request(env: Mapping[str, str], stdin: bytes) -> Request:
     return Request(command, env["CNI_CONTAINERID"], env.get("CNI_NETNS", ""), ifname, args, path, conf)
 
 
+def _version_asked(stdin: bytes) -> str:
+    """The cniVersion a VERSION request names (any the caller speaks; "1.0.0" if none)."""
+    try:
+        raw = json.loads(stdin) if stdin.strip() else {}
+    except ValueError as exc:
+        raise CniError(DECODE_FAILURE, "the VERSION request is not JSON", str(exc)) from None
+    version = raw.get("cniVersion") if isinstance(raw, Mapping) else None
+    return version if isinstance(version, str) and version else "1.0.0"
+
+
 def host_veth_name(container_id: str, ifname: str) -> str:
     """The host end of the pod's veth: the same for ADD, DEL and CHECK of one attachment, so a
     DEL after a crash finds what a half-done ADD made (``nk`` + 13 hex digits: 15 bytes)."""
     return "nk" + hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:13]
 
 
-def version_result(conf: NetConf | None) -> dict[str, Any]:
-    return {"cniVersion": conf.version if conf else "1.0.0", "supportedVersions": list(SUPPORTED_VERSIONS)}
+def version_result(asked: str) -> dict[str, Any]:
+    """The VERSION answer, in the version asked for when it is one we speak (libcni asks with the
+    configuration's), else in ours."""
+    version = asked if asked in SUPPORTED_VERSIONS else SUPPORTED_VERSIONS[-1]
+    return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
 
 
 def result(
