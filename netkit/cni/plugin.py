@@ -29,7 +29,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from netkit.base.netns import in_netns
 from netkit.cni.attachments import Attachment, record_attachment, remove_attachment
 from netkit.cni.core.spec import (
     CHECK_FAILED,
@@ -46,6 +45,7 @@ from netkit.cni.core.spec import (
     result,
     version_result,
 )
+from netkit.cni.netlink import Netlink
 from netkit.l2.core.state import attachment_alias, bridge_name, owner_alias
 
 __all__ = ["main", "run"]
@@ -56,17 +56,6 @@ Obj = dict[str, Any]
 def _crash_after(stage: str) -> None:
     if os.environ.get("NETKIT_CNI_CRASH") == stage:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _ipr() -> Any:
-    from pyroute2 import IPRoute  # imported when needed: VERSION answers without it
-
-    return IPRoute()
-
-
-def _link(ipr: Any, name: str) -> Any | None:
-    found = ipr.link_lookup(ifname=name)
-    return ipr.get_links(found[0])[0] if found else None
 
 
 # -- IPAM --------------------------------------------------------------------------------------
@@ -113,17 +102,17 @@ def _bridge(network: str, timeout: float) -> tuple[int, str, int]:
     """(index, MAC, MTU) of ``network``'s bridge, waiting for the agent to build it."""
     name = bridge_name(network)
     deadline = time.monotonic() + timeout
-    with _ipr() as ipr:
+    with Netlink() as nl:
         while True:
-            link = _link(ipr, name)
+            link = nl.link(name)
             if link is not None:
-                if link.get_attr("IFLA_IFALIAS") != owner_alias(network):
+                if link.alias != owner_alias(network):
                     raise CniError(
                         NETWORK_NOT_HERE,
                         f"{name} is not network {network}'s bridge",
                         "its alias says otherwise",
                     )
-                return link["index"], link.get_attr("IFLA_ADDRESS"), link.get_attr("IFLA_MTU")
+                return link.index, link.address or "", link.mtu
             if time.monotonic() >= deadline:
                 raise CniError(
                     TRY_AGAIN_LATER,
@@ -142,30 +131,25 @@ def _netns_fd(netns: str) -> int:
         ) from None
 
 
-def _configure_pod(ifname: str, mtu: int, ipam: Mapping[str, Any]) -> str:
+def _configure_pod(netns: str, ifname: str, mtu: int, ipam: Mapping[str, Any]) -> str:
     """Inside the pod's namespace: up, MTU, addresses, routes; its MAC."""
     import ipaddress
 
-    with _ipr() as ipr:
-        link = _link(ipr, ifname)
-        assert link is not None
-        index = link["index"]
-        ipr.link("set", index=index, mtu=mtu, state="up")
+    with Netlink(netns) as nl:
+        link = nl.link(ifname)
+        if link is None:
+            raise OSError(f"{ifname} vanished from {netns}")
+        nl.set_link(ifname, mtu=mtu, state="up")
+        gateways: dict[int, str | None] = {}
         for ip in ipam.get("ips") or ():
             iface = ipaddress.ip_interface(str(ip["address"]))
-            ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-        gateways = {
-            ipaddress.ip_interface(str(ip["address"])).version: ip.get("gateway")
-            for ip in ipam.get("ips") or ()
-        }
+            nl.add_address(link.index, str(iface.ip), iface.network.prefixlen)
+            gateways.setdefault(iface.version, ip.get("gateway"))
         for route in ipam.get("routes") or ():
             dst = ipaddress.ip_network(str(route["dst"]), strict=False)
             gw = route.get("gw") or gateways.get(dst.version)
-            spec: Obj = {"dst": str(dst.network_address), "dst_len": dst.prefixlen, "oif": index}
-            if gw:
-                spec["gateway"] = gw
-            ipr.route("replace", **spec)
-        return str(link.get_attr("IFLA_ADDRESS"))
+            nl.replace_route(str(dst.network_address), dst.prefixlen, link.index, gw)
+        return link.address or ""
 
 
 def _add(req: Request) -> Obj:
@@ -175,16 +159,16 @@ def _add(req: Request) -> Obj:
     fd = _netns_fd(req.netns)
     host = host_veth_name(req.container_id, req.ifname)
     try:
-        if in_netns(req.netns, lambda: _exists(req.ifname)):
-            raise CniError(INTERFACE_EXISTS, f"{req.ifname} already exists in {req.netns}")
-        with _ipr() as ipr:
-            if _link(ipr, host) is not None:  # a crashed ADD's, by its name: ours to replace
-                ipr.link("del", ifname=host)
-            ipr.link("add", ifname=host, kind="veth", peer={"ifname": req.ifname, "net_ns_fd": fd})
-            index = ipr.link_lookup(ifname=host)[0]
-            ipr.link("set", index=index, ifalias=attachment_alias(conf.network))
-            ipr.link("set", index=index, mtu=mtu, master=bridge_index, state="up")
-            host_mac = str(_link(ipr, host).get_attr("IFLA_ADDRESS"))  # type: ignore[union-attr]
+        with Netlink(req.netns) as pod:
+            if pod.link(req.ifname) is not None:
+                raise CniError(INTERFACE_EXISTS, f"{req.ifname} already exists in {req.netns}")
+        with Netlink() as nl:
+            nl.delete_link(host)  # a crashed ADD's, by its name: ours to replace
+            nl.add_veth(host, req.ifname, fd)
+            nl.set_link(host, ifalias=attachment_alias(conf.network))
+            nl.set_link(host, mtu=mtu, master=bridge_index, state="up")
+            made = nl.link(host)
+            host_mac = made.address if made is not None and made.address else ""
     except CniError:
         raise
     except OSError as exc:
@@ -200,7 +184,7 @@ def _add(req: Request) -> Obj:
         raise
     _crash_after("ipam")
     try:
-        mac = in_netns(req.netns, lambda: _configure_pod(req.ifname, mtu, ipam))
+        mac = _configure_pod(req.netns, req.ifname, mtu, ipam)
         ips = tuple(str(ip["address"]) for ip in ipam.get("ips") or ())
         record_attachment(
             conf.state_dir, Attachment(conf.network, req.container_id, req.ifname, host, mac, ips, req.pod)
@@ -219,16 +203,10 @@ def _add(req: Request) -> Obj:
     )
 
 
-def _exists(ifname: str) -> bool:
-    with _ipr() as ipr:
-        return bool(ipr.link_lookup(ifname=ifname))
-
-
 def _delete_veth(host: str) -> None:
     """The host end (the pod's end goes with it); already gone is fine."""
-    with _ipr() as ipr, contextlib.suppress(OSError):
-        if ipr.link_lookup(ifname=host):
-            ipr.link("del", ifname=host)
+    with contextlib.suppress(OSError), Netlink() as nl:
+        nl.delete_link(host)
 
 
 # -- DEL, CHECK ------------------------------------------------------------------------------------
@@ -251,40 +229,28 @@ def _check(req: Request) -> None:
     want_mac = str(mine[0].get("mac", "")).lower()
     want_ips = {str(ip["address"]) for ip in prev.get("ips") or ()}
     host = host_veth_name(req.container_id, req.ifname)
-    _netns_fd_close(req.netns)
-
-    def inside() -> tuple[str | None, set[str]]:
-        with _ipr() as ipr:
-            link = _link(ipr, req.ifname)
-            if link is None:
-                return None, set()
-            addrs = {
-                f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(index=link["index"])
-            }
-            return str(link.get_attr("IFLA_ADDRESS")).lower(), addrs
-
-    mac, addrs = in_netns(req.netns, inside)
+    os.close(_netns_fd(req.netns))
     problems = []
-    if mac is None:
+    with Netlink(req.netns) as pod:
+        link = pod.link(req.ifname)
+        addrs = {a.cidr for a in pod.addresses(link.index)} if link is not None else set()
+    if link is None:
         problems.append(f"{req.ifname} is missing from {req.netns}")
-    elif want_mac and mac != want_mac:
-        problems.append(f"{req.ifname} has MAC {mac}, prevResult says {want_mac}")
-    if mac is not None and not want_ips <= addrs:
-        problems.append(f"{req.ifname} lacks {sorted(want_ips - addrs)}")
-    with _ipr() as ipr:
-        link = _link(ipr, host)
-        bridge = _link(ipr, bridge_name(conf.network))
-        if link is None:
-            problems.append(f"the host end {host} is missing")
-        elif bridge is None or link.get_attr("IFLA_MASTER") != bridge["index"]:
-            problems.append(f"{host} is not on {bridge_name(conf.network)}")
+    else:
+        mac = (link.address or "").lower()
+        if want_mac and mac != want_mac:
+            problems.append(f"{req.ifname} has MAC {mac}, prevResult says {want_mac}")
+        if not want_ips <= addrs:
+            problems.append(f"{req.ifname} lacks {sorted(want_ips - addrs)}")
+    with Netlink() as nl:
+        hl, bridge = nl.link(host), nl.link(bridge_name(conf.network))
+    if hl is None:
+        problems.append(f"the host end {host} is missing")
+    elif bridge is None or hl.master != bridge.index:
+        problems.append(f"{host} is not on {bridge_name(conf.network)}")
     if problems:
         raise CniError(CHECK_FAILED, "the attachment differs from prevResult", "; ".join(problems))
     _ipam(req, "CHECK")
-
-
-def _netns_fd_close(netns: str) -> None:
-    os.close(_netns_fd(netns))
 
 
 # -- entry point ---------------------------------------------------------------------------------
