@@ -153,3 +153,19 @@ def cni_lab(run_dir: RunDir) -> Iterator[Runtime]:
         rt = Runtime(lab, run_dir.path)
         rt.networks = list(networks)
         yield rt
+
+
+SHIM_SOURCE = Path(__file__).resolve().parents[1] / "netkit" / "cni" / "shim.c"
+
+
+def build_shim(directory: Path) -> str:
+    """The node-side netkit-cni shim, compiled as the image build compiles it (static)."""
+    out = directory / "netkit-cni-shim"
+    done = subprocess.run(
+        ["cc", "-O2", "-static", "-Wall", "-Werror", "-o", str(out), str(SHIM_SOURCE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"cc (gcc, libc6-dev: make setup installs them): {done.stderr}"
+    return str(out)

@@ -32,7 +32,9 @@ NodeState's status (status.applied per object with its generation, status.dns, a
                    its BIRD and report the sessions and paths the gates need.
   status.endpoints the pods netkit-cni attached here (its records in --cni-state-dir), which the
                    controller makes known endpoints (static FDB, ARP/ND suppression) on every
-                   other node of their network.
+                   other node of their network. With --cni-socket the agent runs the plugin for
+                   the node's netkit-cni shim (/opt/cni/bin/netkit-cni, a small binary the
+                   DaemonSet installs): the node needs no Python.
 
 It acts only once the NodeState has been read: a node without one waits and touches nothing.
 While the API server cannot be reached the node keeps what it runs (and drift is still repaired
@@ -93,6 +95,12 @@ def add_parser(sub: Any) -> None:
         help="netkit-cni's stateDir: the pods attached here, published as status.endpoints",
     )
     p.add_argument(
+        "--cni-socket",
+        default=None,
+        metavar="PATH",
+        help="serve the netkit-cni shim's calls here (the DaemonSet: /run/netkit/cni.sock)",
+    )
+    p.add_argument(
         "--resync", type=float_range(0.5, 3600), default=30.0, metavar="S", help="full re-read and re-check"
     )
     p.add_argument(
@@ -130,6 +138,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         speaker=speaker,
         bgp_state_dir=Path(args.state_dir),
         cni_state_dir=args.cni_state_dir,
+        cni_socket=args.cni_socket,
         metrics=args.metrics,
         resync=args.resync,
     )

@@ -71,7 +71,7 @@ def _ipam(req: Request, command: str) -> Obj:
     )
     if binary is None:
         raise CniError(IPAM_FAILED, f"IPAM plugin {kind} not found", f"CNI_PATH={':'.join(req.path)}")
-    env = {**os.environ, "CNI_COMMAND": command}
+    env = {**os.environ, **req.env, "CNI_COMMAND": command}  # the runtime's variables, also when served
     env.pop("NETKIT_CNI_CRASH", None)
     try:
         done = subprocess.run(

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from netkit.base.addr import HostPort
 from netkit.base.serving import EndpointServer
 from netkit.cni.attachments import load_attachments
+from netkit.cni.server import CniServer
 from netkit.control import kube
 from netkit.control.bgpagent import NodeBgp, SpeakerAccess
 from netkit.control.core.conditions import DEGRADED, READY, set_condition
@@ -87,6 +88,7 @@ class NodeAgent:
         speaker: SpeakerAccess | None = None,
         bgp_state_dir: Path | None = None,
         cni_state_dir: str | None = None,
+        cni_socket: str | None = None,
         events: Any = None,
         now: Callable[[], str] | None = None,
     ) -> None:
@@ -110,6 +112,7 @@ class NodeAgent:
             else None
         )
         self.cni_state_dir = cni_state_dir  # netkit-cni's records: the pods attached here
+        self.cni_server = CniServer(cni_socket, netns) if cni_socket else None  # the shim's calls
         self.endpoints: list[Obj] | None = None  # as published; None: not read yet
         self.events = events  # a kube.EventRecorder, or None
         self.nodestate: Obj | None = None  # as last read: what Events are about
@@ -316,6 +319,8 @@ class NodeAgent:
 
     def start(self, wait: float | None = 30.0) -> NodeAgent:
         """Start the parts; with ``wait``, until the NodeState has been listed (TimeoutError)."""
+        if self.cni_server is not None:
+            self.cni_server.start()
         if self.cni_state_dir is not None:
             self._read_attachments()
             threading.Thread(target=self._watch_attachments, name=f"cni-{self.node}", daemon=True).start()
@@ -347,6 +352,8 @@ class NodeAgent:
 
     def stop(self) -> None:
         self.stop_event.set()
+        if self.cni_server is not None:
+            self.cni_server.stop()
         if self.l2 is not None:
             self.l2.stop()
         self.informer.stop()
@@ -368,6 +375,7 @@ class AgentOptions:
     speaker: SpeakerAccess | None = None  # None: no BGP part
     bgp_state_dir: Path = Path("/var/lib/netkit")
     cni_state_dir: str | None = "/var/lib/netkit/cni"  # netkit-cni's stateDir (None: no endpoints)
+    cni_socket: str | None = None  # where the netkit-cni shim's calls are served (None: not)
     metrics: HostPort | None = None
     resync: float = 30.0
 
@@ -415,6 +423,7 @@ def run_agent(opts: AgentOptions, stop: threading.Event) -> int:
             speaker=opts.speaker,
             bgp_state_dir=opts.bgp_state_dir,
             cni_state_dir=opts.cni_state_dir,
+            cni_socket=opts.cni_socket,
             events=kube.EventRecorder(kube.core(api), "netkit-agent", opts.node),
         )
         rounds.set_function(lambda: agent.rounds if agent else 0)

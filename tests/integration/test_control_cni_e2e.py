@@ -31,7 +31,7 @@ from labs.runid import RunDir, free_port
 from netkit.base.netns import netns_exec
 from netkit.l2.core.state import bridge_name
 from netkit.l2.kernel import Kernel
-from tests.cnihelpers import Runtime
+from tests.cnihelpers import Runtime, build_shim
 from tests.kubehelpers import G, Kubectl, V, replica, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.peers]
@@ -87,6 +87,7 @@ def world(run_dir: RunDir) -> Iterator[World]:
             for node in sorted(l2.vtep):
                 argv = ["agent", "--node", node, "--kubeconfig", str(api_lab.kubeconfig), "--no-dns"]
                 argv += ["--netns", l2.ns(node), "--cni-state-dir", str(run_dir.path / f"state-{node}")]
+                argv += ["--cni-socket", str(run_dir.path / f"cni-{node}.sock")]
                 argv += ["--resync", "2", "--log-format", "json"]
                 w.procs.append(
                     subprocess.Popen(
@@ -179,12 +180,18 @@ def test_attached_pods_become_known_endpoints_on_the_other_node(world: World) ->
     }
     pods = {"a1": ("blue", "n1"), "a2": ("blue", "n2"), "b1": ("red", "n1")}
     box, res = {}, {}
+    shim = build_shim(w.run.path)  # a2 goes through the node's shim and n2's agent, as in a cluster
     for name, (net, node) in pods.items():
         box[name] = rt.lab.add_sandbox(name)
         conf = rt.conf(net, node)
         conf["ipam"]["dataDir"] += f"-{net}"
         conf["bridgeTimeoutSeconds"] = 10
-        rc, res[name] = rt.call(node, "ADD", conf, name, box[name])
+        via = (
+            {"plugin": shim, "env": {"NETKIT_CNI_SOCKET": str(w.run.path / f"cni-{node}.sock")}}
+            if name == "a2"
+            else {}
+        )
+        rc, res[name] = rt.call(node, "ADD", conf, name, box[name], **via)
         assert rc == 0, res[name]
     mac = {n: r["interfaces"][2]["mac"] for n, r in res.items()}
     ip = {n: r["ips"][0]["address"].split("/")[0] for n, r in res.items()}

@@ -99,6 +99,7 @@ class Request:
     path: tuple[str, ...]
     conf: NetConf | None  # None for VERSION
     asked: str = "1.0.0"  # VERSION: the cniVersion of the request
+    env: Mapping[str, str] = field(default_factory=dict)  # the CNI_* variables, for delegates
 
     @property
     def pod(self) -> str | None:
@@ -192,7 +193,10 @@ def parse_request(env: Mapping[str, str], stdin: bytes) -> Request:
     path = tuple(p for p in env["CNI_PATH"].split(":") if p)
     if command == "CHECK" and (conf is None or conf.prev_result is None):
         raise CniError(INVALID_CONFIG, "CHECK needs prevResult", version=version)
-    return Request(command, env["CNI_CONTAINERID"], env.get("CNI_NETNS", ""), ifname, args, path, conf)
+    cni_env = {k: v for k, v in env.items() if k.startswith("CNI_")}
+    return Request(
+        command, env["CNI_CONTAINERID"], env.get("CNI_NETNS", ""), ifname, args, path, conf, env=cni_env
+    )
 
 
 def _version_asked(stdin: bytes) -> str:
