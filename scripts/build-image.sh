@@ -20,7 +20,7 @@ packages=python3,python3-venv,iproute2,nftables,ca-certificates,bird2,frr
 version=$(.venv/bin/python -c 'import netkit; print(netkit.__version__)')
 tag=$version
 
-for tool in mmdebstrap umoci; do
+for tool in mmdebstrap umoci cc; do
   command -v "$tool" >/dev/null || { echo "build-image: $tool is missing (make setup installs it)" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "build-image: run as root (mmdebstrap --mode=root, chroot)" >&2; exit 1; }
@@ -55,6 +55,9 @@ env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin chroot "$out/rootfs" /opt/netkit/bin/p
   --no-index --find-links /tmp/wheels netkit
 rm -rf "$out/rootfs/tmp/wheels"
 ln -sf /opt/netkit/bin/netkit "$out/rootfs/usr/local/bin/netkit"
+# the node-side netkit-cni (a static binary the agent's DaemonSet copies to /opt/cni/bin)
+mkdir -p "$out/rootfs/opt/netkit/cni"
+cc -O2 -static -Wall -Werror -o "$out/rootfs/opt/netkit/cni/netkit-cni" netkit/cni/shim.c
 mkdir -p "$out/rootfs/var/lib/netkit"
 
 echo "build-image: [4/4] OCI image $out/oci:$tag (umoci)"

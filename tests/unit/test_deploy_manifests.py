@@ -674,13 +674,22 @@ def test_agent_daemonset_shape() -> None:
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
 
     (c,) = spec["containers"]
-    assert "initContainers" not in spec
+    # the node's netkit-cni shim, copied from the image to the host's plugin directory
+    (init,) = spec["initContainers"]
+    assert init["name"] == "install-cni" and "/opt/netkit/cni/netkit-cni" in init["command"][-1]
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert [m["mountPath"] for m in init["volumeMounts"]] == ["/host/opt/cni/bin"]
+    assert c["args"][c["args"].index("--cni-socket") + 1] == "/run/netkit/cni.sock"
     env = {e["name"]: e for e in c["env"]}
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     sc = c["securityContext"]
     caps = sc["capabilities"]
     assert caps["drop"] == ["ALL"]
-    assert sorted(caps["add"]) == sorted(set(caps["add"])) == ["NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW"]
+    assert (
+        sorted(caps["add"])
+        == sorted(set(caps["add"]))
+        == ["NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW", "SYS_ADMIN"]
+    )
     assert sc["runAsUser"] == 0 and sc["allowPrivilegeEscalation"] is False
     assert sc["readOnlyRootFilesystem"] is True and not sc.get("privileged")
     assert "hostPID" not in spec and "hostIPC" not in spec
@@ -691,10 +700,21 @@ def test_agent_daemonset_shape() -> None:
     # control socket, which the old and the new pod share) and the BGP speakers' sockets
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     host_paths = {v["name"]: v["hostPath"] for v in spec["volumes"] if "hostPath" in v}
-    assert {p["path"] for p in host_paths.values()} == {"/var/lib/netkit", "/run/bird", "/run/frr"}
+    assert {p["path"] for p in host_paths.values()} == {
+        "/var/lib/netkit",
+        "/run/bird",
+        "/run/frr",
+        "/run/netkit",
+        "/var/run/netns",
+        "/opt/cni/bin",
+        "/var/lib/cni",
+    }
+    read_only = {"/var/run/netns", "/opt/cni/bin"}  # the runtime's pod namespaces, the IPAM plugins
     for name, hp in host_paths.items():
         assert hp["type"] == "DirectoryOrCreate", name
-        assert mounts[name]["mountPath"] == hp["path"] and not mounts[name].get("readOnly"), name
+        assert mounts[name]["mountPath"] == hp["path"], name
+        assert bool(mounts[name].get("readOnly")) == (hp["path"] in read_only), name
+    assert mounts["netns"]["mountPropagation"] == "HostToContainer"  # namespaces made after the start
     # the root filesystem is read-only: /tmp is a volume
     assert any(m["mountPath"] == "/tmp" for m in mounts.values())
     assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
