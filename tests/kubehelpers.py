@@ -93,6 +93,27 @@ def replica(lab: ApiLab, identity: str, port: int, log: Path) -> subprocess.Pope
     )
 
 
+def agent(lab: ApiLab, node: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """``netkit agent`` for ``node`` against the lab API server, logging to ``log`` (JSON, a
+    2 s resync); ``args`` are the rest of its flags."""
+    argv = ["agent", "--node", node, "--kubeconfig", str(lab.kubeconfig), *args]
+    argv += ["--resync", "2", "--log-format", "json"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "netkit.cli", *argv], stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 15 s: a process this test started, by its PID."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def leading(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:

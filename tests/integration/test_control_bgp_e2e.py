@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -29,7 +28,7 @@ from labs.bgpspeakers import BgpSpeaker, BirdSpeaker
 from labs.fibwatch import FibWatch
 from labs.l2lab import L2Lab
 from labs.runid import RunDir, free_port
-from tests.kubehelpers import G, Kubectl, V, replica, wait_for
+from tests.kubehelpers import G, Kubectl, V, agent, replica, stop_process, wait_for
 
 NODES = 4
 ZONE = "topology.kubernetes.io/zone"
@@ -63,16 +62,6 @@ class World:
         )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @pytest.fixture
 def world(run_dir: RunDir) -> Iterator[World]:
     if os.geteuid() != 0:
@@ -104,24 +93,22 @@ def world(run_dir: RunDir) -> Iterator[World]:
                 w.speakers[node] = stack.enter_context(sp)  # stopped when the stack unwinds
             w.procs.append(replica(api_lab, "replica-a", free_port(), run_dir.path / "controller.log"))
             for node, sp in sorted(w.speakers.items()):
-                argv = ["agent", "--node", node, "--kubeconfig", str(api_lab.kubeconfig), "--no-dns"]
-                argv += ["--netns", lab.ns(node), "--state-dir", str(run_dir.path / f"state-{node}")]
+                args = [
+                    "--no-dns",
+                    "--netns",
+                    lab.ns(node),
+                    "--state-dir",
+                    str(run_dir.path / f"state-{node}"),
+                ]
                 if isinstance(sp, BirdSpeaker):
-                    argv += ["--bird-control", str(sp.ctl_path), "--bird-config", str(sp.conf_path)]
+                    args += ["--bird-control", str(sp.ctl_path), "--bird-config", str(sp.conf_path)]
                 else:
-                    argv += ["--frr", "--frr-vty", str(sp.dir)]
-                argv += ["--resync", "2", "--log-format", "json"]
-                w.procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "netkit.cli", *argv],
-                        stdout=(run_dir.path / f"agent-{node}.log").open("ab"),
-                        stderr=subprocess.STDOUT,
-                    )
-                )
+                    args += ["--frr", "--frr-vty", str(sp.dir)]
+                w.procs.append(agent(api_lab, node, args, run_dir.path / f"agent-{node}.log"))
             yield w
         finally:
             for proc in w.procs:
-                _stop(proc)
+                stop_process(proc)
 
 
 def status(w: World) -> dict:  # type: ignore[type-arg]

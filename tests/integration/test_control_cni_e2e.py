@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from netkit.base.netns import netns_exec
 from netkit.l2.core.state import bridge_name
 from netkit.l2.kernel import Kernel
 from tests.cnihelpers import Runtime, build_shim
-from tests.kubehelpers import G, Kubectl, V, replica, wait_for
+from tests.kubehelpers import G, Kubectl, V, agent, replica, stop_process, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.peers]
 NETWORKS = """\
@@ -85,26 +84,14 @@ def world(run_dir: RunDir) -> Iterator[World]:
         try:
             w.procs.append(replica(api_lab, "replica-a", free_port(), run_dir.path / "controller.log"))
             for node in sorted(l2.vtep):
-                argv = ["agent", "--node", node, "--kubeconfig", str(api_lab.kubeconfig), "--no-dns"]
-                argv += ["--netns", l2.ns(node), "--cni-state-dir", str(run_dir.path / f"state-{node}")]
-                argv += ["--cni-socket", str(run_dir.path / f"cni-{node}.sock")]
-                argv += ["--resync", "2", "--log-format", "json"]
-                w.procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "netkit.cli", *argv],
-                        stdout=(run_dir.path / f"agent-{node}.log").open("ab"),
-                        stderr=subprocess.STDOUT,
-                    )
-                )
+                args = ["--no-dns", "--netns", l2.ns(node)]
+                args += ["--cni-state-dir", str(run_dir.path / f"state-{node}")]
+                args += ["--cni-socket", str(run_dir.path / f"cni-{node}.sock")]
+                w.procs.append(agent(api_lab, node, args, run_dir.path / f"agent-{node}.log"))
             yield w
         finally:
             for p in w.procs:
-                p.terminate()
-            for p in w.procs:
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+                stop_process(p)
             api.close()
     assert l2.leftovers() == []
 
