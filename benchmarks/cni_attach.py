@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/cni_attach.py [--pods 200] [--out DIR]
 
 One lab node (a network namespace) whose L2Network ``blue`` the agent's own reconcile builds;
-``--pods`` empty pod namespaces. Each pod is attached twice, interleaved so both plugins see the
-same machine load: once with ``netkit-cni`` (to ``blue``'s bridge) and once, as a second
-interface, with Debian's ``bridge`` plugin (to a bridge of its own), both with ``host-local``
-IPAM, each invoked as a runtime invokes it (``ip netns exec NODE plugin``, environment and
+``--pods`` empty pod namespaces. Each pod is attached three times, interleaved so every plugin
+sees the same machine load: with the Python ``netkit-cni`` run directly, with the node-side shim
+(``netkit/cni/shim.c``, compiled here) whose calls an agent's ``CniServer`` in this process runs,
+both to ``blue``'s bridge, and with Debian's ``bridge`` plugin (to a bridge of its own), all with
+``host-local`` IPAM, each invoked as a runtime invokes it (``ip netns exec NODE plugin``, environment and
 configuration on stdin); then every attachment is deleted the same way. Reported per plugin and
 command: median, p95 and mean wall time per invocation (process start included: what a runtime
 waits for), and netkit's median as a multiple of the bridge plugin's.
@@ -34,17 +35,31 @@ from results_io import save_results
 
 from labs.l2lab import L2Lab
 from netkit.base.netns import netns_exec
+from netkit.cni.server import CniServer
 from netkit.l2.agent import reconcile_once
 from netkit.l2.core.model import load_networks
 from netkit.l2.kernel import Kernel
 
-PLUGINS = {"netkit-cni": str(Path(sys.prefix) / "bin" / "netkit-cni"), "bridge": "/usr/lib/cni/bridge"}
+PLUGINS = {
+    "netkit-cni": str(Path(sys.prefix) / "bin" / "netkit-cni"),  # the Python plugin, run directly
+    "netkit shim": "",  # the deployed path: the static shim, the call served by an agent's CniServer
+    "bridge": "/usr/lib/cni/bridge",
+}
+SHIM_SOURCE = Path(__file__).resolve().parents[1] / "netkit" / "cni" / "shim.c"
 
 
 def invoke(
-    node_ns: str, plugin: str, command: str, conf: dict[str, Any], cid: str, netns: str, ifname: str
+    node_ns: str,
+    plugin: str,
+    command: str,
+    conf: dict[str, Any],
+    cid: str,
+    netns: str,
+    ifname: str,
+    extra: dict[str, str] | None = None,
 ) -> float:
     env = {
+        **(extra or {}),
         "PATH": os.environ["PATH"],
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": cid,
@@ -103,16 +118,31 @@ def run(pods: int, work: Path) -> dict[str, Any]:
                 },
             },
         }
-        ifnames = {"netkit-cni": "eth0", "bridge": "net1"}
+        shim_ipam = {
+            "type": "host-local",
+            "dataDir": str(work / "ipam-shim"),
+            "ranges": [[{"subnet": "10.95.0.0/16"}]],
+        }
+        confs["netkit shim"] = {**confs["netkit-cni"], "ipam": shim_ipam}
+        ifnames = {"netkit-cni": "eth0", "netkit shim": "net2", "bridge": "net1"}
+        shim = work / "netkit-cni-shim"
+        subprocess.run(["cc", "-O2", "-static", "-o", str(shim), str(SHIM_SOURCE)], check=True)
+        plugins = {**PLUGINS, "netkit shim": str(shim)}
+        server = CniServer(str(work / "cni.sock"), node).start()
+        extra = {"netkit shim": {"NETKIT_CNI_SOCKET": str(work / "cni.sock")}}
         boxes = [lab.add_sandbox(f"p{i}") for i in range(pods)]
-        for command in ("ADD", "DEL"):
-            for i, box in enumerate(boxes):
-                for name, plugin in PLUGINS.items():
-                    times[name][command].append(
-                        invoke(node, plugin, command, confs[name], f"c{i}", box, ifnames[name])
-                    )
-                if (i + 1) % 20 == 0:
-                    print(f"  {command} {i + 1}/{pods}", flush=True)
+        try:
+            for command in ("ADD", "DEL"):
+                for i, box in enumerate(boxes):
+                    for name, plugin in plugins.items():
+                        took = invoke(
+                            node, plugin, command, confs[name], f"c{i}", box, ifnames[name], extra.get(name)
+                        )
+                        times[name][command].append(took)
+                    if (i + 1) % 20 == 0:
+                        print(f"  {command} {i + 1}/{pods}", flush=True)
+        finally:
+            server.stop()
     out: dict[str, Any] = {
         "pods": pods,
         "machine": {
@@ -124,7 +154,8 @@ def run(pods: int, work: Path) -> dict[str, Any]:
         "raw_ms": {p: {c: [x * 1000 for x in v] for c, v in t.items()} for p, t in times.items()},
     }
     out["ratio"] = {
-        c: out["plugins"]["netkit-cni"][c]["median_ms"] / out["plugins"]["bridge"][c]["median_ms"]
+        f"{p} {c}": out["plugins"][p][c]["median_ms"] / out["plugins"]["bridge"][c]["median_ms"]
+        for p in ("netkit-cni", "netkit shim")
         for c in ("ADD", "DEL")
     }
     return out
@@ -138,7 +169,10 @@ def table(r: dict[str, Any]) -> str:
     for p, cmds in r["plugins"].items():
         for c, s in cmds.items():
             lines.append(f"{p:<12} {c:<4} {s['median_ms']:>10.1f} {s['p95_ms']:>8.1f} {s['mean_ms']:>8.1f}")
-    lines.append(f"netkit-cni / bridge (median): ADD {r['ratio']['ADD']:.1f}x, DEL {r['ratio']['DEL']:.1f}x")
+    for p in ("netkit-cni", "netkit shim"):
+        lines.append(
+            f"{p} / bridge (median): ADD {r['ratio'][p + ' ADD']:.1f}x, DEL {r['ratio'][p + ' DEL']:.1f}x"
+        )
     return "\n".join(lines)
 
 
@@ -167,7 +201,7 @@ def main() -> int:
         print("cni_attach: needs root (network namespaces)", file=sys.stderr)
         return 2
     for name, plugin in PLUGINS.items():
-        if not os.access(plugin, os.X_OK):
+        if plugin and not os.access(plugin, os.X_OK):
             print(f"cni_attach: {plugin} missing ({name}): run make setup", file=sys.stderr)
             return 2
     with tempfile.TemporaryDirectory(prefix="nk-cni-bench-") as work:
