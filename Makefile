@@ -1,5 +1,5 @@
 # Two entry points do all set-up on a fresh Debian machine (as root), idempotently:
-#   make demo   - the main job: the lab demo on its embedded default
+#   make demo   - the main job: the lab demo (an emulated data centre) on its embedded default
 #   make test   - the whole suite: lint, types, import contracts, unit and real-peer tests
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/netkit dns demo
+	$(VENV)/bin/netkit lab demo --out demo-report
 
 lint: setup
 	$(VENV)/bin/ruff check netkit dnscache bgp labs tests benchmarks deploy

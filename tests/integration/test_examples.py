@@ -148,6 +148,15 @@ RUNS: dict[str, Run] = {
         ready=command("kubectl --server http://127.0.0.1:8080 get namespaces kube-system")
     ),
     "netkit lab apiserver --check": Run(out=("listen: 127.0.0.1:8080",)),
+    "netkit lab demo --check": Run(out=("nodes: 6",)),
+    "netkit lab demo --nodes 6 --out demo-report": Run(
+        append=" --check",
+        why="a full run takes ~3 min: test_lab_demo.py runs the demo (4 nodes) with more checks",
+        out=("out: demo-report",),
+    ),
+    "netkit lab demo --nodes 8 --keep": Run(
+        append=" --check", why="it stays up until Ctrl-C", out=("keep: true",)
+    ),
     "netkit controller --check": Run(out=("lease: netkit-controller",)),
     "netkit agent --node n1 --netns lab-n1 --state-dir /tmp/n1 --check": Run(out=("node: n1",)),
     # -- chaos ------------------------------------------------------------------------------------
