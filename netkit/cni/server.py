@@ -32,6 +32,7 @@ class CniServer:
         self.sock: socket.socket | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._inode = 0
         self.served = 0
 
     def start(self) -> CniServer:
@@ -39,6 +40,7 @@ class CniServer:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # one agent per node: a socket left here is a dead one's
         self.sock = listen_unix(self.path, 0o600)
+        self._inode = os.stat(self.path).st_ino  # the path's, to know it is still ours at the end
         self.sock.settimeout(0.5)
         self._thread = threading.Thread(target=self._accept, name="cni-server", daemon=True)
         self._thread.start()
@@ -46,13 +48,16 @@ class CniServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving; the path is removed only while it is still ours (in a DaemonSet surge
+        the new agent has bound it by then, and its socket must stay)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self.sock is not None:
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(self.path).st_ino == self._inode:
+                    os.unlink(self.path)
             self.sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
 
     def _accept(self) -> None:
         assert self.sock is not None

@@ -63,6 +63,14 @@ def test_the_shim_gives_what_the_plugin_gives(runtime: Runtime, run_dir: RunDir)
         assert sorted(rc for rc, _ in results.values()) == [0] * 6, results
         assert len(rt.pod_veths("n1")) == 6 and len(set(rt.allocated("n1"))) == 6
         assert server.served >= 11
+        # a successor on the same path (a DaemonSet surge) keeps it when the old one stops
+        successor = CniServer(sock, rt.lab.ns("n1")).start()
+        server.stop()
+        rc, _ = rt.call(
+            "n1", "ADD", rt.conf("blue", "n1"), "c-after", rt.lab.add_sandbox("after"), plugin=shim, env=env
+        )
+        assert rc == 0 and successor.served == 1
+        successor.stop()
     finally:
         server.stop()
     rc, err = rt.call(
