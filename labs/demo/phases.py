@@ -10,10 +10,12 @@ fail; the demo's exit status says whether every one held.
                every node resolves through its node-local cache
 6. rr-killed   a reflector's speaker killed (SIGKILL): no other node loses a prefix; restarted
 7. dns-upstream every DNS upstream gone: hot names keep answering (cache, then serve-stale)
-8. api-down    the API server stopped: no kernel object on any node changes, DNS answers, pods
+8. dns-roll    the agents (and their caches) rolled to a new version the DaemonSet way (surge):
+               not one query fails
+9. api-down    the API server stopped: no kernel object on any node changes, DNS answers, pods
                reach each other; restarted, the agents report again
-9. link-flap   a node's underlay link down and up: its sessions and tenants' paths come back
-10. delete     a tenant network deleted with kubectl: reverted on every node
+10. link-flap  a node's underlay link down and up: its sessions and tenants' paths come back
+11. delete     a tenant network deleted with kubectl: reverted on every node
 """
 
 from __future__ import annotations
@@ -429,6 +431,36 @@ class Demo:
             at=(t0, t1),
         )
 
+    def dns_roll(self) -> Phase:
+        """A new agent version rolled out the DaemonSet way (maxSurge 1, maxUnavailable 0), node
+        by node: the new agent starts beside the old one on the same state directory, its cache
+        takes the old one's sockets and entries over, then the old agent is stopped."""
+        assert self.dns is not None
+        t0 = self.now()
+        for node in self.dc.names:
+            pid_file = self.dc.run.path / f"state-{node}" / "dns.pid"
+            first = pid_file.read_text()
+            old = self.dc.agents[node]
+            self.dc.agents[node] = self.dc.start_agent(node)
+
+            def taken_over(p: Path = pid_file, f: str = first) -> bool:
+                return p.exists() and p.read_text() != f
+
+            _wait(taken_over, 60, f"{node}'s takeover", self.dc)
+            time.sleep(0.5)
+            code = old.stop(20.0, group=False)
+            if code != 0:
+                return Phase("dns-roll", "", False, 0, detail=f"{node}'s old agent exited {code}")
+        t1 = self.now()
+        sent, answered, failed = self.dns.counts(t0, t1)
+        figures = {
+            "nodes rolled": len(self.dc.names),
+            "queries": sent,
+            "answered": answered,
+            "failed": failed,
+        }
+        return Phase("dns-roll", "", failed == 0 and sent > 0, 0, figures, at=(t0, t1))
+
     def api_down(self) -> Phase:
         assert self.dc.api is not None and self.dns is not None
         before = self.links()
@@ -564,6 +596,11 @@ def run_demo(
                 ),
                 ("rr-killed", "a route reflector killed (SIGKILL), then restarted", demo.rr_killed),
                 ("dns-upstream", f"every DNS upstream gone for {fault_seconds:.0f} s", demo.dns_upstream),
+                (
+                    "dns-roll",
+                    "the agent and its DNS cache rolled to a new version, the DaemonSet way",
+                    demo.dns_roll,
+                ),
                 ("api-down", f"the API server stopped for {fault_seconds:.0f} s", demo.api_down),
                 ("link-flap", "a node's underlay link down for 2 s", demo.link_flap),
                 ("delete", "a tenant network deleted with kubectl", demo.delete),

@@ -132,7 +132,7 @@ class DataCentre:
             argv += ["--retry-period", "0.5"]
             self.controllers[name] = self._process(argv, self.log(f"controller-{name}"))
         for node in self.names:
-            self.agents[node] = self._agent(node)
+            self.agents[node] = self.start_agent(node)
         self.progress(
             f"  {self.nodes} nodes in 3 failure domains, {len(self.controllers)} controllers, "
             f"{len(self.agents)} agents, BIRD/FRR, NSD upstream: {time.monotonic() - t0:.1f} s"
@@ -193,7 +193,8 @@ class DataCentre:
             sp = speaker_class(i)(self.ns(node), self.run.path, quiet)
             self.speakers[node] = self.stack.enter_context(sp)
 
-    def _agent(self, node: str) -> ManagedProcess:
+    def start_agent(self, node: str) -> ManagedProcess:
+        """The node's agent (a new one beside the old in a DaemonSet surge: same state dir)."""
         assert self.api is not None
         sp = self.speakers[node]
         state = self.run.path / f"state-{node}"

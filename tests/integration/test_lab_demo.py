@@ -17,7 +17,7 @@ from labs.runid import RunDir
 
 pytestmark = [pytest.mark.root, pytest.mark.peers]
 PHASES = ["mesh", "reflectors", "tenants", "isolation", "rr-killed"]
-PHASES += ["dns-upstream", "api-down", "link-flap", "delete"]
+PHASES += ["dns-upstream", "dns-roll", "api-down", "link-flap", "delete"]
 
 
 def test_the_demo_proves_every_phase_and_leaves_nothing(run_dir: RunDir) -> None:
@@ -54,6 +54,7 @@ def test_the_demo_proves_every_phase_and_leaves_nothing(run_dir: RunDir) -> None
     assert (
         phases["dns-upstream"]["figures"]["failed"] == 0 and phases["dns-upstream"]["figures"]["queries"] > 0
     )
+    assert phases["dns-roll"]["figures"]["failed"] == 0 and phases["dns-roll"]["figures"]["nodes rolled"] == 4
     assert phases["api-down"]["figures"]["kernel objects changed"] == "none"
     assert phases["delete"]["figures"]["nodes with red left"] == 0
     page = (out / "index.html").read_text()
