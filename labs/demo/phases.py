@@ -162,6 +162,12 @@ class Demo:
         live = [n for n in self.dc.names if n not in down]
         return {n: {f"198.19.{m[1:]}.0/24" for m in live if m != n} for n in live}
 
+    def complete(self, required: dict[str, set[str]]) -> bool:
+        """Every node's last FIB sample holds what ``required`` says."""
+        assert self.prefixes is not None
+        latest = dict(self.prefixes.watch.latest)
+        return all(req <= set(latest.get(n, set())) for n, req in required.items())
+
     def ready(self, *objects: str, timeout: int = 120) -> None:
         self.k("wait", "--for=condition=Ready", *objects, f"--timeout={timeout}s")
 
@@ -394,8 +400,9 @@ class Demo:
         nodestate = self.k.json("get", "nodestate", victim)
         sp.cfg = config_from_dict(nodestate["spec"]["bgp"]["config"])  # what its agent had applied
         sp.start()
-        self.prefixes.require(self.every_prefix())
-        back = _wait(
+        back = _wait(lambda: self.complete(self.every_prefix()), 60, "the reflector's return", self.dc)
+        self.prefixes.require(self.every_prefix())  # required again once it holds them
+        _wait(
             lambda: not self.prefixes.watch.missing_now() if self.prefixes else False,
             60,
             "the reflector's return",
@@ -620,10 +627,12 @@ def run_demo(
         write_report(report, out)
         try:
             if hold is not None and dc.api is not None:
+                lab = {"kubeconfig": str(dc.api.kubeconfig), "nodes": {n: dc.ns(n) for n in dc.names}}
+                (out / "lab.json").write_text(json.dumps(lab, indent=2) + "\n")
                 progress(f"the lab is up: KUBECONFIG={dc.api.kubeconfig} kubectl get netkit")
-                for node in dc.names:
-                    progress(f"  {node}: ip netns exec {dc.ns(node)} bash")
+                progress(f"a node's shell: netkit lab shell {dc.names[0]} --lab {out / 'lab.json'}")
                 hold()
+                (out / "lab.json").unlink(missing_ok=True)
         finally:
             dc.close()
             run.cleanup()

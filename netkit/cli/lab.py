@@ -56,7 +56,8 @@ the node-local DNS cache, the speaker, the node's netkit-cni) and an upstream NS
 
 Progress is shown throughout; the report (index.html with the plots, report.json) goes to --out,
 whose path is the last line printed. Every namespace, link and process is removed at the end
-(--keep leaves the lab running for exploring, with its kubeconfig; stop it with Ctrl-C).
+(--keep leaves the lab running for exploring: kubectl with its kubeconfig, and
+`netkit lab shell NODE` for a shell inside a node; Ctrl-C removes it).
 Exit status: 0 every proof held, 1 one failed (the summary names it), 2 bad options.
 """
 
@@ -91,6 +92,20 @@ def add_parser(sub: Any) -> None:
     )
     d.add_argument("--keep", action="store_true", help="leave the lab running at the end (Ctrl-C stops it)")
     d.add_argument("--check", action="store_true", help="print the options in effect (YAML), start nothing")
+    sh = command(
+        lsub,
+        "shell",
+        help="a shell in one node of a lab left running by netkit lab demo --keep",
+        description=SHELL_HELP,
+        kind="lab",
+        func=cmd_shell,
+        log_level="warning",
+        examples=["netkit lab shell n1 --lab demo-report/lab.json"],
+    )
+    sh.add_argument("node", metavar="NODE", help="the node, e.g. n1")
+    sh.add_argument(
+        "--lab", type=Path, default=Path("demo-report/lab.json"), metavar="FILE", help="the lab's lab.json"
+    )
     p = command(
         lsub,
         "apiserver",
@@ -165,6 +180,35 @@ def cmd_apiserver(args: argparse.Namespace) -> int:
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
     return 0
+
+
+SHELL_HELP = """\
+A shell inside one node of a lab left running by `netkit lab demo --keep`: in the node's
+network namespace (its bridges, VXLAN devices, BGP speaker's routes, node-local DNS cache), with
+KUBECONFIG naming the lab's API server, so `kubectl get netkit` works there too. --lab is the
+lab.json the demo wrote next to its report (default: demo-report/lab.json). Exit status: the
+shell's; 1 no such lab or node.
+"""
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import shutil
+
+    try:
+        lab = json.loads(args.lab.read_text())
+    except (OSError, ValueError) as exc:
+        raise CommandError(
+            f"{args.lab}: no running lab ({exc}); start one with netkit lab demo --keep"
+        ) from None
+    nodes = lab.get("nodes") or {}
+    if args.node not in nodes:
+        raise CommandError(f"{args.node}: not a node of this lab (it has {', '.join(sorted(nodes))})")
+    shell = os.environ.get("SHELL") or shutil.which("bash") or "/bin/sh"
+    os.environ["KUBECONFIG"] = str(lab["kubeconfig"])
+    os.execvp("ip", ["ip", "netns", "exec", nodes[args.node], shell])
+    return 1  # not reached: exec replaced this process
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -149,6 +149,7 @@ RUNS: dict[str, Run] = {
     ),
     "netkit lab apiserver --check": Run(out=("listen: 127.0.0.1:8080",)),
     "netkit lab demo --check": Run(out=("nodes: 6",)),
+    "netkit lab shell n1 --lab demo-report/lab.json": Run(rc=1),  # no lab running here: said, exit 1
     "netkit lab demo --nodes 6 --out demo-report": Run(
         append=" --check",
         why="a full run takes ~3 min: test_lab_demo.py runs the demo (4 nodes) with more checks",

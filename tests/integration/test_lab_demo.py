@@ -68,3 +68,29 @@ def test_the_demo_proves_every_phase_and_leaves_nothing(run_dir: RunDir) -> None
     assert not [n for n in os.listdir("/run/netns") if n.startswith(rid)]
     leftover = subprocess.run(["pgrep", "-f", path], capture_output=True, text=True).stdout.split()
     assert not leftover, leftover
+
+
+def test_lab_shell_opens_a_shell_inside_the_node(run_dir: RunDir) -> None:
+    """What --keep leaves for exploring: `netkit lab shell NODE` runs a shell in the node's
+    namespace with the lab's kubeconfig; a node the lab has not is refused, naming the ones it has."""
+    ns = f"{run_dir.run_id}-shell"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        lab = run_dir.path / "lab.json"
+        lab.write_text(json.dumps({"kubeconfig": "/tmp/lab-kubeconfig", "nodes": {"n1": ns}}))
+        cmd = [sys.executable, "-m", "netkit.cli", "lab", "shell"]
+        done = subprocess.run(
+            [*cmd, "n1", "--lab", str(lab)],
+            input="ip -o link show; echo KUBECONFIG=$KUBECONFIG\n",
+            env={**os.environ, "SHELL": "/bin/sh"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "1: lo:" in done.stdout and "KUBECONFIG=/tmp/lab-kubeconfig" in done.stdout
+        assert len([x for x in done.stdout.splitlines() if ": <" in x]) == 1  # only the node's lo
+        bad = subprocess.run([*cmd, "n9", "--lab", str(lab)], capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 1 and "not a node of this lab (it has n1)" in bad.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
