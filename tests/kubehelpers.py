@@ -4,8 +4,6 @@ replicas as processes."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import urllib.request
@@ -16,6 +14,7 @@ from pathlib import Path
 import yaml
 from kubernetes import client, config
 
+from labs.apiserver.kubectl import Kubectl as LabKubectl
 from labs.apiserver.lab import ApiLab
 from netkit.control.core.crds import GROUP, VERSION
 from tests import dnshelpers
@@ -53,28 +52,11 @@ def cluster(
             api.close()
 
 
-class Kubectl:
+class Kubectl(LabKubectl):
+    """kubectl on a lab API server, with a HOME of its own."""
+
     def __init__(self, lab: ApiLab, home: Path) -> None:
-        self.env = dict(os.environ, KUBECONFIG=str(lab.kubeconfig), HOME=str(home))
-
-    def __call__(
-        self, *args: str, stdin: str | None = None, ok: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            ["kubectl", *args],
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
-        )
-        if ok:
-            assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stdout}{done.stderr}"
-        return done
-
-    def json(self, *args: str) -> dict:  # type: ignore[type-arg]
-        return json.loads(self(*args, "-o", "json").stdout)  # type: ignore[no-any-return]
+        super().__init__(lab.kubeconfig, home)
 
 
 def replica(lab: ApiLab, identity: str, port: int, log: Path) -> subprocess.Popen[bytes]:

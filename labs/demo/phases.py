@@ -169,7 +169,7 @@ class Demo:
         return all(req <= set(latest.get(n, set())) for n, req in required.items())
 
     def ready(self, *objects: str, timeout: int = 120) -> None:
-        self.k("wait", "--for=condition=Ready", *objects, f"--timeout={timeout}s")
+        self.k.run("wait", "--for=condition=Ready", *objects, f"--timeout={timeout}s")
 
     def phase(self, name: str, title: str, fn: Callable[[], Phase]) -> Phase:
         self.progress(f"[{len(self.report.phases) + 1}] {title}")
@@ -213,7 +213,7 @@ class Demo:
     # -- the phases --------------------------------------------------------------------------------------
 
     def mesh(self) -> Phase:
-        self.k("apply", "-f", "-", stdin=TOPOLOGY.format(topology="mesh"))
+        self.k.run("apply", "-f", "-", stdin=TOPOLOGY.format(topology="mesh"))
         took = _wait(
             lambda: self.prefixes is not None and not self.prefixes.watch.missing_now(),
             120,
@@ -221,7 +221,7 @@ class Demo:
             self.dc,
         )
         self.ready("bgptopology/cluster")
-        shown = self.k("get", "bgptopology", "cluster", "-o", "wide", show=True)
+        shown = self.k.run("get", "bgptopology", "cluster", "-o", "wide", show=True)
         return Phase(
             "mesh",
             "",
@@ -237,7 +237,7 @@ class Demo:
         assert self.prefixes is not None
         self.prefixes.window()
         t0 = self.now()
-        self.k("apply", "-f", "-", stdin=TOPOLOGY.format(topology="reflectors"))
+        self.k.run("apply", "-f", "-", stdin=TOPOLOGY.format(topology="reflectors"))
         _wait(
             lambda: "migration" in (self.k.json("get", "bgptopology", "cluster").get("status") or {}),
             30,
@@ -256,7 +256,7 @@ class Demo:
         self.ready("bgptopology/cluster")
         fib = self.prefixes.window()
         status = self.k.json("get", "bgptopology", "cluster")["status"]
-        self.k("get", "bgptopology", "cluster", "-o", "wide", show=True)
+        self.k.run("get", "bgptopology", "cluster", "-o", "wide", show=True)
         figures = {
             "reflectors": ", ".join(status["reflectors"]),
             "sessions": status["sessions"],
@@ -275,15 +275,9 @@ class Demo:
         )
 
     def tenants(self) -> Phase:
-        self.k(
-            "apply",
-            "-f",
-            "-",
-            stdin='{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tenant-blue"}}',
-        )
-        self.k("apply", "-f", "-", stdin=TENANTS)
+        self.k.run("apply", "-f", "-", stdin=TENANTS)
         self.ready("l2network/blue", "l2network/red", "dnscache/node-local")
-        self.k("get", "netkit", show=True)
+        self.k.run("get", "netkit", show=True)
         assert self.dc.l2 is not None
         blue = [n for n in self.dc.names if int(n[1:]) % 2 == 1][:3]
         red = [n for n in self.dc.names if int(n[1:]) % 2 == 0 or int(n[1:]) <= 2][:3]
@@ -541,7 +535,7 @@ class Demo:
         )
 
     def delete(self) -> Phase:
-        self.k("delete", "l2network", "red", "--timeout=60s")
+        self.k.run("delete", "l2network", "red", "--timeout=60s")
         left = [n for n in self.dc.names if bridge_name("red") in self.links()[n][0]]
         blue = all(
             self.ping(a, b)

@@ -20,19 +20,18 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pyroute2 import IPRoute
 
 from bgp.core.model import SpeakerConfig, Timers
+from labs.apiserver.kubectl import Kubectl as LabKubectl
 from labs.apiserver.lab import ApiLab
 from labs.bgpmigrate import migration_lab, speaker_class
 from labs.bgpspeakers import BgpSpeaker, BirdSpeaker
@@ -51,32 +50,18 @@ ROOT = Path(__file__).resolve().parents[2]
 ZONE_LABEL = "topology.kubernetes.io/zone"
 
 
-class Kubectl:
-    """kubectl against the lab server, with a HOME of its own (no cached discovery)."""
+class Kubectl(LabKubectl):
+    """kubectl as the demo's administrator: what it printed, kept for the report when asked."""
 
     def __init__(self, kubeconfig: Path, home: Path) -> None:
-        home.mkdir(parents=True, exist_ok=True)
-        self.env = dict(os.environ, KUBECONFIG=str(kubeconfig), HOME=str(home))
+        super().__init__(kubeconfig, home)
         self.shown: list[tuple[str, str]] = []  # (command, output) worth showing in the report
 
-    def __call__(self, *args: str, stdin: str | None = None, show: bool = False, ok: bool = True) -> str:
-        done = subprocess.run(
-            ["kubectl", *args],
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=ROOT,
-        )
-        if ok and done.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)}: {done.stdout}{done.stderr}".strip())
+    def run(self, *args: str, stdin: str | None = None, show: bool = False) -> str:
+        out = self(*args, stdin=stdin).stdout
         if show:
-            self.shown.append(("kubectl " + " ".join(args), done.stdout.rstrip()))
-        return done.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "-o", "json"))
+            self.shown.append(("kubectl " + " ".join(args), out.rstrip()))
+        return out
 
 
 @dataclass
@@ -114,7 +99,7 @@ class DataCentre:
         self.api = self.stack.enter_context(ApiLab(self.run.path / "api"))
         self.kubectl = Kubectl(self.api.kubeconfig, self.run.path / "home")
         self.progress(f"  API server on {self.api.host}:{self.api.port_in_use} (etcd underneath)")
-        self.kubectl("apply", "-k", "deploy/crds")
+        self.kubectl.run("apply", "-k", "deploy/crds")
         self.l2 = self.stack.enter_context(migration_lab(self.nodes, self.run))
         self._nodes()
         self._upstream()
@@ -168,10 +153,10 @@ class DataCentre:
                     "spec": {"podCIDR": f"198.19.{i}.0/24", "podCIDRs": [f"198.19.{i}.0/24"]},
                 }
             )
-        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+        self.kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
         for node in self.names:
             status = {"status": {"addresses": [{"type": "InternalIP", "address": f"198.18.0.{node[1:]}"}]}}
-            self.kubectl(
+            self.kubectl.run(
                 "patch", "node", node, "--subresource=status", "--type=merge", "-p", json.dumps(status)
             )
             with IPRoute(netns=self.ns(node), flags=0) as ipr:
