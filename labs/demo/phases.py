@@ -6,8 +6,9 @@ fail; the demo's exit status says whether every one held.
 2. mesh        a BGPTopology applied with kubectl: the full iBGP mesh, every FIB complete
 3. reflectors  the same object edited to redundant reflectors: a live migration, every FIB sampled
 4. tenants     two L2Networks (VXLAN) and a DNSCache; pods attached through each node's netkit-cni
-5. isolation   each pod reaches its tenant's pods on other nodes and nothing of the other tenant;
-               every node resolves through its node-local cache
+5. isolation   each pod reaches its tenant's pods on other nodes and nothing of the other tenant
+               (a ping matrix, and each pod's marked broadcast caught only in its tenant, as
+               ``netkit l2 verify`` floods them); every node resolves through its node-local cache
 6. rr-killed   a reflector's speaker killed (SIGKILL): no other node loses a prefix; restarted
 7. dns-upstream every DNS upstream gone: hot names keep answering (cache, then serve-stale)
 8. dns-roll    the agents (and their caches) rolled to a new version the DaemonSet way (surge):
@@ -125,6 +126,7 @@ class Pod:
     node: str
     address: str  # with prefix length
     netns: str = ""
+    mac: str = ""
 
     @property
     def ip(self) -> str:
@@ -149,6 +151,7 @@ class Demo:
         self.prefixes: PrefixMonitor | None = None
         self.dns: DnsMonitor | None = None
         self.shim = _build_shim(dc.run.path)
+        self._shown = 0  # kubectl outputs already printed
         self.t0 = time.monotonic()
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -180,6 +183,11 @@ class Demo:
             p = Phase(name, title, False, 0.0, detail=f"{type(exc).__name__}: {str(exc)[:1500]}")
         p.seconds = round(time.monotonic() - t0, 1)
         self.report.phases.append(p)
+        for cmd, text in self.k.shown[self._shown :]:  # what kubectl showed, as it showed it
+            self.progress(f"    $ {cmd}")
+            for line in text.splitlines():
+                self.progress(f"      {line}")
+        self._shown = len(self.k.shown)
         mark = "ok" if p.ok else "FAILED"
         figures = ", ".join(f"{k} {v}" for k, v in p.figures.items())
         self.progress(
@@ -310,7 +318,8 @@ class Demo:
             )
             if done.returncode != 0:
                 return Phase("tenants", "", False, 0, detail=f"{pod.name}: {done.stdout.decode()}")
-            self.pods.append(Pod(pod.name, pod.tenant, pod.node, pod.address, netns.rsplit("/", 1)[1]))
+            mac = json.loads(done.stdout)["interfaces"][2]["mac"]
+            self.pods.append(Pod(pod.name, pod.tenant, pod.node, pod.address, netns.rsplit("/", 1)[1], mac))
         published = _wait(
             lambda: (
                 sum(
@@ -327,6 +336,30 @@ class Demo:
             "tenants", "", True, 0, {"pods": len(self.pods), "endpoints published in": f"{published:.1f} s"}
         )
 
+    def broadcasts(self) -> dict[str, set[str]]:
+        """Each pod's marked broadcast (raw sockets, as ``netkit l2 verify`` sends them): the
+        pods it reached."""
+        from labs.l2verify import Tap, ether
+
+        taps = {p.name: Tap(p.name, p.netns, "eth0") for p in self.pods}
+        seen: dict[str, set[str]] = {}
+        try:
+            for sender in self.pods:
+                for t in taps.values():
+                    t.drain()
+                marker = f"netkit demo {sender.name} {time.monotonic_ns()}".encode()
+                taps[sender.name].send(ether("ff:ff:ff:ff:ff:ff", sender.mac, 0x88B5, marker))
+                time.sleep(0.3)
+                seen[sender.name] = {
+                    n
+                    for n, t in taps.items()
+                    if n != sender.name and any(marker in c.data for c in t.drain())
+                }
+        finally:
+            for t in taps.values():
+                t.close()
+        return seen
+
     def isolation(self) -> Phase:
         for a in self.pods:
             self.report.matrix[a.name] = {}
@@ -336,6 +369,15 @@ class Demo:
                     continue
                 self.report.matrix[a.name][b.name] = self.ping(a, b)
                 self.report.expected[a.name][b.name] = a.tenant == b.tenant
+        flooded = self.broadcasts()
+        tenant = {p.name: p.tenant for p in self.pods}
+        frame_leaks = [f"{a} => {b}" for a, got in flooded.items() for b in got if tenant[b] != tenant[a]]
+        frame_misses = [
+            f"{a} => {b.name}"
+            for a, got in flooded.items()
+            for b in self.pods
+            if b.name != a and tenant[b.name] == tenant[a] and b.name not in got
+        ]
         leaks = [
             f"{a} -> {b}"
             for a, row in self.report.matrix.items()
@@ -351,11 +393,11 @@ class Demo:
         resolved = {
             n: self.dig(n, "h1.cluster.local") and self.dig(n, "h2.example.org") for n in self.dc.names
         }
-        ok = not leaks and not misses and all(resolved.values())
+        ok = not leaks and not misses and not frame_leaks and not frame_misses and all(resolved.values())
         detail = "; ".join(
             [
-                *(f"LEAK {x}" for x in leaks),
-                *(f"MISS {x}" for x in misses),
+                *(f"LEAK {x}" for x in [*leaks, *frame_leaks]),
+                *(f"MISS {x}" for x in [*misses, *frame_misses]),
                 *(f"{n} does not resolve" for n, r in resolved.items() if not r),
             ]
         )
@@ -369,6 +411,8 @@ class Demo:
                 "pod pairs": pairs,
                 "leaks": len(leaks),
                 "misses": len(misses),
+                "broadcast leaks": len(frame_leaks),
+                "broadcast misses": len(frame_misses),
                 "nodes resolving": f"{sum(resolved.values())}/{len(resolved)}",
             },
             detail,

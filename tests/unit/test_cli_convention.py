@@ -172,6 +172,9 @@ RUNTIME_FAILURES: dict[str, list[str] | str] = {
     "netkit bgp reflector": ["-f", "{rr}"],
     "netkit chaos dns": "root, real peers; a failed self-check is exit 3 (tests/integration/test_chaos_dns)",
     "netkit lab apiserver": ["--listen", "127.0.0.1:{port}"],
+    "netkit lab demo": "builds its own lab; a proof that fails exits 1 and names it "
+    "(tests/unit/test_demo_report.py, tests/integration/test_lab_demo.py)",
+    "netkit lab shell": ["n1", "--lab", "{tmp}/no-such-lab.json"],
     "netkit controller": ["--metrics", "127.0.0.1:{port}"],
     "netkit agent": ["--node", "n1", "--metrics", "127.0.0.1:{port}"],
 }
