@@ -40,7 +40,16 @@ from bgp.core.speakerstate import (
 from netkit.base.fields import Errors, int_in, unknown_keys
 from netkit.base.netns import netns_exec
 
-__all__ = ["BirdControl", "CalicoBirdControl", "ControlError", "FrrControl", "SpeakersFile", "load_speakers"]
+__all__ = [
+    "BirdControl",
+    "BirdObserver",
+    "CalicoBirdControl",
+    "ControlError",
+    "FrrControl",
+    "FrrObserver",
+    "SpeakersFile",
+    "load_speakers",
+]
 
 
 class ControlError(RuntimeError):
@@ -68,17 +77,58 @@ class _Runner:
         return r.stdout
 
 
-class BirdControl:
-    """A running BIRD 2, through its control socket and config file."""
+class BirdObserver:
+    """A running BIRD read through its control socket alone (``netkit doctor`` on a node):
+    every BGP protocol, whatever it is called, by its neighbour address."""
 
-    def __init__(self, cfg: SpeakerConfig, control: str, config: str, netns: str | None = None) -> None:
-        self.cfg = cfg
+    def __init__(self, control: str, netns: str | None = None, node: str = "node") -> None:
         self.control = control
-        self.config = Path(config)
-        self._run = _Runner(cfg.node, netns)
+        self._run = _Runner(node, netns)
 
     def birdc(self, *args: str) -> str:
         return self._run.run(["birdc", "-s", self.control, *args])
+
+    def _protocols(self) -> dict[str, str]:
+        return parse_bird_neighbors(self.birdc("show", "protocols", "all"))
+
+    def sessions(self) -> dict[str, str]:
+        return parse_bird_protocols(self.birdc("show", "protocols"), self._protocols())
+
+    def routes(self, family: str = "ipv4") -> dict[str, list[PathInfo]]:
+        table = {"ipv4": "master4", "ipv6": "master6"}[family]
+        return parse_bird_routes(self.birdc("show", "route", "all", "table", table), self._protocols())
+
+
+class FrrObserver:
+    """A running FRR bgpd read through vtysh alone."""
+
+    def __init__(self, vty_socket: str | None = None, netns: str | None = None, node: str = "node") -> None:
+        self.vty_socket = vty_socket
+        self._run = _Runner(node, netns)
+
+    def vtysh(self, *commands: str) -> str:
+        argv = ["vtysh", *(["--vty_socket", self.vty_socket] if self.vty_socket else [])]
+        for c in commands:
+            argv += ["-c", c]
+        return self._run.run(argv)
+
+    def sessions(self) -> dict[str, str]:
+        return parse_frr_neighbors(self.vtysh("show bgp neighbors json"))
+
+    def routes(self, family: str = "ipv4") -> dict[str, list[PathInfo]]:
+        prefixes = parse_frr_prefixes(self.vtysh(f"show bgp {family} unicast json"))
+        if not prefixes:
+            return {}
+        return parse_frr_routes(self.vtysh(*(f"show bgp {family} unicast {p} json" for p in prefixes)))
+
+
+class BirdControl(BirdObserver):
+    """A running BIRD 2, through its control socket and config file."""
+
+    def __init__(self, cfg: SpeakerConfig, control: str, config: str, netns: str | None = None) -> None:
+        super().__init__(control, netns, cfg.node)
+        self.cfg = cfg
+        self.config = Path(config)
 
     def apply(self, new: SpeakerConfig) -> None:
         tmp = self.config.with_name(self.config.name + ".netkit-new")
@@ -105,27 +155,16 @@ class BirdControl:
     def _protocols(self) -> dict[str, str]:
         return {n.ident: n.address for n in self.cfg.neighbors}
 
-    def sessions(self) -> dict[str, str]:
-        return parse_bird_protocols(self.birdc("show", "protocols"), self._protocols())
 
-    def routes(self, family: str = "ipv4") -> dict[str, list[PathInfo]]:
-        table = {"ipv4": "master4", "ipv6": "master6"}[family]
-        return parse_bird_routes(self.birdc("show", "route", "all", "table", table), self._protocols())
-
-
-class CalicoBirdControl:
+class CalicoBirdControl(BirdObserver):
     """calico/node's BIRD (1.6, its control socket usually ``/var/run/calico/bird.ctl``),
     observed only: confd writes its configuration from the Calico resources the controller
     wrote, so ``apply`` records what the step asks for and the sessions and paths are read by
     neighbour address, whatever confd names the protocols."""
 
     def __init__(self, cfg: SpeakerConfig, control: str, netns: str | None = None) -> None:
+        super().__init__(control, netns, cfg.node)
         self.cfg = cfg
-        self.control = control
-        self._run = _Runner(cfg.node, netns)
-
-    def birdc(self, *args: str) -> str:
-        return self._run.run(["birdc", "-s", self.control, *args])
 
     def apply(self, new: SpeakerConfig) -> None:
         self.birdc("show", "status")  # calico/node's BIRD answers: the step is for it to run
@@ -137,28 +176,18 @@ class CalicoBirdControl:
         found = parse_bird_neighbors(self.birdc("show", "protocols", "all"))
         return {p: a for p, a in found.items() if a in wanted}
 
-    def sessions(self) -> dict[str, str]:
-        return parse_bird_protocols(self.birdc("show", "protocols"), self._protocols())
-
     def routes(self, family: str = "ipv4") -> dict[str, list[PathInfo]]:
         if family != "ipv4":  # calico/node runs a second BIRD (bird6.ctl) for IPv6
             return {}
         return parse_bird_routes(self.birdc("show", "route", "all"), self._protocols())
 
 
-class FrrControl:
+class FrrControl(FrrObserver):
     """A running FRR bgpd, through vtysh."""
 
     def __init__(self, cfg: SpeakerConfig, vty_socket: str | None = None, netns: str | None = None) -> None:
+        super().__init__(vty_socket, netns, cfg.node)
         self.cfg = cfg
-        self.vty_socket = vty_socket
-        self._run = _Runner(cfg.node, netns)
-
-    def vtysh(self, *commands: str) -> str:
-        argv = ["vtysh", *(["--vty_socket", self.vty_socket] if self.vty_socket else [])]
-        for c in commands:
-            argv += ["-c", c]
-        return self._run.run(argv)
 
     def apply(self, new: SpeakerConfig) -> None:
         commands = frr_delta(self.cfg, new)
@@ -171,15 +200,6 @@ class FrrControl:
                     "the first rejected one took effect (show running-config on the node)"
                 )
         self.cfg = new
-
-    def sessions(self) -> dict[str, str]:
-        return parse_frr_neighbors(self.vtysh("show bgp neighbors json"))
-
-    def routes(self, family: str = "ipv4") -> dict[str, list[PathInfo]]:
-        prefixes = parse_frr_prefixes(self.vtysh(f"show bgp {family} unicast json"))
-        if not prefixes:
-            return {}
-        return parse_frr_routes(self.vtysh(*(f"show bgp {family} unicast {p} json" for p in prefixes)))
 
 
 @dataclass(frozen=True)
