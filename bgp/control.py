@@ -98,6 +98,21 @@ class BirdObserver:
         table = {"ipv4": "master4", "ipv6": "master6"}[family]
         return parse_bird_routes(self.birdc("show", "route", "all", "table", table), self._protocols())
 
+    def resync_fib(self) -> str:
+        """Have BIRD export its routes to the kernel again (``reload out`` of every kernel
+        protocol): what a route deleted behind its back needs; idempotent (a route that is
+        there is replaced by itself)."""
+        kernel = [
+            f[0]
+            for f in (line.split() for line in self.birdc("show", "protocols").splitlines())
+            if f[1:2] == ["Kernel"]
+        ]
+        if not kernel:
+            raise ControlError("BIRD runs no kernel protocol: it installs no route")
+        for name in kernel:
+            self.birdc("reload", "out", name)
+        return f"birdc reload out {' '.join(kernel)}"
+
 
 class FrrObserver:
     """A running FRR bgpd read through vtysh alone."""

@@ -34,6 +34,7 @@ GROUPS = {
     "lab": "netkit.cli.lab",
     "controller": "netkit.cli.control",
     "agent": "netkit.cli.agent",
+    "doctor": "netkit.cli.doctor",
 }
 LAB_GROUPS = {"chaos", "lab"}  # whole groups built on the labs: left out where they are not installed
 

@@ -425,3 +425,17 @@ class EventRecorder:
                 self._seen[key] = (name, 1)
             except Exception as exc:  # an Event is worth a log line, never a failed reconcile
                 log.warning("event not written", extra={"reason": reason, "error": str(exc)[:200]})
+
+
+def version_probe(api: client.ApiClient, timeout: float = 2.0) -> Callable[[], str | None]:
+    """A call of ``/version`` as the doctor's API check makes it: None when answered, else why."""
+    version = client.VersionApi(api)
+
+    def probe() -> str | None:
+        try:
+            version.get_code(_request_timeout=timeout)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        return None
+
+    return probe

@@ -56,7 +56,8 @@ class Result:
         out: dict[str, Any] = {
             "check": self.check,
             "condition": self.condition["type"],
-            "status": f.status,
+            "status": f.status,  # after the repair, if one ran
+            "found": self.finding.status,
             "reason": self.condition["reason"],
             "message": self.condition["message"],
             "evidence": list(self.finding.evidence),

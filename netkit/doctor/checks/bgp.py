@@ -11,7 +11,7 @@ from typing import Protocol
 
 from bgp.core.speakerstate import PathInfo
 from netkit.base.netns import in_netns
-from netkit.doctor.check import Check
+from netkit.doctor.check import Check, RepairError
 from netkit.doctor.core import bgp as decide
 from netkit.doctor.core.model import Finding, unknown
 
@@ -80,6 +80,7 @@ def kernel_prefixes(netns: str | None, family: int = socket.AF_INET, table: int 
 class Fib:
     routes: Mapping[str, list[PathInfo]]
     fib: set[str]
+    resync: str | None  # how the speaker re-installs its routes, if it can
 
 
 class BgpFibCheck(Check):
@@ -101,9 +102,17 @@ class BgpFibCheck(Check):
         if v6:
             routes.update(v6)
             fib |= kernel_prefixes(self.netns, socket.AF_INET6)
-        return Fib(routes, fib)
+        can = hasattr(sp, "resync_fib")
+        return Fib(routes, fib, "birdc reload out <kernel protocols>" if can else None)
 
     def decide(self, facts: Fib | None) -> Finding:
         if facts is None:
             return unknown("NoSpeaker", "no BGP speaker configured on this node")
-        return decide.decide_fib(facts.routes, facts.fib)
+        return decide.decide_fib(facts.routes, facts.fib, facts.resync)
+
+    def repair(self, finding: Finding) -> str:
+        sp = self.speaker()
+        resync = getattr(sp, "resync_fib", None)
+        if resync is None:
+            raise RepairError("the speaker cannot be asked to install its routes again")
+        return str(resync())

@@ -48,7 +48,8 @@ class DnsTarget:
     pid: Callable[[], int | None] = field(default=lambda: None)
     kubelet_config: str | None = "/var/lib/kubelet/config.yaml"
     resolv_confs: Sequence[str] = ()  # globs of pods' resolv.conf files
-    probe_name: str = "kubernetes.default.svc.cluster.local."
+    probe_name: str = "kubernetes.default.svc.cluster.local."  # dns-answering asks it
+    probe_zone: str = "cluster.local."  # dns-upstreams asks a fresh name in it (a miss)
 
     @property
     def addresses(self) -> list[str]:
@@ -156,22 +157,44 @@ class DnsAnsweringCheck(Check):
         return f"SIGCONT sent to pid {pid}"
 
 
+def _exchanges(scrape: dict[str, list[tuple[dict[str, str], float]]]) -> dict[str, tuple[float, float]]:
+    """upstream -> (exchanges, successes) from ``netkit_dns_upstream_requests_total``."""
+    out: dict[str, tuple[float, float]] = {}
+    for labels, value in scrape.get("netkit_dns_upstream_requests_total", []):
+        up = labels.get("upstream", "?")
+        total, good = out.get(up, (0.0, 0.0))
+        out[up] = (total + value, good + (value if labels.get("result") == "success" else 0.0))
+    return out
+
+
 class DnsUpstreamsCheck(Check):
     name = "dns-upstreams"
     condition = "NetkitDNSUpstreamsDown"
     interval = 10.0
-    summary = "every upstream of the cache is out of service (its netkit_dns_upstream_healthy)"
+    summary = "every upstream of the cache out of service, or answering none of a probe's exchanges"
 
-    def __init__(self, target: DnsTarget) -> None:
-        self.target = target
+    def __init__(self, target: DnsTarget, timeout: float = 2.5) -> None:
+        self.target, self.timeout = target, timeout
 
-    def gather(self) -> dict[str, bool] | None:
-        if self.target.metrics is None:
+    def gather(self) -> dict[str, decide.UpstreamFacts] | None:
+        """Two scrapes around a probe query for a fresh name (a miss: the cache must ask an
+        upstream), so a one-shot run sees whether upstreams answer now."""
+        if self.target.metrics is None or not self.target.listen:
             return None
-        samples = self.target.scrape().get("netkit_dns_upstream_healthy", [])
-        return {labels.get("upstream", "?"): value > 0 for labels, value in samples}
+        before = _exchanges(self.target.scrape())
+        name = f"netkit-doctor-{secrets.token_hex(4)}.{self.target.probe_zone}"
+        query(self.target.netns, self.target.listen[0], name, self.timeout)
+        after = self.target.scrape()
+        healthy = {lab.get("upstream", "?"): v > 0 for lab, v in after.get("netkit_dns_upstream_healthy", [])}
+        now = _exchanges(after)
+        out = {}
+        for up, ok_ in healthy.items():
+            total, good = now.get(up, (0, 0))
+            total0, good0 = before.get(up, (0, 0))
+            out[up] = decide.UpstreamFacts(ok_, int(total - total0), int(good - good0))
+        return out
 
-    def decide(self, facts: dict[str, bool] | None) -> Finding:
+    def decide(self, facts: dict[str, decide.UpstreamFacts] | None) -> Finding:
         if facts is None:
             return unknown("NoMetrics", "the cache's metrics address is not configured")
         return decide.decide_upstreams(facts)

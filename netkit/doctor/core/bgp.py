@@ -8,7 +8,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from bgp.core.speakerstate import PathInfo
-from netkit.doctor.core.model import Finding, ok, problem, unknown
+from netkit.doctor.core.model import Finding, Repair, ok, problem, unknown
 
 __all__ = ["SessionEvent", "decide_fib", "decide_sessions", "missing_from_fib", "record_sessions"]
 
@@ -86,7 +86,10 @@ def missing_from_fib(routes: Mapping[str, Sequence[PathInfo]], fib: Collection[s
     return sorted(out, key=lambda p: ipaddress.ip_network(p, strict=False))
 
 
-def decide_fib(routes: Mapping[str, Sequence[PathInfo]], fib: Collection[str]) -> Finding:
+def decide_fib(
+    routes: Mapping[str, Sequence[PathInfo]], fib: Collection[str], resync: str | None = None
+) -> Finding:
+    """``resync``: how the speaker is asked to install its routes again (None: it cannot be)."""
     learnt = sum(1 for paths in routes.values() if any(p.best and p.from_address for p in paths))
     missing = missing_from_fib(routes, fib)
     if not missing:
@@ -95,7 +98,7 @@ def decide_fib(routes: Mapping[str, Sequence[PathInfo]], fib: Collection[str]) -
         "RoutesMissingFromFIB",
         f"{len(missing)} of {learnt} prefix(es) the speaker holds are not in the kernel FIB",
         [f"{p}: best path held, no kernel route" for p in missing[:20]],
-        suggestion="the speaker re-installs them at its next kernel scan; if they stay missing, "
-        "look for a process deleting routes (ip monitor route)",
+        repair=Repair(f"have the speaker install its routes again ({resync})", None) if resync else None,
+        suggestion="if they go missing again, look for a process deleting routes (ip monitor route)",
         missing=len(missing),
     )

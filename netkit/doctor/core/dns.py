@@ -4,10 +4,18 @@ its link-local address missing from its interface, kubelet and pods not pointing
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from netkit.doctor.core.model import Finding, Repair, ok, problem, unknown
 
-__all__ = ["decide_address", "decide_answering", "decide_clients", "decide_stale", "decide_upstreams"]
+__all__ = [
+    "UpstreamFacts",
+    "decide_address",
+    "decide_answering",
+    "decide_clients",
+    "decide_stale",
+    "decide_upstreams",
+]
 
 _STOPPED = {"T": "stopped by a signal", "t": "stopped by a debugger"}
 
@@ -26,8 +34,6 @@ def decide_answering(
         evidence.append(f"pid {pid} state {proc_state}")
         if proc_state in _STOPPED:
             repair = Repair(f"SIGCONT to pid {pid} ({_STOPPED[proc_state]})", pid)
-    elif pid is None:
-        evidence.append("no cache process found")
     return problem(
         "CacheNotAnswering",
         f"the node-local cache at {target} does not answer",
@@ -37,18 +43,40 @@ def decide_answering(
     )
 
 
-def decide_upstreams(healthy: Mapping[str, bool]) -> Finding:
-    if not healthy:
+@dataclass(frozen=True)
+class UpstreamFacts:
+    """One upstream: in service by the cache's health (a pool's only upstream always is), and
+    its exchanges and successes while the check's probe query (a fresh name) was resolved."""
+
+    healthy: bool
+    exchanges: int = 0
+    successes: int = 0
+
+    @property
+    def down(self) -> bool:
+        return not self.healthy or (self.exchanges > 0 and self.successes == 0)
+
+    def describe(self) -> str:
+        if not self.healthy:
+            return "out of service"
+        return f"{self.exchanges} exchange(s), {self.successes} answered"
+
+
+def decide_upstreams(upstreams: Mapping[str, UpstreamFacts]) -> Finding:
+    if not upstreams:
         return unknown("NoUpstreamMetrics", "the cache reports no upstream")
-    down = sorted(u for u, h in healthy.items() if not h)
-    if len(down) == len(healthy):
+    down = sorted(u for u, f in upstreams.items() if f.down)
+    evidence = [f"{u}: {upstreams[u].describe()}" for u in sorted(upstreams)]
+    if len(down) == len(upstreams):
         return problem(
             "AllUpstreamsDown",
             f"every upstream of the cache is down ({len(down)}): misses fail, hits are served stale",
-            [f"{u}: down" for u in down],
+            evidence,
             suggestion="check the cluster DNS Service and the path to it",
         )
-    return ok(f"{len(healthy) - len(down)} of {len(healthy)} upstream(s) healthy", down=len(down))
+    return ok(
+        f"{len(upstreams) - len(down)} of {len(upstreams)} upstream(s) answer", *evidence, down=len(down)
+    )
 
 
 def decide_stale(served_stale: float, seconds: float) -> Finding:

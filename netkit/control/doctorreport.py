@@ -1,0 +1,87 @@
+"""The doctor's findings on the Node (as node-problem-detector reports them): its conditions of
+type ``Netkit*`` in the Node's status, written with optimistic concurrency and leaving every
+other condition alone, and Events on the Node for transitions and repairs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from netkit.control import kube
+from netkit.doctor.core.model import PREFIX
+
+__all__ = ["NodeReporter", "merge_conditions"]
+
+log = logging.getLogger("netkit.doctor")
+
+Condition = dict[str, Any]
+
+
+def _sans_heartbeat(conds: Sequence[Condition]) -> list[Condition]:
+    return [{k: v for k, v in c.items() if k != "lastHeartbeatTime"} for c in conds]
+
+
+def merge_conditions(
+    current: Sequence[Condition], ours: Sequence[Condition], heartbeat_due: bool
+) -> list[Condition] | None:
+    """The Node's conditions with ours replaced (every ``Netkit*`` condition not in ``ours`` is
+    dropped: a check no longer run); None when nothing but heartbeats changed and no heartbeat
+    is due (nothing to write)."""
+    others = [c for c in current if not str(c.get("type", "")).startswith(PREFIX)]
+    before = sorted(
+        (c for c in current if str(c.get("type", "")).startswith(PREFIX)), key=lambda c: c["type"]
+    )
+    after = sorted(ours, key=lambda c: c["type"])
+    if _sans_heartbeat(before) == _sans_heartbeat(after) and not heartbeat_due:
+        return None
+    return [*others, *after]
+
+
+class NodeReporter:
+    def __init__(
+        self, api: Any, node: str, events: kube.EventRecorder | None, heartbeat: float = 60.0
+    ) -> None:
+        self.core, self.node, self.events, self.heartbeat = kube.core(api), node, events, heartbeat
+        self._last_write = 0.0
+        self._uid: str | None = None
+        self._lock = threading.Lock()
+        self.writes = 0
+
+    def conditions(self, conditions: Sequence[Condition]) -> None:
+        due = time.monotonic() - self._last_write >= self.heartbeat
+
+        def change(node: dict[str, Any]) -> dict[str, Any] | None:
+            self._uid = (node.get("metadata") or {}).get("uid")
+            status = node.setdefault("status", {})
+            merged = merge_conditions(status.get("conditions") or [], conditions, due)
+            if merged is None:
+                return None
+            status["conditions"] = merged
+            return node
+
+        with self._lock:
+            try:
+                written = kube.update_status(
+                    lambda: kube.plain(self.core.read_node_status(self.node)),
+                    lambda obj: kube.plain(self.core.replace_node_status(self.node, obj)),  # type: ignore[arg-type]
+                    change,
+                )
+            except Exception as exc:  # the API unreachable: the next round writes them
+                log.warning("node conditions not written", extra={"node": self.node, "error": str(exc)[:200]})
+                return
+            if written is not None:
+                self._last_write = time.monotonic()
+                self.writes += 1
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        if self.events is None:
+            return
+        ref = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.node, "uid": self._uid or self.node},
+        }
+        self.events.record(ref, type_, reason, message)
