@@ -288,10 +288,9 @@ def main(spec_path: str) -> int:
                 if res.returncode != 0:
                     raise RuntimeError(f"setup {cmd!r}: {res.stdout}{res.stderr}")
             for cmd in spec.get("background", []):
-                stack.enter_context(
-                    subprocess.Popen(["bash", "-c", cmd], cwd=work, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-                )  # fmt: skip
+                proc = subprocess.Popen(["bash", "-c", cmd], cwd=work, env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)  # fmt: skip
+                stack.callback(_stop, proc)
             if spec.get("background_ready") and not wait(spec["background_ready"], 20, env):
                 raise RuntimeError("the background process did not become ready")
             result = execute(spec, work, env)
@@ -299,6 +298,17 @@ def main(spec_path: str) -> int:
             result["error"] = f"{type(exc).__name__}: {exc}"
     print(json.dumps(result))
     return 0
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """A background process the example left running: SIGTERM, SIGKILL after 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def wait(probe: dict[str, Any], timeout: float, env: dict[str, str]) -> bool:

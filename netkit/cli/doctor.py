@@ -60,7 +60,7 @@ def add_parser(sub: Any) -> None:
             "netkit doctor --node n1 --networks networks.yaml --dns 169.254.20.10:53",
             "netkit doctor --node n1 --networks networks.yaml --fix -o json",
             "netkit doctor --dns 169.254.20.10:53 --dns-metrics 169.254.20.10:9253 --dns-interface lo",
-            "netkit doctor --bird-socket /run/bird/bird.ctl --only bgp-sessions --only bgp-fib",
+            "netkit doctor --only conntrack --conntrack-threshold 0.8 -o json",
         ],
     )
     p.add_argument(

@@ -125,6 +125,27 @@ RUNS: dict[str, Run] = {
     "netkit l2 verify": Run(out=("vxlan:", "PASS")),
     "netkit l2 verify --kind vxlan": Run(out=("0 leaks, 0 misses",)),
     "netkit l2 verify --kind vxlan -o json": Run(out=('"ok": true',)),
+    # -- doctor -------------------------------------------------------------------------------
+    "netkit doctor --node n1 --networks networks.yaml --dns 169.254.20.10:53": Run(
+        needs=("l2", "dns"),
+        setup=L2_N1_APPLIED,
+        background=("netkit dns serve --listen 169.254.20.10:53 --zone cluster.local=10.96.0.10",),
+        background_ready=dns("169.254.20.10", name="h1.cluster.local"),
+        out=("l2-drift", "dns-answering", "AsExpected"),
+    ),
+    "netkit doctor --node n1 --networks networks.yaml --fix -o json": Run(
+        needs=("l2",), out=('"found": "problem"', '"applied": true', '"status": "ok"')
+    ),
+    "netkit doctor --dns 169.254.20.10:53 --dns-metrics 169.254.20.10:9253 --dns-interface lo": Run(
+        needs=("dns",),
+        background=(
+            "netkit dns serve --listen 169.254.20.10:53 --zone cluster.local=10.96.0.10"
+            " --metrics 169.254.20.10:9253",
+        ),
+        background_ready=http("http://169.254.20.10:9253/readyz"),
+        out=("dns-upstreams", "dns-address"),
+    ),
+    "netkit doctor --only conntrack --conntrack-threshold 0.8 -o json": Run(out=('"check": "conntrack"',)),
     # -- BGP ----------------------------------------------------------------------------------
     "netkit bgp plan -f inventory.yaml --out plan.yaml": Run(out=("reflectors for 3 nodes",)),
     "netkit bgp plan -f inventory.yaml --current plan.yaml": Run(out=("0 sessions added, 0 removed",)),
