@@ -65,6 +65,7 @@ def _core(
 BUILTIN = (
     _core("Namespace", "namespaces", False, ("ns",), status=True),
     _core("Node", "nodes", False, ("no",), status=True),
+    _core("Pod", "pods", True, ("po",), status=True),  # none run here; `kubectl describe node` lists them
     _core("ConfigMap", "configmaps", True, ("cm",)),
     _core("Secret", "secrets", True),
     _core("Service", "services", True, ("svc",), status=True),

@@ -43,8 +43,15 @@ against the last NodeState); a NodeState deleted is not "nothing": everything st
 --netns runs the node's data plane in a network namespace (the lab's nodes); --state-dir holds the
 cache's configuration, control socket and log (--no-dns: no DNS part). --metrics serves /metrics
 (netkit_agent_l2_rounds, netkit_agent_status_writes, netkit_agent_dns_serving), /healthz and
-/readyz (200 once the NodeState is read). Exit status: 0 stopped by SIGTERM/SIGINT, 1 the metrics
-address is taken, 2 bad options or an unreadable kubeconfig.
+/readyz (200 once the NodeState is read).
+
+The node's checks (`netkit doctor`'s, docs/doctor.md) run inside the agent on their intervals:
+each becomes a Node condition of type Netkit* (node-problem-detector's format), an Event on the
+Node at every transition and repair, netkit_doctor_* metrics, and a line of status.doctor. Safe
+repairs run unless --doctor-dry-run; --no-doctor runs no check.
+
+Exit status: 0 stopped by SIGTERM/SIGINT, 1 the metrics address is taken, 2 bad options or an
+unreadable kubeconfig.
 """
 
 
@@ -106,12 +113,36 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--metrics", type=host_port(), default=None, metavar="ADDR:PORT", help="/metrics, /healthz, /readyz"
     )
+    p.add_argument("--no-doctor", action="store_true", help="run no node checks (netkit doctor)")
+    p.add_argument(
+        "--doctor-dry-run", action="store_true", help="node checks report their findings, never repair"
+    )
+    p.add_argument(
+        "--dns-interface",
+        default=None,
+        metavar="NAME",
+        help="the interface holding the cache's listen addresses, checked and repaired (default: none)",
+    )
+    p.add_argument(
+        "--kubelet-config",
+        default="/var/lib/kubelet/config.yaml",
+        metavar="PATH",
+        help="kubelet's configuration: its clusterDNS must point at the cache",
+    )
+    p.add_argument(
+        "--conntrack-threshold",
+        type=float_range(0.0001, 1.0),
+        default=0.9,
+        metavar="RATIO",
+        help="the conntrack fill ratio that is a problem",
+    )
     p.add_argument("--check", action="store_true", help="print the options in effect (YAML), start nothing")
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from netkit.control.agent import AgentOptions, run_agent
     from netkit.control.bgpagent import SpeakerAccess
+    from netkit.control.doctoragent import DoctorOptions
 
     errors = []
     if not args.node:
@@ -141,11 +172,20 @@ def cmd_agent(args: argparse.Namespace) -> int:
         cni_socket=args.cni_socket,
         metrics=args.metrics,
         resync=args.resync,
+        doctor=None
+        if args.no_doctor
+        else DoctorOptions(
+            dry_run=args.doctor_dry_run,
+            dns_interface=args.dns_interface,
+            kubelet_config=args.kubelet_config,
+            conntrack_threshold=args.conntrack_threshold,
+        ),
     )
     if args.check:
         shown = {**vars(opts), "metrics": str(opts.metrics) if opts.metrics else None}
         shown |= {"state_dir": str(opts.state_dir) if opts.state_dir else None}
         shown |= {"bgp_state_dir": str(opts.bgp_state_dir), "speaker": vars(speaker) if speaker else None}
+        shown |= {"doctor": vars(opts.doctor) if opts.doctor else None}
         emit(shown, "yaml")
         return 0
     stop = threading.Event()

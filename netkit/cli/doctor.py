@@ -214,7 +214,7 @@ def parts_from(args: argparse.Namespace) -> Any:
         parts.speaker = lambda: observer
     if args.dns:
         parts.dns = DnsTarget(
-            listen=args.dns,
+            listen=lambda: args.dns,
             netns=args.netns,
             metrics=args.dns_metrics,
             interface=args.dns_interface,

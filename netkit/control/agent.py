@@ -17,7 +17,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from netkit.control.core.conditions import DEGRADED, READY, set_condition
 from netkit.control.core.crds import GROUP, VERSION
 from netkit.control.core.l2publish import network_of
 from netkit.control.dnsagent import NodeDns
+from netkit.control.doctoragent import DoctorOptions, NodeDoctor
 from netkit.l2.agent import Agent, Reconciled
 from netkit.l2.core.model import L2Network
 from netkit.l2.core.state import bridge_name
@@ -115,6 +116,7 @@ class NodeAgent:
         self.cni_server = CniServer(cni_socket, netns) if cni_socket else None  # the shim's calls
         self.endpoints: list[Obj] | None = None  # as published; None: not read yet
         self.events = events  # a kube.EventRecorder, or None
+        self.doctor: NodeDoctor | None = None  # the node's checks, when run (run_agent sets it)
         self.nodestate: Obj | None = None  # as last read: what Events are about
         self._told: dict[tuple[str, str], tuple[Any, str]] = {}  # (kind, name) -> (generation, state)
         self.stop_event = threading.Event()
@@ -227,6 +229,8 @@ class NodeAgent:
                 status["bgp"] = self.bgp.observed() or None
             if self.endpoints is not None:
                 status["endpoints"] = self.endpoints
+            if self.doctor is not None:
+                status["doctor"] = self.doctor.summary()
             status["conditions"] = self._conditions(applied)
             try:
                 self.api.patch_cluster_custom_object_status(
@@ -378,6 +382,7 @@ class AgentOptions:
     cni_socket: str | None = None  # where the netkit-cni shim's calls are served (None: not)
     metrics: HostPort | None = None
     resync: float = 30.0
+    doctor: DoctorOptions | None = field(default_factory=DoctorOptions)  # None: no checks
 
 
 def run_agent(opts: AgentOptions, stop: threading.Event) -> int:
@@ -429,7 +434,11 @@ def run_agent(opts: AgentOptions, stop: threading.Event) -> int:
         rounds.set_function(lambda: agent.rounds if agent else 0)
         writes.set_function(lambda: agent.status_writes if agent else 0)
         serving.set_function(lambda: float(bool(agent and agent.dns and agent.dns.observed()["serving"])))
+        if opts.doctor is not None:
+            agent.doctor = NodeDoctor(agent, api, opts.doctor, registry)
         agent.start(wait=None)  # an API server not there yet is waited for, with backoff
+        if agent.doctor is not None:
+            agent.doctor.start()
         log.info(
             "agent started", extra={"node": opts.node, "netns": opts.netns, "dns": opts.state_dir is not None}
         )
@@ -441,6 +450,8 @@ def run_agent(opts: AgentOptions, stop: threading.Event) -> int:
         return 0
     finally:
         if agent is not None:
+            if agent.doctor is not None:
+                agent.doctor.stop()
             agent.stop()
         if server is not None:
             server.stop_thread()

@@ -192,6 +192,18 @@ class NodeDns:
             log.info("took over from the cache before", extra={"node": self.node, "old_pid": old_pid})
         self.pid_file.write_text(str(proc.pid))
 
+    def cache_pid(self) -> int | None:
+        """The cache this agent runs (or took over from its predecessor), by pid; None when
+        there is none or the pid is not a cache of ours."""
+        if self.process is not None and self.process.running:
+            return self.process.pid
+        pid = self._pid_of_file()
+        return pid if pid is not None and self._is_our_cache(pid) else None
+
+    def listen(self) -> list[str]:
+        """The listen addresses of the cache it runs (``ADDR:PORT``)."""
+        return [str(a) for a in ((self.running or {}).get("config") or {}).get("listen") or []]
+
     def _pid_of_file(self) -> int | None:
         try:
             return int(self.pid_file.read_text())

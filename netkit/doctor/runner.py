@@ -202,7 +202,8 @@ class Doctor:
             self.reporter.event(
                 "Normal" if held else "Warning",
                 "Repaired" if held else "RepairDidNotHold",
-                f"{check.condition}: {result.repair}" + ("" if held else f"; still: {after.message}"),
+                f"{check.condition}: {finding.repair.action}: {result.repair}"
+                + ("" if held else f"; still: {after.message}"),
             )
         return state
 

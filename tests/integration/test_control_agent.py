@@ -137,3 +137,92 @@ def test_a_node_without_its_nodestate_waits_and_touches_nothing(
         assert wait_for(lambda: [a["generation"] for a in applied(co, "n2")] == [4])
     finally:
         agent.stop()
+
+
+def test_the_agents_doctor_reports_node_conditions_and_repairs(
+    world: tuple[ApiLab, L2Lab, client.CustomObjectsApi], run_dir: RunDir
+) -> None:
+    """The node checks inside the agent: Netkit* conditions on the Node beside the others, a
+    bridge's arp_ignore reset behind the agent's back repaired with an Event on the Node,
+    status.doctor in the NodeState."""
+    from kubernetes import config
+
+    from netkit.control.doctoragent import DoctorOptions, NodeDoctor
+    from netkit.control.kube import EventRecorder
+    from tests.kubehelpers import Kubectl
+
+    api_lab, l2, co = world
+    api = config.new_client_from_config(str(api_lab.kubeconfig))
+    core = client.CoreV1Api(api)
+    core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name="n1")))
+    kubelet = {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting"}
+    core.patch_node_status("n1", {"status": {"conditions": [kubelet]}})
+    co.create_cluster_custom_object(
+        G,
+        V,
+        "nodestates",
+        {
+            "apiVersion": f"{G}/{V}",
+            "kind": "NodeState",
+            "metadata": {"name": "n1"},
+            "spec": {"nodeName": "n1", "l2Networks": [entry(l2, 1)]},
+        },
+    )
+    listing = functools.partial(
+        co.list_cluster_custom_object, G, V, "nodestates", field_selector="metadata.name=n1"
+    )
+
+    def informer(handler: Callable[[str, dict[str, Any]], None]) -> Informer:
+        return Informer(listing, handler, backoff=Backoff(0.1, 0.5), name="nodestate-n1")
+
+    events = EventRecorder(core, "netkit-agent", "n1")
+    agent = NodeAgent(co, informer, "n1", l2.ns("n1"), resync=30.0, events=events).start()
+    agent.doctor = NodeDoctor(agent, api, DoctorOptions(kubelet_config=None)).start()
+    try:
+        assert wait_for(lambda: [a["state"] for a in applied(co, "n1")] == ["Applied"])
+
+        def conditions() -> dict[str, dict[str, Any]]:
+            node = core.read_node_status("n1")
+            return {c.type: c.to_dict() for c in node.status.conditions or []}
+
+        assert wait_for(lambda: "NetkitL2Drift" in conditions(), 20)
+        conds = conditions()
+        assert conds["Ready"]["reason"] == "KubeletReady"  # kubelet's own, untouched
+        assert (
+            conds["NetkitL2Drift"]["status"] == "False"
+            and conds["NetkitAPIServerUnreachable"]["status"] == "False"
+        )
+        assert conds["NetkitBridgeAnswersARP"]["status"] == "False"
+        # arp_ignore reset by sysctl: the agent's L2 reconcile only sees it at its next resync
+        # (30 s); the bridge-ARP check finds and repairs it within its interval
+        path = f"/proc/sys/net/ipv4/conf/{bridge_name('blue')}/arp_ignore"
+        from netkit.base.netns import in_netns
+
+        def sysctl(value: str | None = None) -> str:
+            def rw() -> str:
+                if value is not None:
+                    with open(path, "w") as f:
+                        f.write(value)
+                with open(path) as f:
+                    return f.read().strip()
+
+            return in_netns(l2.ns("n1"), rw)
+
+        assert sysctl("0") == "0"
+        assert wait_for(lambda: sysctl() == "8", 15)
+        kubectl = Kubectl(api_lab, run_dir.path / "home")
+        assert wait_for(lambda: "Repaired" in kubectl("describe", "node", "n1").stdout, 10)
+        shown = kubectl("describe", "node", "n1").stdout
+        assert "NetkitBridgeAnswersARP" in shown and "set arp_ignore/rp_filter back" in shown
+
+        def summary() -> list[dict[str, Any]]:
+            return (co.get_cluster_custom_object(G, V, "nodestates", "n1").get("status") or {}).get(
+                "doctor"
+            ) or []
+
+        assert wait_for(lambda: bool(summary()), 10)
+        assert {s["check"] for s in summary()} >= {"l2-drift", "l2-bridge-arp", "api-server", "conntrack"}
+    finally:
+        agent.doctor.stop()
+        agent.stop()
+        api.close()

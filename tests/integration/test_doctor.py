@@ -356,7 +356,8 @@ def test_dns_upstream_stopped_all_down_and_serving_stale(dl: DoctorLab) -> None:
         from netkit.base.addr import HostPort
         from netkit.doctor.checks.dns import DnsStaleCheck, DnsTarget
 
-        check = DnsStaleCheck(DnsTarget([HostPort(NODE_LOCAL, 53)], dl.ns("n1"), HostPort(NODE_LOCAL, 9253)))
+        target = DnsTarget(lambda: [HostPort(NODE_LOCAL, 53)], dl.ns("n1"), HostPort(NODE_LOCAL, 9253))
+        check = DnsStaleCheck(target)
         assert check.observe().status == "ok"  # the first scrape is the baseline
         assert _cache_answers(dl.ns("n1"))
         f = check.observe()

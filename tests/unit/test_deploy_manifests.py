@@ -495,6 +495,7 @@ AGENT_CLUSTER_RULES = (
     {("netkit.io", "nodestates", v) for v in ("get", "list", "watch")}
     | {("netkit.io", "nodestates/status", v) for v in ("get", "patch", "update")}
     | {("", "events", v) for v in ("create", "patch")}
+    | {("", "nodes/status", v) for v in ("get", "update")}  # the node checks' Netkit* conditions
 )
 
 # (namespace or None for cluster-wide, apiGroup, resource, verb, resourceName or None)
@@ -842,7 +843,7 @@ def test_the_agent_writes_no_spec_and_the_controller_no_node_status() -> None:
     built = built_objects()
     agent = cluster_wide(grants(built, "netkit-agent", "kube-system"))
     written = {(g, r) for g, r, v in agent if v in WRITE_VERBS}
-    assert written == {("netkit.io", "nodestates/status"), ("", "events")}
+    assert written == {("netkit.io", "nodestates/status"), ("", "events"), ("", "nodes/status")}
     assert {v for g, r, v in agent if r == "nodestates"} == {"get", "list", "watch"}
     assert not {v for g, r, v in agent if r == "nodestates/status"} & {"create", "delete"}
 

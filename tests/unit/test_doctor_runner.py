@@ -82,7 +82,7 @@ def test_a_repair_that_holds_clears_the_condition_with_an_event() -> None:
     (r,) = Doctor([fault], fix=True, registry=reg, reporter=rec, settle=0).run_once()
     assert r.finding.status == "problem" and r.after is not None and r.after.status == "ok"
     assert r.condition["status"] == "False" and r.repair == "fixed it"
-    assert ("Normal", "Repaired", "NetkitFault: fixed it") in rec.events
+    assert ("Normal", "Repaired", "NetkitFault: fix it: fixed it") in rec.events
     assert sample(reg, "netkit_doctor_repairs_total", check="fault", result="held") == 1
     assert "repaired" in _table([r.as_dict()])
 

@@ -774,6 +774,22 @@ def _nodestate() -> tuple[Schema, list[dict[str, Any]]]:
                     "configGeneration": _int(0, 2**63 - 1, "the DNSCache generation it runs"),
                 },
             ),
+            "doctor": _list(
+                "the node's checks (netkit doctor) as last run; their Node conditions carry the evidence",
+                _obj(
+                    "a check",
+                    {
+                        "check": _str("its name", max_length=64),
+                        "status": _enum("what it found", "ok", "problem", "unknown", "error"),
+                        "reason": _str("the condition's reason", max_length=128),
+                        "since": {"type": "string", "format": "date-time", "description": "since when"},
+                    },
+                    required=["check", "status"],
+                ),
+                max_items=64,
+                list_type="map",
+                keys=["check"],
+            ),
         },
     )
     columns = [

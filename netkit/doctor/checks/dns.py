@@ -41,7 +41,7 @@ class DnsTarget:
     """The node's cache as the checks see it. ``pid()``: the cache process netkit started (None:
     not known or not ours; only then is a repair on it offered)."""
 
-    listen: Sequence[HostPort]
+    listen: Callable[[], Sequence[HostPort]]  # read at each run: the agent's cache may change
     netns: str | None = None
     metrics: HostPort | None = None
     interface: str | None = None  # where the listen addresses live (NodeLocal DNSCache's)
@@ -53,7 +53,7 @@ class DnsTarget:
 
     @property
     def addresses(self) -> list[str]:
-        return sorted({hp.host for hp in self.listen})
+        return sorted({hp.host for hp in self.listen()})
 
     def scrape(self) -> dict[str, list[tuple[dict[str, str], float]]]:
         if self.metrics is None:
@@ -131,9 +131,10 @@ class DnsAnsweringCheck(Check):
         self.target, self.attempts, self.timeout = target, attempts, timeout
 
     def gather(self) -> Answering | None:
-        if not self.target.listen:
+        listen = self.target.listen()
+        if not listen:
             return None
-        hp = self.target.listen[0]
+        hp = listen[0]
         answered = 0
         for _ in range(self.attempts):
             if query(self.target.netns, hp, self.target.probe_name, self.timeout):
@@ -179,11 +180,12 @@ class DnsUpstreamsCheck(Check):
     def gather(self) -> dict[str, decide.UpstreamFacts] | None:
         """Two scrapes around a probe query for a fresh name (a miss: the cache must ask an
         upstream), so a one-shot run sees whether upstreams answer now."""
-        if self.target.metrics is None or not self.target.listen:
+        listen = self.target.listen()
+        if self.target.metrics is None or not listen:
             return None
         before = _exchanges(self.target.scrape())
         name = f"netkit-doctor-{secrets.token_hex(4)}.{self.target.probe_zone}"
-        query(self.target.netns, self.target.listen[0], name, self.timeout)
+        query(self.target.netns, listen[0], name, self.timeout)
         after = self.target.scrape()
         healthy = {lab.get("upstream", "?"): v > 0 for lab, v in after.get("netkit_dns_upstream_healthy", [])}
         now = _exchanges(after)

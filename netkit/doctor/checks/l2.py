@@ -40,6 +40,9 @@ class L2Desired:
     networks: Callable[[], Sequence[L2Network] | None]
     netns: str | None = None
     underlay_filter: bool = True
+    # how owned objects are put right (None: the operations applied here); inside the agent,
+    # its L2 reconcile is asked to run instead, so that one writer changes the kernel
+    reconcile: Callable[[Sequence[Any]], str] | None = None
 
     def plan(self) -> tuple[Sequence[L2Network], Plan, Any] | None:
         nets = self.networks()
@@ -50,9 +53,11 @@ class L2Desired:
         return nets, plan(nets, self.node, observed), observed
 
     def apply(self, ops: Sequence[Any]) -> str:
+        if self.reconcile is not None:
+            return self.reconcile(ops)
         with Kernel(self.netns) as kernel:
             result = kernel.apply(ops)
-        return f"{len(ops)} operation(s), {result.writes} netlink write(s)"
+        return f"applied {len(ops)} operation(s), {result.writes} netlink write(s)"
 
 
 _NO_STATE = unknown("NoDesiredState", "the node's desired L2 state is not known: nothing checked")
@@ -76,7 +81,7 @@ class L2DriftCheck(Check):
 
     def repair(self, finding: Finding) -> str:
         assert finding.repair is not None
-        return "applied " + self.desired.apply(finding.repair.payload)
+        return self.desired.apply(finding.repair.payload)
 
 
 class BridgeArpCheck(L2DriftCheck):
