@@ -22,7 +22,9 @@ fail; the demo's exit status says whether every one held.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from labs.demo.monitors import DnsMonitor, PrefixMonitor
-from labs.demo.world import NODE_LOCAL, DataCentre, Progress
+from labs.demo.world import NODE_LOCAL, ROOT, DataCentre, Progress
 from labs.runid import RunDir
 from netkit.base.netns import netns_exec
 from netkit.control.core.bgppublish import config_from_dict
@@ -578,6 +580,71 @@ class Demo:
             at=(t0, t1),
         )
 
+    def _no_local_address(self, node: str) -> None:
+        with IPRoute(netns=self.dc.ns(node), flags=0) as ipr:
+            ipr.addr("del", index=ipr.link_lookup(ifname="lo")[0], address=NODE_LOCAL, prefixlen=32)
+
+    def _has_local_address(self, node: str) -> bool:
+        with IPRoute(netns=self.dc.ns(node), flags=0) as ipr:
+            lo = ipr.link_lookup(ifname="lo")[0]
+            return NODE_LOCAL in {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=lo)}
+
+    def doctor(self) -> Phase:
+        """The node-local DNS address removed from a node's lo, twice: first while its agent is
+        wedged (SIGSTOP), so the admin runs ``netkit doctor --fix`` on the node by hand; then
+        with the agent running, whose own checks find and repair it (an Event on the Node)."""
+        node = self.dc.names[2]
+        agent = self.dc.agents[node]
+        t0 = self.now()
+        agent.signal_leader(signal.SIGSTOP)
+        try:
+            self._no_local_address(node)
+            argv = ["doctor", "--node", node, "--netns", self.dc.ns(node), "--dns", f"{NODE_LOCAL}:53"]
+            argv += ["--dns-interface", "lo", "--fix"]
+            done = subprocess.run(
+                [sys.executable, "-m", "netkit.cli", *argv, "--log-level", "error"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=ROOT,
+            )
+            self.k.shown.append(("netkit " + " ".join(argv), done.stdout.rstrip()))
+            by_hand = (
+                done.returncode == 0 and "AddressMissing" in done.stdout and self._has_local_address(node)
+            )
+        finally:
+            agent.signal_leader(signal.SIGCONT)
+        resolves = self.dig(node, HOT[0])
+        # the agent running: its doctor (dns-address, every 5 s) repairs on its own
+        self._no_local_address(node)
+        back = _wait(lambda: self._has_local_address(node), 30, "the agent's repair of the address", self.dc)
+        t1 = self.now()
+        resolves = resolves and _wait(lambda: self.dig(node, HOT[0]), 10, "the cache again", self.dc) >= 0
+        sel = f"--field-selector=involvedObject.kind=Node,involvedObject.name={node}"
+        cols = "-o=custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message"
+        _wait(lambda: "Repaired" in self.k.run("get", "events", sel, cols), 20, "the Event", self.dc)
+        self.k.run("get", "events", sel, cols, show=True)
+        cond = self.k.run(
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='NetkitDNSAddressMissing')].status}",
+        )
+        return Phase(
+            "doctor",
+            "",
+            by_hand and resolves and cond == "False",
+            0,
+            {
+                "node": node,
+                "netkit doctor --fix (agent wedged)": "repaired" if by_hand else "FAILED",
+                "the agent's own repair after": f"{back:.1f} s",
+                "NetkitDNSAddressMissing": cond,
+            },
+            at=(t0, t1),
+        )
+
     def delete(self) -> Phase:
         self.k.run("delete", "l2network", "red", "--timeout=60s")
         left = [n for n in self.dc.names if bridge_name("red") in self.links()[n][0]]
@@ -648,6 +715,11 @@ def run_demo(
                 ),
                 ("api-down", f"the API server stopped for {fault_seconds:.0f} s", demo.api_down),
                 ("link-flap", "a node's underlay link down for 2 s", demo.link_flap),
+                (
+                    "doctor",
+                    "a node's DNS address removed: found and repaired by netkit doctor, then by the agent",
+                    demo.doctor,
+                ),
                 ("delete", "a tenant network deleted with kubectl", demo.delete),
             ]:
                 demo.phase(name, title, fn).title = title

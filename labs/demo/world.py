@@ -188,6 +188,7 @@ class DataCentre:
         argv += ["--state-dir", str(state)]
         argv += ["--cni-state-dir", str(self.run.path / f"cni-state-{node}")]
         argv += ["--cni-socket", str(self.cni_socket(node)), "--resync", "2"]
+        argv += ["--dns-interface", "lo"]  # the node-local address lives on lo here
         if isinstance(sp, BirdSpeaker):
             argv += ["--bird-control", str(sp.ctl_path), "--bird-config", str(sp.conf_path)]
         else:

@@ -29,10 +29,10 @@ A check runs when its part is configured:
     bgp-sessions        NetkitBGPSessionDown     a session not Established, or flapping
     bgp-fib             NetkitBGPRoutesNotInFIB  prefixes the speaker holds, missing in the FIB
   DNS (--dns ADDR:PORT, the node-local cache; --dns-metrics, --dns-interface add checks):
+    dns-address         NetkitDNSAddressMissing      the listen address missing from its interface
     dns-answering       NetkitDNSCacheNotAnswering   no reply at all (a stopped cache: SIGCONT)
     dns-upstreams       NetkitDNSUpstreamsDown       every upstream out of service
     dns-serve-stale     NetkitDNSServingStale        expired answers served since the last run
-    dns-address         NetkitDNSAddressMissing      the listen address missing from its interface
     dns-clients         NetkitDNSClientsBypassCache  kubelet clusterDNS / pods' resolv.conf elsewhere
   Always:
     conntrack           NetkitConntrackNearFull      the conntrack table at --conntrack-threshold
@@ -243,8 +243,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
                 fix += f" -> failed: {rep['error']}"
         elif r.get("suggestion"):
             fix = r["suggestion"]
-        status = "repaired" if r["found"] == "problem" and r["status"] == "ok" else r["status"]
-        cells.append([r["check"], status, r["reason"], ev[0], fix])
+        repaired = r["found"] == "problem" and r["status"] == "ok"
+        status = "repaired" if repaired else r["status"]
+        cells.append([r["check"], status, r["found_reason"] if repaired else r["reason"], ev[0], fix])
         cells += [["", "", "", e, ""] for e in ev[1:]]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(heads)]
     widths[3] = min(widths[3], 72)

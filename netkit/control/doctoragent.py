@@ -53,10 +53,10 @@ class NodeDoctor:
         self, agent: NodeAgent, api: Any, opts: DoctorOptions, registry: CollectorRegistry | None = None
     ) -> None:
         self.agent, self.opts = agent, opts
-        parts = NodeParts(netns=agent.netns, conntrack_threshold=opts.conntrack_threshold)
+        parts = NodeParts(netns=agent.netns, conntrack_threshold=opts.conntrack_threshold, session_grace=30.0)
         parts.l2 = L2Desired(
             agent.node,
-            lambda: agent.networks() if agent.entries is not None else None,
+            self._networks,
             agent.netns,
             reconcile=self._reconcile,
         )
@@ -89,6 +89,14 @@ class NodeDoctor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"doctor-{agent.node}", daemon=True)
 
+    def _networks(self) -> list[Any] | None:
+        """The desired networks once the agent's L2 reconcile has run a round on them (before,
+        what is missing is being built, not drift)."""
+        l2 = self.agent.l2
+        if self.agent.entries is None or l2 is None or l2.last is None:
+            return None
+        return self.agent.networks()
+
     def _reconcile(self, ops: Sequence[Any]) -> str:
         l2 = self.agent.l2
         if l2 is None:
@@ -97,8 +105,12 @@ class NodeDoctor:
         return f"asked the L2 reconcile to run ({len(ops)} operation(s) pending)"
 
     def _run(self) -> None:
-        while self.agent.entries is None and not self._stop.is_set():  # nothing known yet: no check
+        waited = 0.0  # nothing known yet: no check; then the L2 part's first round (up to 60 s)
+        while not self._stop.is_set() and (
+            self.agent.entries is None or (self._networks() is None and waited < 60)
+        ):
             self._stop.wait(0.5)
+            waited += 0.5 if self.agent.entries is not None else 0.0
         told: list[Any] = []
 
         def changed() -> None:  # the NodeState's summary follows transitions, not every run

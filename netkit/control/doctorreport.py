@@ -79,6 +79,11 @@ class NodeReporter:
     def event(self, type_: str, reason: str, message: str) -> None:
         if self.events is None:
             return
+        if self._uid is None:  # Events name the Node by its uid, as kubelet's do
+            try:
+                self._uid = (kube.plain(self.core.read_node(self.node)).get("metadata") or {}).get("uid")
+            except Exception as exc:
+                log.warning("node not read", extra={"node": self.node, "error": str(exc)[:200]})
         ref = {
             "apiVersion": "v1",
             "kind": "Node",

@@ -18,10 +18,10 @@ CHECKS: tuple[type[Check], ...] = (
     l2.OverlayMtuCheck,
     bgp.BgpSessionsCheck,
     bgp.BgpFibCheck,
+    dns.DnsAddressCheck,
     dns.DnsAnsweringCheck,
     dns.DnsUpstreamsCheck,
     dns.DnsStaleCheck,
-    dns.DnsAddressCheck,
     dns.DnsClientsCheck,
     node.ConntrackCheck,
     node.ApiServerCheck,
@@ -38,6 +38,7 @@ class NodeParts:
     api_server: str | None = None
     api_probe: node.ApiProbe | None = None
     mtu_timeout: float = 0.5
+    session_grace: float | None = None  # long-running: seconds a BGP session may take to come up
 
 
 def checks_for(parts: NodeParts) -> list[Check]:
@@ -50,14 +51,17 @@ def checks_for(parts: NodeParts) -> list[Check]:
             l2.OverlayMtuCheck(parts.l2, parts.mtu_timeout),
         ]
     if parts.speaker is not None:
-        out += [bgp.BgpSessionsCheck(parts.speaker), bgp.BgpFibCheck(parts.speaker, parts.netns)]
+        out += [
+            bgp.BgpSessionsCheck(parts.speaker, grace=parts.session_grace),
+            bgp.BgpFibCheck(parts.speaker, parts.netns),
+        ]
     if parts.dns is not None:
         t = parts.dns
+        if t.interface is not None:  # first: without its address the cache cannot answer
+            out.append(dns.DnsAddressCheck(t))
         out.append(dns.DnsAnsweringCheck(t))
         if t.metrics is not None:
             out += [dns.DnsUpstreamsCheck(t), dns.DnsStaleCheck(t)]
-        if t.interface is not None:
-            out.append(dns.DnsAddressCheck(t))
         out.append(dns.DnsClientsCheck(t))
     out.append(node.ConntrackCheck(parts.netns, parts.conntrack_threshold))
     if parts.api_probe is not None:

@@ -58,6 +58,7 @@ class Result:
             "condition": self.condition["type"],
             "status": f.status,  # after the repair, if one ran
             "found": self.finding.status,
+            "found_reason": self.finding.reason,
             "reason": self.condition["reason"],
             "message": self.condition["message"],
             "evidence": list(self.finding.evidence),

@@ -17,7 +17,7 @@ from labs.runid import RunDir
 
 pytestmark = [pytest.mark.root, pytest.mark.peers]
 PHASES = ["mesh", "reflectors", "tenants", "isolation", "rr-killed"]
-PHASES += ["dns-upstream", "dns-roll", "api-down", "link-flap", "delete"]
+PHASES += ["dns-upstream", "dns-roll", "api-down", "link-flap", "doctor", "delete"]
 
 
 def test_the_demo_proves_every_phase_and_leaves_nothing(run_dir: RunDir) -> None:
@@ -58,6 +58,8 @@ def test_the_demo_proves_every_phase_and_leaves_nothing(run_dir: RunDir) -> None
     )
     assert phases["dns-roll"]["figures"]["failed"] == 0 and phases["dns-roll"]["figures"]["nodes rolled"] == 4
     assert phases["api-down"]["figures"]["kernel objects changed"] == "none"
+    assert phases["doctor"]["figures"]["netkit doctor --fix (agent wedged)"] == "repaired"
+    assert phases["doctor"]["figures"]["NetkitDNSAddressMissing"] == "False"
     assert phases["delete"]["figures"]["nodes with red left"] == 0
     page = (out / "index.html").read_text()
     assert "every proof held" in page and "Isolation matrix" in page and "kubectl get netkit" in page

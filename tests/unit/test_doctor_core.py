@@ -257,6 +257,7 @@ def test_transition_time_moves_only_with_status_or_reason(statuses: list[str]) -
             else cond["lastTransitionTime"] == now
         )
         event = engine.transition(prev, cond)
-        assert (event is None) == (same or (prev is None and cond["status"] == "False"))
+        cleared = cond["status"] == "False" and prev is not None and prev["status"] == "True"
+        assert (event is not None) == (not same and (cond["status"] == "True" or cleared))
         prev = cond
     assert {"problem": "True", "ok": "False"}.get(statuses[-1], "Unknown") == prev["status"]  # type: ignore[index]

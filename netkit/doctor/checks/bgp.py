@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from bgp.control import ControlError
 from bgp.core.speakerstate import PathInfo
 from netkit.base.netns import in_netns
 from netkit.doctor.check import Check, RepairError
@@ -31,6 +32,8 @@ SpeakerSource = Callable[[], Speaker | None]  # None: no speaker on this node (y
 class Sessions:
     sessions: dict[str, str]
     history: tuple[decide.SessionEvent, ...]
+    down_for: dict[str, float] | None = None
+    error: str | None = None  # the speaker did not answer
 
 
 class BgpSessionsCheck(Check):
@@ -40,25 +43,45 @@ class BgpSessionsCheck(Check):
     summary = "a BGP session not Established, or going down 3+ times in 10 minutes (flapping)"
 
     def __init__(
-        self, speaker: SpeakerSource, clock: Callable[[], float] = time.monotonic, window: float = 600.0
+        self,
+        speaker: SpeakerSource,
+        clock: Callable[[], float] = time.monotonic,
+        window: float = 600.0,
+        grace: float | None = None,
     ) -> None:
-        self.speaker, self.clock, self.window = speaker, clock, window
+        """``grace``: seconds a session may take to come up (None: a one-shot run, no history)."""
+        self.speaker, self.clock, self.window, self.grace = speaker, clock, window, grace
         self.last: dict[str, str] = {}
         self.history: tuple[decide.SessionEvent, ...] = ()
+        self.down_since: dict[str, float] = {}
 
     def gather(self) -> Sessions | None:
         sp = self.speaker()
         if sp is None:
             return None
-        now = self.sessions_now = sp.sessions()
-        self.history = decide.record_sessions(self.history, self.last, now, self.clock(), self.window)
+        try:
+            now = sp.sessions()
+        except ControlError as exc:
+            return Sessions({}, self.history, error=str(exc)[:300])
+        t = self.clock()
+        self.history = decide.record_sessions(self.history, self.last, now, t, self.window)
         self.last = dict(now)
-        return Sessions(dict(now), self.history)
+        self.down_since = {p: self.down_since.get(p, t) for p, s in now.items() if s != "Established"}
+        down_for = None if self.grace is None else {p: t - since for p, since in self.down_since.items()}
+        return Sessions(dict(now), self.history, down_for)
 
     def decide(self, facts: Sessions | None) -> Finding:
         if facts is None:
             return unknown("NoSpeaker", "no BGP speaker configured on this node")
-        return decide.decide_sessions(facts.sessions, facts.history, window=self.window)
+        if facts.error is not None:
+            return decide.speaker_not_answering(facts.error)
+        return decide.decide_sessions(
+            facts.sessions,
+            facts.history,
+            window=self.window,
+            down_for=facts.down_for,
+            grace=self.grace or 0.0,
+        )
 
 
 def kernel_prefixes(netns: str | None, family: int = socket.AF_INET, table: int = 254) -> set[str]:
@@ -81,6 +104,7 @@ class Fib:
     routes: Mapping[str, list[PathInfo]]
     fib: set[str]
     resync: str | None  # how the speaker re-installs its routes, if it can
+    error: str | None = None  # the speaker did not answer
 
 
 class BgpFibCheck(Check):
@@ -96,7 +120,10 @@ class BgpFibCheck(Check):
         sp = self.speaker()
         if sp is None:
             return None
-        routes = dict(sp.routes("ipv4"))
+        try:
+            routes = dict(sp.routes("ipv4"))
+        except ControlError as exc:
+            return Fib({}, set(), None, error=str(exc)[:300])
         fib = kernel_prefixes(self.netns, socket.AF_INET)
         v6 = sp.routes("ipv6")
         if v6:
@@ -108,6 +135,8 @@ class BgpFibCheck(Check):
     def decide(self, facts: Fib | None) -> Finding:
         if facts is None:
             return unknown("NoSpeaker", "no BGP speaker configured on this node")
+        if facts.error is not None:
+            return decide.speaker_not_answering(facts.error)
         return decide.decide_fib(facts.routes, facts.fib, facts.resync)
 
     def repair(self, finding: Finding) -> str:

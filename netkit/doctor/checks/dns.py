@@ -119,6 +119,7 @@ class Answering:
     sent: int
     pid: int | None
     state: str | None
+    error: str | None = None  # the query could not even be sent
 
 
 class DnsAnsweringCheck(Check):
@@ -135,19 +136,25 @@ class DnsAnsweringCheck(Check):
         if not listen:
             return None
         hp = listen[0]
-        answered = 0
+        answered, error = 0, None
         for _ in range(self.attempts):
-            if query(self.target.netns, hp, self.target.probe_name, self.timeout):
-                answered += 1
+            try:
+                if query(self.target.netns, hp, self.target.probe_name, self.timeout):
+                    answered += 1
+                    break
+            except OSError as exc:  # no route to the address (gone from its interface)
+                error = exc.strerror or str(exc)
                 break
         pid = self.target.pid()
         state = _proc_state(pid) if pid is not None else None
-        return Answering(str(hp), answered, answered or self.attempts, pid, state)
+        return Answering(str(hp), answered, answered or self.attempts, pid, state, error)
 
     def decide(self, facts: Answering | None) -> Finding:
         if facts is None:
             return unknown("NoListenAddress", "no DNS cache configured on this node")
-        return decide.decide_answering(facts.target, facts.answered, facts.sent, facts.pid, facts.state)
+        return decide.decide_answering(
+            facts.target, facts.answered, facts.sent, facts.pid, facts.state, facts.error
+        )
 
     def repair(self, finding: Finding) -> str:
         assert finding.repair is not None

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from bgp.core.speakerstate import PathInfo
 from netkit.doctor.core.model import Finding, Repair, ok, problem, unknown
 
-__all__ = ["SessionEvent", "decide_fib", "decide_sessions", "missing_from_fib", "record_sessions"]
+__all__ = [
+    "SessionEvent",
+    "decide_fib",
+    "decide_sessions",
+    "missing_from_fib",
+    "record_sessions",
+    "speaker_not_answering",
+]
 
 
 @dataclass(frozen=True)
@@ -44,10 +51,18 @@ def decide_sessions(
     *,
     flaps: int = 3,
     window: float = 600.0,
+    down_for: Mapping[str, float] | None = None,
+    grace: float = 0.0,
 ) -> Finding:
+    """``down_for``: how long each session has been seen not Established (None: not known, as
+    in a one-shot run); one down for less than ``grace`` is still coming up, not a problem."""
     if not sessions:
         return unknown("NoSessions", "the speaker has no BGP session configured")
-    down = sorted(p for p, s in sessions.items() if s != "Established")
+    down = sorted(
+        p
+        for p, s in sessions.items()
+        if s != "Established" and (down_for is None or down_for.get(p, 0.0) >= grace)
+    )
     if down:
         return problem(
             "SessionDown",
@@ -69,6 +84,9 @@ def decide_sessions(
             [f"{p}: down {counts[p]} times" for p in flapping],
             suggestion="look for an unstable link or hold-time expiries on the peer",
         )
+    coming = sorted(p for p, s in sessions.items() if s != "Established")
+    if coming:
+        return ok(f"{len(sessions) - len(coming)} BGP session(s) Established, {len(coming)} coming up")
     return ok(f"{len(sessions)} BGP session(s) Established", sessions=len(sessions))
 
 
@@ -84,6 +102,14 @@ def missing_from_fib(routes: Mapping[str, Sequence[PathInfo]], fib: Collection[s
         if any(p.best and p.from_address for p in paths) and _norm(prefix) not in have:
             out.append(prefix)
     return sorted(out, key=lambda p: ipaddress.ip_network(p, strict=False))
+
+
+def speaker_not_answering(error: str) -> Finding:
+    return problem(
+        "SpeakerNotAnswering",
+        f"the BGP speaker does not answer its control socket: {error}",
+        suggestion="is the speaker running? (its pod, systemctl status bird / frr)",
+    )
 
 
 def decide_fib(

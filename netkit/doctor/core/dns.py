@@ -21,14 +21,19 @@ _STOPPED = {"T": "stopped by a signal", "t": "stopped by a debugger"}
 
 
 def decide_answering(
-    target: str, answered: int, sent: int, pid: int | None = None, proc_state: str | None = None
+    target: str,
+    answered: int,
+    sent: int,
+    pid: int | None = None,
+    proc_state: str | None = None,
+    error: str | None = None,
 ) -> Finding:
     """Any reply (even SERVFAIL) means the cache serves; none to ``sent`` queries means it does
     not. A cache process stopped by a signal is repaired by SIGCONT (it is the cache netkit
     started: the caller gives ``pid`` only then)."""
     if answered:
         return ok(f"{target} answered {answered} of {sent} probe(s)", answered=answered)
-    evidence = [f"0 of {sent} queries to {target} answered"]
+    evidence = [f"0 of {sent} queries to {target} answered" + (f" ({error})" if error else "")]
     repair = None
     if pid is not None and proc_state is not None:
         evidence.append(f"pid {pid} state {proc_state}")

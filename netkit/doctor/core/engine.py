@@ -117,15 +117,20 @@ def condition(
 
 
 def transition(previous: Condition | None, new: Condition) -> tuple[str, str, str] | None:
-    """An Event (type, reason, message) when a condition changes status or reason; None else.
-    The first report of a condition that holds no problem is not an Event."""
-    if previous is None:
-        if new["status"] == "False":
-            return None
-    elif previous.get("status") == new["status"] and previous.get("reason") == new["reason"]:
+    """An Event (type, reason, message) worth telling: a problem found (or its reason changed),
+    a problem gone, a check that crashed. A check with nothing to decide on (Unknown: its part
+    not configured yet) and a first report of no problem are not Events."""
+    if previous is not None and (previous.get("status"), previous.get("reason")) == (
+        new["status"],
+        new["reason"],
+    ):
         return None
     if new["status"] == "True":
         return ("Warning", new["reason"], f"{new['type']}: {new['message']}")
     if new["status"] == "Unknown":
+        if new["reason"] != "CheckFailed":
+            return None
         return ("Warning", new["reason"], f"{new['type']} unknown: {new['message']}")
-    return ("Normal", f"{new['type']}Cleared", f"{new['type']}: {new['message']}")
+    if previous is not None and previous.get("status") == "True":
+        return ("Normal", f"{new['type']}Cleared", f"{new['type']}: {new['message']}")
+    return None
