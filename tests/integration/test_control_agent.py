@@ -56,29 +56,33 @@ def applied(co: client.CustomObjectsApi, node: str) -> list[dict[str, Any]]:
     return (co.get_cluster_custom_object(G, V, "nodestates", node).get("status") or {}).get("applied", [])
 
 
+def publish(co: client.CustomObjectsApi, node: str, entries: list[dict[str, Any]]) -> None:
+    """The node's NodeState, as the controller publishes it."""
+    body = {
+        "apiVersion": f"{G}/{V}",
+        "kind": "NodeState",
+        "metadata": {"name": node},
+        "spec": {"nodeName": node, "l2Networks": entries},
+    }
+    co.create_cluster_custom_object(G, V, "nodestates", body)
+
+
+def informer_of(
+    co: client.CustomObjectsApi, node: str
+) -> Callable[[Callable[[str, dict[str, Any]], None]], Informer]:
+    """The agent's informer on its own NodeState (a field selector on its name)."""
+    listing = functools.partial(
+        co.list_cluster_custom_object, G, V, "nodestates", field_selector=f"metadata.name={node}"
+    )
+    return lambda handler: Informer(listing, handler, backoff=Backoff(0.1, 0.5), name=f"nodestate-{node}")
+
+
 def test_the_agent_applies_reports_outlives_the_api_and_removes(
     world: tuple[ApiLab, L2Lab, client.CustomObjectsApi],
 ) -> None:
     api_lab, l2, co = world
-    co.create_cluster_custom_object(
-        G,
-        V,
-        "nodestates",
-        {
-            "apiVersion": f"{G}/{V}",
-            "kind": "NodeState",
-            "metadata": {"name": "n1"},
-            "spec": {"nodeName": "n1", "l2Networks": [entry(l2, 1, mtu=1400)]},
-        },
-    )
-    listing = functools.partial(
-        co.list_cluster_custom_object, G, V, "nodestates", field_selector="metadata.name=n1"
-    )
-
-    def informer(handler: Callable[[str, dict[str, Any]], None]) -> Informer:
-        return Informer(listing, handler, backoff=Backoff(0.1, 0.5), name="nodestate-n1")
-
-    agent = NodeAgent(co, informer, "n1", l2.ns("n1"), resync=1.0).start()
+    publish(co, "n1", [entry(l2, 1, mtu=1400)])
+    agent = NodeAgent(co, informer_of(co, "n1"), "n1", l2.ns("n1"), resync=1.0).start()
     try:
         assert wait_for(lambda: {bridge_name("blue"), vxlan_name(100)} <= links(l2, "n1"))
         assert wait_for(
@@ -113,26 +117,11 @@ def test_a_node_without_its_nodestate_waits_and_touches_nothing(
 ) -> None:
     _, l2, co = world
     before = links(l2, "n2")
-    listing = functools.partial(
-        co.list_cluster_custom_object, G, V, "nodestates", field_selector="metadata.name=n2"
-    )
-    agent = NodeAgent(
-        co, lambda h: Informer(listing, h, backoff=Backoff(0.1, 0.5)), "n2", l2.ns("n2")
-    ).start()
+    agent = NodeAgent(co, informer_of(co, "n2"), "n2", l2.ns("n2")).start()
     try:
         time.sleep(1.0)
         assert agent.l2 is None and links(l2, "n2") == before  # not "no networks": nothing known yet
-        co.create_cluster_custom_object(
-            G,
-            V,
-            "nodestates",
-            {
-                "apiVersion": f"{G}/{V}",
-                "kind": "NodeState",
-                "metadata": {"name": "n2"},
-                "spec": {"nodeName": "n2", "l2Networks": [entry(l2, 4)]},
-            },
-        )
+        publish(co, "n2", [entry(l2, 4)])
         assert wait_for(lambda: bridge_name("blue") in links(l2, "n2"))
         assert wait_for(lambda: [a["generation"] for a in applied(co, "n2")] == [4])
     finally:
@@ -157,26 +146,9 @@ def test_the_agents_doctor_reports_node_conditions_and_repairs(
     core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name="n1")))
     kubelet = {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting"}
     core.patch_node_status("n1", {"status": {"conditions": [kubelet]}})
-    co.create_cluster_custom_object(
-        G,
-        V,
-        "nodestates",
-        {
-            "apiVersion": f"{G}/{V}",
-            "kind": "NodeState",
-            "metadata": {"name": "n1"},
-            "spec": {"nodeName": "n1", "l2Networks": [entry(l2, 1)]},
-        },
-    )
-    listing = functools.partial(
-        co.list_cluster_custom_object, G, V, "nodestates", field_selector="metadata.name=n1"
-    )
-
-    def informer(handler: Callable[[str, dict[str, Any]], None]) -> Informer:
-        return Informer(listing, handler, backoff=Backoff(0.1, 0.5), name="nodestate-n1")
-
+    publish(co, "n1", [entry(l2, 1)])
     events = EventRecorder(core, "netkit-agent", "n1")
-    agent = NodeAgent(co, informer, "n1", l2.ns("n1"), resync=30.0, events=events).start()
+    agent = NodeAgent(co, informer_of(co, "n1"), "n1", l2.ns("n1"), resync=30.0, events=events).start()
     agent.doctor = NodeDoctor(agent, api, DoctorOptions(kubelet_config=None)).start()
     try:
         assert wait_for(lambda: [a["state"] for a in applied(co, "n1")] == ["Applied"])
