@@ -187,7 +187,7 @@ class Doctor:
         time.sleep(self.settle)
         after = self._observe(check)
         result.after = after
-        state = engine.observe(state, after, self.clock(), self.policy)
+        state = engine.verified(state, after, self.clock(), self.policy)
         held = not after.is_problem
         self._count_repair(check, "held" if held else "did_not_hold")
         log.info(

@@ -209,7 +209,7 @@ def test_repairs_are_bounded_per_window_and_stop_when_they_do_not_hold(
             done.append(now)
             state = engine.repaired(state, now)
             after = ok("fixed") if holds else REPAIRABLE
-            state = engine.observe(state, after, now, policy)
+            state = engine.verified(state, after, now, policy)
             in_a_row = [] if holds else [*in_a_row, now]
             assert len([u for u in in_a_row if now - u < policy.window]) <= policy.max_failed
         elif not faulty:
@@ -224,7 +224,7 @@ def test_a_repair_that_does_not_hold_escalates_then_retries_after_the_window() -
     for t in (0.0, 10.0):
         state = engine.observe(state, REPAIRABLE, t, policy)
         assert engine.decide_repair(state, REPAIRABLE, t, policy, fix=True, dry_run=False).repair
-        state = engine.observe(engine.repaired(state, t), REPAIRABLE, t, policy)
+        state = engine.verified(engine.repaired(state, t), REPAIRABLE, t, policy)
     state = engine.observe(state, REPAIRABLE, 20.0, policy)
     d = engine.decide_repair(state, REPAIRABLE, 20.0, policy, fix=True, dry_run=False)
     assert not d.repair and d.why.startswith("escalated")

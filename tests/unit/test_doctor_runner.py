@@ -99,6 +99,23 @@ def test_a_repair_that_does_not_hold_escalates_and_is_not_retried() -> None:
     assert any(e[1] == "RepairDidNotHold" for e in rec.events)
 
 
+class Recurring(Fault):
+    """Repaired every time, and back by the next run (something keeps resetting it)."""
+
+    def gather(self) -> bool:
+        present, self.present = self.present, True
+        return present
+
+
+def test_a_fault_that_comes_back_after_each_repair_escalates() -> None:
+    fault = Recurring()
+    doctor = Doctor([fault], fix=True, settle=0)
+    results = [doctor.run_once()[0] for _ in range(5)]
+    assert fault.repairs == 2 and [r.repair is not None for r in results] == [True, True, False, False, False]
+    assert results[1].condition["status"] == "False"  # each repair held at first
+    assert doctor.conditions()[0]["reason"] == "RepairDidNotHold"
+
+
 def test_a_failed_repair_is_reported_and_the_problem_stays() -> None:
     reg, fault = CollectorRegistry(), Fault(raises=True)
     (r,) = Doctor([fault], fix=True, registry=reg, settle=0).run_once()

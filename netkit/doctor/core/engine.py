@@ -2,9 +2,10 @@
 transitions worth an Event, and when a repair may run.
 
 A repair runs only for a problem that offers one, at most ``max_attempts`` times per ``window``
-seconds. When the same problem is there again at the next run after a repair, the repair did not
-hold; after ``max_failed`` such runs in a row (or with the budget spent) the check escalates: no
-more repairs until the window has passed, and the condition's reason says so (RepairDidNotHold).
+seconds. When the problem is still there right after a repair, or back at the next run, the
+repair did not hold; after ``max_failed`` such repairs in a row (or with the budget spent) the
+check escalates: no more repairs until the window has passed, and the condition's reason says
+so (RepairDidNotHold).
 The clock is an argument (seconds, monotonic); times written are RFC 3339 strings given by the
 caller.
 """
@@ -25,6 +26,7 @@ __all__ = [
     "observe",
     "repaired",
     "transition",
+    "verified",
 ]
 
 Condition = dict[str, Any]
@@ -68,6 +70,20 @@ def observe(state: CheckState, finding: Finding, now: float, policy: RepairPolic
     if finding.repair is not None and escalated_at is None and spent:
         escalated_at = now
     return replace(state, attempts=attempts, repaired=False, failed=failed, escalated_at=escalated_at)
+
+
+def verified(state: CheckState, after: Finding, now: float, policy: RepairPolicy) -> CheckState:
+    """The state once a repair has been checked by observing again (``after``). Gone: the next
+    run judges whether it held (the problem back then counts as a repair that did not hold).
+    Still there: it did not hold now."""
+    if not after.is_problem:
+        return replace(state, repaired=True)
+    failed = state.failed + 1
+    escalated_at = state.escalated_at
+    spent = failed >= policy.max_failed or len(state.attempts) >= policy.max_attempts
+    if escalated_at is None and spent:
+        escalated_at = now
+    return replace(state, repaired=False, failed=failed, escalated_at=escalated_at)
 
 
 def decide_repair(
