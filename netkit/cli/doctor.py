@@ -271,9 +271,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         if args.report:
             from netkit.control.doctorreport import NodeReporter
 
-            reporter = NodeReporter(
-                api, args.node, kube.EventRecorder(kube.core(api), "netkit-doctor", args.node)
-            )
+            events = kube.EventRecorder(kube.core(api), "netkit-doctor", args.node)
+            reporter = NodeReporter(api, args.node, events, prune=False)  # the agent's conditions stay
     checks = checks_for(parts)
     if not checks:
         raise CommandError("no check to run")

@@ -25,15 +25,20 @@ def _sans_heartbeat(conds: Sequence[Condition]) -> list[Condition]:
 
 
 def merge_conditions(
-    current: Sequence[Condition], ours: Sequence[Condition], heartbeat_due: bool
+    current: Sequence[Condition], ours: Sequence[Condition], heartbeat_due: bool, prune: bool = True
 ) -> list[Condition] | None:
-    """The Node's conditions with ours replaced (every ``Netkit*`` condition not in ``ours`` is
-    dropped: a check no longer run); None when nothing but heartbeats changed and no heartbeat
-    is due (nothing to write)."""
-    others = [c for c in current if not str(c.get("type", "")).startswith(PREFIX)]
-    before = sorted(
-        (c for c in current if str(c.get("type", "")).startswith(PREFIX)), key=lambda c: c["type"]
-    )
+    """The Node's conditions with ours replaced. ``prune`` (the agent, which runs every check
+    of the node): a ``Netkit*`` condition not in ``ours`` is dropped, a check no longer run;
+    without it (``netkit doctor --report --only ...``) the others stay. None when nothing but
+    heartbeats changed and no heartbeat is due (nothing to write)."""
+    mine = {c["type"] for c in ours}
+
+    def replaced(c: Condition) -> bool:
+        t = str(c.get("type", ""))
+        return t.startswith(PREFIX) and (prune or t in mine)
+
+    others = [c for c in current if not replaced(c)]
+    before = sorted((c for c in current if replaced(c)), key=lambda c: c["type"])
     after = sorted(ours, key=lambda c: c["type"])
     if _sans_heartbeat(before) == _sans_heartbeat(after) and not heartbeat_due:
         return None
@@ -42,9 +47,15 @@ def merge_conditions(
 
 class NodeReporter:
     def __init__(
-        self, api: Any, node: str, events: kube.EventRecorder | None, heartbeat: float = 60.0
+        self,
+        api: Any,
+        node: str,
+        events: kube.EventRecorder | None,
+        heartbeat: float = 60.0,
+        prune: bool = True,
     ) -> None:
         self.core, self.node, self.events, self.heartbeat = kube.core(api), node, events, heartbeat
+        self.prune = prune
         self._last_write = 0.0
         self._uid: str | None = None
         self._lock = threading.Lock()
@@ -56,7 +67,7 @@ class NodeReporter:
         def change(node: dict[str, Any]) -> dict[str, Any] | None:
             self._uid = (node.get("metadata") or {}).get("uid")
             status = node.setdefault("status", {})
-            merged = merge_conditions(status.get("conditions") or [], conditions, due)
+            merged = merge_conditions(status.get("conditions") or [], conditions, due, self.prune)
             if merged is None:
                 return None
             status["conditions"] = merged

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -194,6 +196,14 @@ def test_the_agents_doctor_reports_node_conditions_and_repairs(
 
         assert wait_for(lambda: bool(summary()), 10)
         assert {s["check"] for s in summary()} >= {"l2-drift", "l2-bridge-arp", "api-server", "conntrack"}
+        # netkit doctor by hand, reporting to the Node: its check's condition written, the agent's kept
+        argv = [sys.executable, "-m", "netkit.cli", "doctor", "--node", "n1", "--netns", l2.ns("n1")]
+        argv += ["--kubeconfig", str(api_lab.kubeconfig), "--report", "--only", "conntrack"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        conds = conditions()
+        assert "NetkitL2Drift" in conds and conds["Ready"]["reason"] == "KubeletReady"
+        assert conds["NetkitConntrackNearFull"]["status"] == "False"
     finally:
         agent.doctor.stop()
         agent.stop()

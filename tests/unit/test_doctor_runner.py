@@ -143,3 +143,5 @@ def test_node_conditions_merge_leaves_the_others_alone() -> None:
     beat = {**ours, "lastHeartbeatTime": "c"}
     assert merge_conditions([kubelet, ours], [beat], heartbeat_due=False) is None  # nothing new
     assert merge_conditions([kubelet, ours], [beat], heartbeat_due=True) == [kubelet, beat]
+    # netkit doctor --report --only ...: the agent's other conditions stay
+    assert merge_conditions([kubelet, old], [ours], heartbeat_due=False, prune=False) == [kubelet, old, ours]
