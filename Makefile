@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/bootstrap.sh
+$(STAMP): pyproject.toml setup.py dnscache/_fastpath.c scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
 	touch $(STAMP)
 
@@ -21,8 +21,15 @@ lint: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# the DNS tests run twice: on the compiled fast path (the default, in the first pass) and on the
+# pure-Python one (NETKIT_DNS_FAST_PATH=python: every server a test starts, in-process or not)
+DNS_TESTS := tests/unit/test_read_question.py tests/unit/test_serving.py tests/unit/test_cache_rules.py \
+	$(wildcard tests/integration/test_dns_*.py) tests/integration/test_demo.py tests/integration/test_dnspeers.py \
+	tests/integration/test_slo_prometheus.py
+
 test: setup lint
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
+	NETKIT_DNS_FAST_PATH=python $(PY) -m pytest -q -p no:cacheprovider --durations=5 $(DNS_TESTS)
 
 # the container image, without pulling a base image: build/image/oci (OCI layout, tag 0.1.0)
 image: setup

@@ -195,6 +195,7 @@ class DnsService:
                 "zones": [str(z) for z in cfg.zone],
                 "metrics": str(cfg.metrics) if cfg.metrics else None,
                 "inherited": inherited is not None,
+                "fast_path": cfg.fast_path,
             },
         )
 

@@ -1,7 +1,9 @@
 """The listening side: UDP and TCP on every listen address, the cache-hit fast path, the slow path
 for everything else (effects).
 
-The fast path runs inside ``datagram_received`` without parsing the message: it walks the
+The fast path answers cache hits without parsing the message. By default it is compiled
+(``dnscache.fastpath``: batches of recvmmsg/sendmmsg in C); ``fast_path: python`` runs the same
+algorithm here, inside ``datagram_received``. Either walks the
 question's labels, reads the OPT record in place if there is one, looks up the raw question bytes
 (case-folded) plus a variant byte, and sends the cached bytes with the client's ID, RD bit and
 question case patched in. Anything unusual (no entry, expired, too big for the client, odd
@@ -19,7 +21,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dnscache.bind import kernel_sockets, make_socket, refuse_shared
 from dnscache.core.cache import HITS, HOT, REFERENCED, cache_key, variant_byte
@@ -47,6 +49,10 @@ from dnscache.core.wire import (
 from dnscache.resolver import Resolver
 from dnscache.transport import Transport
 from netkit.base.addr import HostPort
+from netkit.base.fields import ConfigError
+
+if TYPE_CHECKING:
+    from dnscache.fastpath import CompiledUdpListener
 
 log = logging.getLogger("netkit.dns")
 
@@ -101,6 +107,18 @@ def read_question(data: bytes) -> Question | None:
     return data[12 : qend - 4].lower() + data[qend - 4 : qend] + _VARIANTS[variant], qend, limit
 
 
+def compiled_listener() -> type[CompiledUdpListener]:
+    """The compiled listener class; an error naming the way out when it was not built."""
+    try:
+        from dnscache.fastpath import CompiledUdpListener
+    except ImportError as exc:
+        raise ConfigError(
+            f"fast_path: compiled is not built here ({exc}): reinstall the project with pip (it "
+            "compiles dnscache/_fastpath.c), or serve with --fast-path python"
+        ) from None
+    return CompiledUdpListener
+
+
 class DnsServer:
     def __init__(
         self,
@@ -120,6 +138,7 @@ class DnsServer:
         self.ready = False
         self._transports: list[asyncio.DatagramTransport] = []
         self._protocols: list[_UdpProtocol] = []
+        self._compiled: list[CompiledUdpListener] = []
         self.listeners: list[tuple[HostPort, socket.socket, socket.socket]] = []
         self._tcp_handlers: set[asyncio.Task[None]] = set()
         self._tcp_servers: list[asyncio.Server] = []
@@ -135,6 +154,7 @@ class DnsServer:
         """Listen on every configured address: on inherited (udp, tcp) sockets where a previous
         process handed them over, on new ones elsewhere."""
         loop = asyncio.get_running_loop()
+        listener = compiled_listener() if self.cfg.fast_path == "compiled" else None
         inherited = dict(inherited or {})
         fresh = [a for a in self.cfg.listen if a not in inherited]
         if fresh:  # the kernel would refuse too; this names who holds the address
@@ -151,11 +171,14 @@ class DnsServer:
             # a second descriptor of each socket: to hand over, and to answer from while draining
             self.listeners.append((address, udp.dup(), tcp.dup()))
             spare = self.listeners[-1][1]
-            transport, protocol = await loop.create_datagram_endpoint(
-                functools.partial(_UdpProtocol, self, spare), sock=udp
-            )
-            self._transports.append(transport)
-            self._protocols.append(protocol)
+            if listener is not None:
+                self._compiled.append(listener(self, udp, loop))
+            else:
+                transport, protocol = await loop.create_datagram_endpoint(
+                    functools.partial(_UdpProtocol, self, spare), sock=udp
+                )
+                self._transports.append(transport)
+                self._protocols.append(protocol)
             self._tcp_servers.append(await asyncio.start_server(self._serve_tcp, sock=tcp))
         for udp, tcp in inherited.values():  # addresses no longer configured
             udp.close()
@@ -181,6 +204,8 @@ class DnsServer:
             protocol.draining = True
         for t in self._transports:
             t.close()
+        for compiled in self._compiled:
+            compiled.pause()  # replies in flight still go out through it
         for srv in self._tcp_servers:
             srv.close()
         pending = [*self._tasks, *self._tcp_handlers]
@@ -200,6 +225,8 @@ class DnsServer:
             with contextlib.suppress(BaseException):
                 await task
         await self.resolver.close()
+        for compiled in self._compiled:
+            compiled.close()
         for _, udp, tcp in self.listeners:
             udp.close()
             tcp.close()

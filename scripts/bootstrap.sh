@@ -18,8 +18,9 @@ DEB_PACKAGES=(
   etcd-server kubectl
   # a full kernel for what this host lacks (802.1Q, dummy, netem)
   user-mode-linux kmod
-  # a C compiler for labs.uml's XSAVE shim (UML 6.1 on AVX-512/AMX hosts)
-  gcc libc6-dev
+  # a C compiler and Python's headers: the DNS cache's compiled hit path (dnscache/_fastpath.c,
+  # built by pip install), and labs.uml's XSAVE shim (UML 6.1 on AVX-512/AMX hosts)
+  gcc libc6-dev python3-dev
   # the image without a base image: a Debian root filesystem from the mirror, packed as OCI
   mmdebstrap umoci
   # CNI: the reference plugins (host-local and static IPAM for netkit-cni; bridge as its anchor)
@@ -50,8 +51,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv"
   "$PYTHON" -m venv .venv
 fi
-hash=$(sha256sum pyproject.toml | cut -c1-16)
-if [ "$(cat .venv/.deps 2>/dev/null)" != "$hash" ]; then
+# pip builds the compiled fast path too: a changed C source installs (compiles) again
+hash=$(cat pyproject.toml setup.py dnscache/_fastpath.c | sha256sum | cut -c1-16)
+if [ "$(cat .venv/.deps 2>/dev/null)" != "$hash" ] || ! compgen -G 'dnscache/_fastpath*.so' >/dev/null; then
   echo "bootstrap: installing Python packages"
   .venv/bin/pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev]'
   echo "$hash" > .venv/.deps

@@ -27,6 +27,7 @@ import uvloop
 from dnscache.core.config import ServeConfig, load
 from dnscache.server import DnsServer
 from labs.runid import free_port
+from netkit.cli.dns import FAST_PATH_ENV
 
 
 class ServerThread:
@@ -35,6 +36,8 @@ class ServerThread:
     def __init__(self, **options: Any) -> None:
         self.port = options.pop("port", None) or free_port()
         options.setdefault("listen", [f"127.0.0.1:{self.port}"])
+        # make test runs the DNS tests twice: on the compiled fast path, then on the Python one
+        options.setdefault("fast_path", os.environ.get(FAST_PATH_ENV) or "compiled")
         self.cfg: ServeConfig = load(options, "test")
         # its own uvloop loop, without installing uvloop's policy for the whole test process:
         # pyroute2 runs asyncio loops of its own over AF_NETLINK, which uvloop cannot open

@@ -65,6 +65,7 @@ class ServeConfig:
     prefetch_fraction: float = 0.1
     dns0x20: bool = False
     workers: int = 1
+    fast_path: str = "compiled"
     keeper: bool = False
     resolv_conf: str = "/etc/resolv.conf"
     cache_file: str | None = None
@@ -173,6 +174,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "prefetch_fraction": number(0.0, 0.9, text=True),
     "dns0x20": boolean(text=True),
     "workers": integer(1, 256, text=True),
+    "fast_path": one_of("compiled", "python", fold_case=True),
     "keeper": boolean(text=True),
     "resolv_conf": str,
     "cache_file": optional(str),

@@ -6,6 +6,7 @@ microseconds with their locks, which the hit path cannot afford.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 
 # request duration histogram buckets (seconds), CoreDNS-like
@@ -37,7 +38,7 @@ class Stats:
     requests_udp: int = 0
     requests_tcp: int = 0
     cache_hits: int = 0  # hits answered on the slow path (TCP, truncation)
-    fast_hits: int = 0  # hits answered in datagram_received: also the histogram's first bucket
+    fast_hits: int = 0  # hits answered on the fast path (either): also the histogram's first bucket
     cache_misses: int = 0
     served_stale: int = 0
     prefetches: int = 0
@@ -48,6 +49,8 @@ class Stats:
     spoofed_replies: int = 0  # upstream replies that did not match the query
     tcp_connections: int = 0
     rcodes: list[int] = field(default_factory=lambda: [0] * RCODE_SLOTS)  # index: rcode (last slot: above)
+    # the rcodes of hits the compiled path answered: counted there, in C, into this array
+    fast_rcodes: array[int] = field(default_factory=lambda: array("Q", bytes(8 * RCODE_SLOTS)))
     # histogram: counts per bucket (+Inf last), sum; hits are counted in the first bucket
     duration_counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
     duration_sum: float = 0.0
@@ -77,7 +80,7 @@ class Stats:
             "scrubbed_records": self.scrubbed_records,
             "spoofed_replies": self.spoofed_replies,
             "tcp_connections": self.tcp_connections,
-            "rcodes": list(self.rcodes),
+            "rcodes": [a + b for a, b in zip(self.rcodes, self.fast_rcodes, strict=True)],
             "duration_counts": [self.duration_counts[0] + self.fast_hits, *self.duration_counts[1:]],
             "duration_sum": self.duration_sum,
         }

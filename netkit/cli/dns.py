@@ -77,6 +77,8 @@ every upstream is down, with the metrics that show it. Everything runs under a t
 high ports and is stopped at the end. Exit status 0 when every step behaved, 1 otherwise.
 """
 
+FAST_PATH_ENV = "NETKIT_DNS_FAST_PATH"  # the default of --fast-path (the test suite's second pass)
+
 # flag name -> (help, metavar or None for booleans, repeatable)
 FLAG_HELP: dict[str, tuple[str, str | None, bool]] = {
     "listen": ("address to serve on, UDP and TCP (repeatable; default 127.0.0.1:53)", "ADDR:PORT", True),
@@ -125,6 +127,13 @@ FLAG_HELP: dict[str, tuple[str, str | None, bool]] = {
         False,
     ),
     "workers": ("processes sharing the listen sockets with SO_REUSEPORT (default 1)", "N", False),
+    "fast_path": (
+        "how UDP cache hits are answered: compiled (batches of recvmmsg/sendmmsg in C, built by "
+        f"pip install) or python (the same algorithm, pure Python); {FAST_PATH_ENV} sets it "
+        "where the flag is not given (default compiled)",
+        "PATH",
+        False,
+    ),
     "keeper": (
         "serve from a worker process under one that keeps the sockets: a crashed worker is "
         "forked again at once and what arrived meanwhile waits in the queue (default false; "
@@ -153,6 +162,7 @@ FLAG_HELP: dict[str, tuple[str, str | None, bool]] = {
 }
 
 CHOICES: dict[str, list[str]] = {
+    "fast_path": ["compiled", "python"],
     "log_level": ["debug", "info", "warning", "error"],
     "log_format": ["json", "text"],
 }
@@ -229,7 +239,11 @@ def add_parser(sub: Any) -> None:
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in FLAG_HELP if getattr(args, k, None) is not None}
+    """The flags given, and --fast-path from the environment where the flag is not given."""
+    flags = {k: getattr(args, k) for k in FLAG_HELP if getattr(args, k, None) is not None}
+    if "fast_path" not in flags and os.environ.get(FAST_PATH_ENV):
+        flags["fast_path"] = os.environ[FAST_PATH_ENV]
+    return flags
 
 
 def read_config_file(path: str) -> dict[str, Any]:

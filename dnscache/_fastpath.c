@@ -1,0 +1,400 @@
+/* The cache-hit fast path of netkit's DNS cache, compiled (see dnscache/fastpath.py).
+ *
+ * One call to serve() receives a batch of datagrams with recvmmsg(2), answers the ordinary
+ * queries whose answer is cached and fresh with sendmmsg(2), and hands everything else back to
+ * Python (misses, odd messages, answers too big for the client) exactly as the pure-Python path
+ * would have seen it. It is the same algorithm as dnscache.server.read_question and
+ * _UdpProtocol.datagram_received, on the same cache entries (dnscache.core.cache.CacheEntry: a
+ * bytearray whose header layout is fixed there and asserted in tests/unit/test_fastpath.py).
+ *
+ * This is the parser of untrusted bytes: every offset is checked against the datagram's length
+ * before it is read, and nothing is written outside the per-slot buffers. A datagram the kernel
+ * truncated (larger than a slot) goes to Python untouched by the walker, flagged.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define BATCH 64
+#define SLOT_SIZE 65536       /* any UDP datagram fits: nothing reaches Python truncated */
+#define OUT_SIZE 1232         /* EDNS_UDP_SIZE: the most the hit path sends */
+#define MAX_NAME_LEN 255
+#define RCODE_SLOTS 24
+
+/* CacheEntry header offsets (struct "=dddddiBBHHHHHH" then rows "=HIH") */
+#define OFF_EXPIRES 0
+#define OFF_PREFETCH 8
+#define OFF_STORED 16
+#define OFF_AGE 40
+#define OFF_HITS 44
+#define OFF_REFERENCED 45
+#define OFF_WIRE_START 46
+#define OFF_RECORDS 48
+#define META_SIZE 58
+#define ROW_SIZE 8
+
+/* The workspace each listener passes in (an anonymous mmap: its pages are only allocated once
+ * touched): BATCH receive slots, BATCH reply buffers, BATCH peer addresses. Per listener, not
+ * static: two servers in one process (tests) may serve on two threads, and an allocation inside
+ * serve() can run a finalizer that lets the other thread in. */
+typedef struct {
+    unsigned char in[BATCH][SLOT_SIZE];
+    unsigned char out[BATCH][OUT_SIZE];
+    struct sockaddr_storage peers[BATCH];
+} workspace_t;
+
+/* What read_question finds: the key is built by the caller from these. */
+typedef struct {
+    Py_ssize_t qend;
+    int limit;
+    unsigned char variant;
+} question_t;
+
+/* 1 for an ordinary query (see dnscache.server.read_question), 0 for anything else. */
+static int read_question(const unsigned char *d, Py_ssize_t n, question_t *q) {
+    if (n < 17 || (d[2] & 0xF8) || d[4] != 0 || d[5] != 1 || d[6] || d[7] || d[8] || d[9])
+        return 0;
+    Py_ssize_t i = 12;
+    while (i < n) {
+        unsigned char len = d[i];
+        if (len == 0 || len > 63)
+            break;
+        i += len + 1;
+    }
+    Py_ssize_t qend = i + 5;
+    if (i >= n || d[i] != 0 || qend > n || i > MAX_NAME_LEN + 11)
+        return 0;
+    int variant, limit;
+    if (d[10] == 0 && d[11] == 0) {
+        if (qend != n)
+            return 0;
+        variant = 0;
+        limit = 512;
+    } else if (d[10] == 0 && d[11] == 1 && n >= qend + 11 && d[qend] == 0 && d[qend + 1] == 0 &&
+               d[qend + 2] == 41 && d[qend + 6] == 0 &&
+               qend + 11 + ((d[qend + 9] << 8) | d[qend + 10]) == n) {
+        int size = (d[qend + 3] << 8) | d[qend + 4];
+        limit = size > OUT_SIZE ? OUT_SIZE : size > 512 ? size : 512;
+        variant = (d[qend + 7] & 0x80) ? 3 : 1;
+    } else {
+        return 0;
+    }
+    if (d[3] & 0x10)
+        variant |= 4;
+    q->qend = qend;
+    q->limit = limit;
+    q->variant = (unsigned char)variant;
+    return 1;
+}
+
+/* The cache key: the question name case-folded (ASCII), type and class, the variant byte. */
+static PyObject *make_key(const unsigned char *d, const question_t *q) {
+    Py_ssize_t name_end = q->qend - 4;
+    PyObject *key = PyBytes_FromStringAndSize(NULL, q->qend - 12 + 1);
+    if (key == NULL)
+        return NULL;
+    unsigned char *k = (unsigned char *)PyBytes_AS_STRING(key);
+    for (Py_ssize_t i = 12; i < name_end; i++) {
+        unsigned char c = d[i];
+        k[i - 12] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+    }
+    memcpy(k + (name_end - 12), d + name_end, 4);
+    k[q->qend - 12] = q->variant;
+    return key;
+}
+
+static PyObject *question_tuple(const unsigned char *d, const question_t *q, PyObject *key) {
+    if (key == NULL) {
+        key = make_key(d, q);
+        if (key == NULL)
+            return NULL;
+    } else {
+        Py_INCREF(key);
+    }
+    return Py_BuildValue("(Nni)", key, q->qend, q->limit);
+}
+
+static PyObject *address_tuple(const struct sockaddr_storage *ss) {
+    char host[INET6_ADDRSTRLEN];
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof host) == NULL)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        return Py_BuildValue("(si)", host, ntohs(a->sin_port));
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host) == NULL)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        return Py_BuildValue("(siII)", host, ntohs(a->sin6_port), ntohl(a->sin6_flowinfo),
+                             a->sin6_scope_id);
+    }
+    Py_RETURN_NONE;
+}
+
+static void store_be32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* CacheEntry.render_fresh in place: the TTLs at the whole-second age (the caller checked the
+ * header is there). Returns 0 if a row points outside the entry (never, for entries we built). */
+static int render_fresh(unsigned char *e, Py_ssize_t len, Py_ssize_t start, int32_t age) {
+    uint16_t records;
+    memcpy(&records, e + OFF_RECORDS, 2);
+    if (META_SIZE + (Py_ssize_t)records * ROW_SIZE > start)
+        return 0;
+    for (uint16_t r = 0; r < records; r++) {
+        const unsigned char *row = e + META_SIZE + (Py_ssize_t)r * ROW_SIZE;
+        uint16_t off;
+        uint32_t ttl;
+        memcpy(&off, row, 2);
+        memcpy(&ttl, row + 2, 4);
+        if (start + off + 4 > len)
+            return 0;
+        store_be32(e + start + off, ttl > (uint32_t)age ? ttl - (uint32_t)age : 0);
+    }
+    memcpy(e + OFF_AGE, &age, 4);
+    return 1;
+}
+
+/* Answer datagram d (n octets) from the cache into out if it can be; returns the reply's length,
+ * 0 when Python must answer it. *key_out gets the key (a new reference) when one was built. */
+static Py_ssize_t answer_hit(const unsigned char *d, Py_ssize_t n, const question_t *q,
+                             PyObject *entries, double now, unsigned char *out, PyObject *key,
+                             PyObject *prefetch, uint64_t *rcodes, int *error) {
+    PyObject *obj = PyDict_GetItemWithError(entries, key); /* borrowed */
+    if (obj == NULL) {
+        if (PyErr_Occurred())
+            *error = 1;
+        return 0;
+    }
+    if (!PyByteArray_Check(obj))
+        return 0;
+    Py_ssize_t len = PyByteArray_GET_SIZE(obj);
+    unsigned char *e = (unsigned char *)PyByteArray_AS_STRING(obj);
+    if (len < META_SIZE)
+        return 0;
+    double expires, prefetch_at, stored;
+    int32_t age;
+    uint16_t start;
+    memcpy(&expires, e + OFF_EXPIRES, 8);
+    memcpy(&prefetch_at, e + OFF_PREFETCH, 8);
+    memcpy(&stored, e + OFF_STORED, 8);
+    memcpy(&age, e + OFF_AGE, 4);
+    memcpy(&start, e + OFF_WIRE_START, 2);
+    if (!(now < expires) || start < META_SIZE || start > len)
+        return 0;
+    double elapsed = now - stored;
+    int32_t now_age = (elapsed >= 0 && elapsed < 2147483647.0) ? (int32_t)elapsed : -2;
+    if (now_age < 0)
+        return 0; /* a clock step backwards: let Python's path decide */
+    if (now_age != age && !render_fresh(e, len, start, now_age))
+        return 0;
+    Py_ssize_t wlen = len - start;
+    if (wlen > q->limit || wlen > OUT_SIZE || wlen < q->qend)
+        return 0;
+    memcpy(out, e + start, (size_t)wlen);
+    out[0] = d[0];
+    out[1] = d[1];
+    out[2] = (unsigned char)((out[2] & 0xFE) | (d[2] & 0x01));
+    memcpy(out + 12, d + 12, (size_t)(q->qend - 4 - 12));
+    if (e[OFF_HITS] < 255)
+        e[OFF_HITS]++;
+    e[OFF_REFERENCED] = 1;
+    rcodes[out[3] & 0xF]++;
+    if (now >= prefetch_at) {
+        PyObject *pair = PyTuple_Pack(2, key, obj);
+        if (pair == NULL || PyList_Append(prefetch, pair) < 0) {
+            Py_XDECREF(pair);
+            *error = 1;
+            return 0;
+        }
+        Py_DECREF(pair);
+    }
+    return wlen;
+}
+
+static int get_counters(PyObject *obj, Py_buffer *view) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0)
+        return -1;
+    if (view->itemsize != 8 || view->len != RCODE_SLOTS * 8 || view->format == NULL ||
+        (strcmp(view->format, "Q") != 0 && strcmp(view->format, "L") != 0)) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "rcodes must be array('Q') of 24 counters");
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(serve_doc,
+"serve(fd, workspace, entries, now, rcodes, misses, prefetch) -> (received, answered, unsent)\n\n"
+"Receive up to 64 datagrams from the non-blocking UDP socket fd into workspace (a writable\n"
+"buffer of WORKSPACE_SIZE octets, one per listener), answer the cache hits from\n"
+"entries (dict of key -> CacheEntry) fresh at now (time.monotonic), counting their rcodes into\n"
+"rcodes (array('Q'), 24 slots). Appends (datagram, address, question-or-None) to misses for the\n"
+"slow path and (key, entry) to prefetch for entries past their prefetch point.");
+
+static PyObject *serve(PyObject *self, PyObject *args) {
+    int fd;
+    PyObject *work_obj, *entries, *rcodes_obj, *misses, *prefetch;
+    double now;
+    if (!PyArg_ParseTuple(args, "iOO!dOO!O!", &fd, &work_obj, &PyDict_Type, &entries, &now,
+                          &rcodes_obj, &PyList_Type, &misses, &PyList_Type, &prefetch))
+        return NULL;
+    Py_buffer work_view, view;
+    if (PyObject_GetBuffer(work_obj, &work_view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (work_view.len < (Py_ssize_t)sizeof(workspace_t)) {
+        PyBuffer_Release(&work_view);
+        PyErr_SetString(PyExc_ValueError, "workspace is smaller than WORKSPACE_SIZE");
+        return NULL;
+    }
+    if (get_counters(rcodes_obj, &view) < 0) {
+        PyBuffer_Release(&work_view);
+        return NULL;
+    }
+    workspace_t *w = (workspace_t *)work_view.buf;
+    uint64_t *rcodes = (uint64_t *)view.buf;
+
+    struct mmsghdr msgs[BATCH];
+    struct iovec iovs[BATCH];
+    memset(msgs, 0, sizeof msgs);
+    for (int i = 0; i < BATCH; i++) {
+        iovs[i].iov_base = w->in[i];
+        iovs[i].iov_len = SLOT_SIZE;
+        msgs[i].msg_hdr.msg_iov = &iovs[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = &w->peers[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof w->peers[i];
+    }
+    int got = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+    if (got < 0) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&work_view);
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNREFUSED)
+            return Py_BuildValue("(iii)", 0, 0, 0);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+
+    struct mmsghdr replies[BATCH];
+    struct iovec reply_iovs[BATCH];
+    int answered = 0, error = 0;
+    for (int i = 0; i < got && !error; i++) {
+        const unsigned char *d = w->in[i];
+        Py_ssize_t n = (Py_ssize_t)msgs[i].msg_len;
+        int truncated = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0;
+        question_t q;
+        int ordinary = !truncated && read_question(d, n, &q);
+        PyObject *key = NULL;
+        if (ordinary) {
+            key = make_key(d, &q);
+            if (key == NULL) {
+                error = 1;
+                break;
+            }
+            Py_ssize_t wlen = answer_hit(d, n, &q, entries, now, w->out[answered], key, prefetch,
+                                         rcodes, &error);
+            if (error) {
+                Py_DECREF(key);
+                break;
+            }
+            if (wlen > 0) {
+                Py_DECREF(key);
+                reply_iovs[answered].iov_base = w->out[answered];
+                reply_iovs[answered].iov_len = (size_t)wlen;
+                memset(&replies[answered], 0, sizeof replies[answered]);
+                replies[answered].msg_hdr.msg_iov = &reply_iovs[answered];
+                replies[answered].msg_hdr.msg_iovlen = 1;
+                replies[answered].msg_hdr.msg_name = &w->peers[i];
+                replies[answered].msg_hdr.msg_namelen = msgs[i].msg_hdr.msg_namelen;
+                answered++;
+                continue;
+            }
+        }
+        PyObject *question = ordinary ? question_tuple(d, &q, key) : (Py_INCREF(Py_None), Py_None);
+        Py_XDECREF(key);
+        PyObject *data = PyBytes_FromStringAndSize((const char *)d, n);
+        PyObject *addr = address_tuple(&w->peers[i]);
+        PyObject *miss = (question && data && addr) ? PyTuple_Pack(3, data, addr, question) : NULL;
+        Py_XDECREF(question);
+        Py_XDECREF(data);
+        Py_XDECREF(addr);
+        if (miss == NULL || PyList_Append(misses, miss) < 0)
+            error = 1;
+        Py_XDECREF(miss);
+    }
+    PyBuffer_Release(&view);
+
+    /* send what was answered even if a later datagram failed: those clients are served */
+    int sent = 0;
+    while (sent < answered) {
+        int r = sendmmsg(fd, replies + sent, (unsigned int)(answered - sent), MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            sent++; /* one destination refused (EPERM, unreachable): skip it, send the rest */
+            continue;
+        }
+        sent += r;
+    }
+    PyBuffer_Release(&work_view);
+    if (error)
+        return NULL;
+    return Py_BuildValue("(iii)", got, answered, answered - sent);
+}
+
+PyDoc_STRVAR(read_question_doc,
+"read_question(data) -> (key, question end, UDP size limit) or None\n\n"
+"The C walker serve() uses, for differential tests against dnscache.server.read_question.");
+
+static PyObject *py_read_question(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    question_t q;
+    PyObject *out;
+    if (read_question((const unsigned char *)view.buf, view.len, &q))
+        out = question_tuple((const unsigned char *)view.buf, &q, NULL);
+    else
+        out = (Py_INCREF(Py_None), Py_None);
+    PyBuffer_Release(&view);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"serve", serve, METH_VARARGS, serve_doc},
+    {"read_question", py_read_question, METH_O, read_question_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "dnscache._fastpath",
+    "The compiled cache-hit path (recvmmsg/sendmmsg batches); see dnscache.fastpath.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(m, "BATCH", BATCH) < 0 ||
+        PyModule_AddIntConstant(m, "OUT_SIZE", OUT_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "META_SIZE", META_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "RCODE_SLOTS", RCODE_SLOTS) < 0 ||
+        PyModule_AddIntConstant(m, "WORKSPACE_SIZE", (long)sizeof(workspace_t)) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

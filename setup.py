@@ -1,0 +1,14 @@
+"""The one compiled part of netkit: the DNS cache's hit path (dnscache/_fastpath.c), built by
+the normal ``pip install`` of the project; everything else is in pyproject.toml."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "dnscache._fastpath",
+            ["dnscache/_fastpath.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        )
+    ]
+)
