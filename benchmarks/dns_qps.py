@@ -542,9 +542,16 @@ def targets(results: list[dict[str, Any]], rss: list[dict[str, Any]], baseline: 
             a, b = get(system, wl), get(baseline, wl)
             if a and b:
                 ratio = a["qps"] / b["qps"]
-                out.append(
-                    f"{system}: {wl} QPS >= {goal:.1f}x Unbound: {verdict(ratio >= goal)} ({ratio:.2f}x)"
-                )
+                line = f"{system}: {wl} QPS >= {goal:.1f}x Unbound: {verdict(ratio >= goal)} ({ratio:.2f}x)"
+                if a.get("cpu_share") and b.get("cpu_share"):
+                    # below ~0.9 of a core neither server is saturated: dnsperf (one thread on the
+                    # same two cores) is the limit, and QPS per core of server CPU is what differs
+                    per_core = (a["qps"] / a["cpu_share"]) / (b["qps"] / b["cpu_share"])
+                    line += (
+                        f"; server CPU {a['cpu_share']:.2f} vs {b['cpu_share']:.2f} of a core, "
+                        f"QPS per core of server CPU {per_core:.2f}x"
+                    )
+                out.append(line)
         for wl in P99_WORKLOADS:
             a, b = get(system, wl), get(baseline, wl)
             if a and b and a.get("p99_s") is not None and b.get("p99_s") is not None:
