@@ -61,9 +61,9 @@ class CompiledUdpListener:
             maybe = self.server.resolver.maybe_prefetch
             for key, entry in prefetch:
                 maybe(key, entry)
-        spawn = self.server.spawn_slow
+        resolve = self.server.resolve
         for data, addr, question in misses:
-            spawn(data, functools.partial(self.reply, addr=addr), False, question)
+            resolve(data, functools.partial(self.reply, addr=addr), question)
 
     def reply(self, out: bytes, addr: Address) -> None:
         """Send a slow-path answer; a full send buffer queues it until the socket is writable."""

@@ -143,6 +143,7 @@ class DnsServer:
         self._tcp_handlers: set[asyncio.Task[None]] = set()
         self._tcp_servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._misses: set[asyncio.Future[Any]] = set()  # flights UDP misses wait on (resolve)
         self._slow = 0
         self._tcp_conns = 0
         self._housekeeping: list[asyncio.Task[None]] = []
@@ -208,7 +209,7 @@ class DnsServer:
             compiled.pause()  # replies in flight still go out through it
         for srv in self._tcp_servers:
             srv.close()
-        pending = [*self._tasks, *self._tcp_handlers]
+        pending = [*self._tasks, *self._misses, *self._tcp_handlers]
         if pending:
             await asyncio.wait(pending, timeout=timeout)
         await self.stop()
@@ -257,6 +258,52 @@ class DnsServer:
         while True:
             await asyncio.sleep(1.0)
             self.resolver.cache.sweep(self.clock())
+
+    # -- misses ------------------------------------------------------------------------------
+    def resolve(self, data: bytes, reply: Callable[[bytes], None], question: Question | None) -> None:
+        """A UDP query the hit path did not answer. The common miss (an ordinary question with
+        nothing cached under it) waits on the resolver's flight through a callback: no task and
+        no coroutine per miss. Everything else takes the slow path, which answers every case."""
+        if question is None or question[0] in self.resolver.cache.entries:
+            self.spawn_slow(data, reply, False, question)
+            return
+        key, qend, _ = question
+        if local_rcode(*_U16_PAIR.unpack_from(data, qend - 4)) is not None:
+            self.spawn_slow(data, reply, False, question)
+            return
+        if self._slow >= MAX_SLOW_TASKS:
+            self.stats.dropped += 1
+            return
+        self._slow += 1
+        self.stats.cache_misses += 1
+        flight = self.resolver.refresh(key)
+        self._misses.add(flight)
+        flight.add_done_callback(functools.partial(self._resolved, data, reply, question, self.clock()))
+
+    def _resolved(
+        self,
+        data: bytes,
+        reply: Callable[[bytes], None],
+        question: Question,
+        start: float,
+        flight: asyncio.Future[Any],
+    ) -> None:
+        self._slow -= 1
+        self._misses.discard(flight)
+        if flight.cancelled():  # stopping
+            self.stats.dropped += 1
+            return
+        entry = flight.result()
+        key, qend, limit = question
+        if entry is None:
+            variant = key[-1]
+            edns = Edns(EDNS_UDP_SIZE, 0, 0, bool(variant & 2)) if variant & 1 else None
+            out = error_reply(data, SERVFAIL, qend, edns)
+        else:
+            out = finish(entry.render_fresh(self.clock()), entry, data, limit)
+        self.stats.count_rcode(out[3] & 0xF)
+        reply(out)
+        self.stats.observe(self.clock() - start)
 
     # -- the slow path -----------------------------------------------------------------------
     def spawn_slow(
@@ -435,4 +482,4 @@ class _UdpProtocol(asyncio.DatagramProtocol):
                         if now >= prefetch:
                             self.server.resolver.maybe_prefetch(key, entry)
                         return
-        self.server.spawn_slow(data, functools.partial(self.reply, addr=addr), False, q)
+        self.server.resolve(data, functools.partial(self.reply, addr=addr), q)

@@ -116,9 +116,9 @@ class UdpExchange:
         self.case_exact = case_exact
         self._done = False
         self._timer: asyncio.TimerHandle | None = None
-        self._sock = socket.socket(_family(upstream), socket.SOCK_DGRAM)
+        # non-blocking from birth: one system call fewer per miss than setblocking(False)
+        self._sock = socket.socket(_family(upstream), socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
         try:
-            self._sock.setblocking(False)
             self._sock.connect((upstream.host, upstream.port))
             self._sock.send(query)
         except OSError:
