@@ -17,7 +17,7 @@ import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from dnscache import _fastpath  # type: ignore[attr-defined]
+from dnscache import _fastpath
 
 if TYPE_CHECKING:
     from dnscache.server import DnsServer

@@ -202,3 +202,12 @@ def test_a_key_is_what_cache_key_makes() -> None:
     got = _fastpath.read_question(q)
     assert got is not None
     assert got[0] == cache_key(q[12 : got[1]], variant_byte(True, True, False))
+
+
+def test_trim_gives_free_heap_memory_back() -> None:
+    blocks = [bytearray(200_000) for _ in range(50)]  # above the mmap threshold at first ...
+    del blocks
+    blocks = [bytes(100) * 1000 for _ in range(500)]  # ... then heap chunks, freed in the middle
+    del blocks[::2]
+    assert _fastpath.trim() in (True, False)  # glibc decides; it must not fail or free live memory
+    assert all(len(b) == 100_000 for b in blocks)
