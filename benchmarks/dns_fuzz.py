@@ -631,7 +631,10 @@ def table(res: dict[str, Any]) -> str:
     tcp = res["storms"]["tcp_total"]
     md = res["netkit_metrics"]["delta"]
     mb, ma = res["netkit_metrics"]["before"], res["netkit_metrics"]["after"]
-    lines.append("dns_fuzz: netkit dns serve under fuzz (loopback, one process, defaults)")
+    lines.append(
+        f"dns_fuzz: netkit dns serve under fuzz (loopback, one process, defaults; "
+        f"fast path {res.get('fast_path', 'compiled')})"
+    )
     lines.append("")
     lines.append("Fuzz sent")
     row("UDP datagrams (0..4096 octets)", n(udp["sent"]))
@@ -802,6 +805,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--tcp-rate", type=float, default=TCP_RATE, help=f"messages/s ceiling (default {TCP_RATE})"
     )
+    ap.add_argument(
+        "--fast-path", choices=("compiled", "python"), default="compiled",
+        help="netkit's hit path under fuzz (default compiled: the C walker is the boundary)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
 
     def on_term(signum: int, frame: object) -> None:
@@ -819,14 +826,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     hot = [f"h{i}.{ORIGIN}" for i in range(N_HOT)]
     rng = random.Random(args.seed)
 
-    res: dict[str, Any] = {"phases": [], "storms": {"udp": [], "tcp": []}, "abuse": []}
+    res: dict[str, Any] = {
+        "phases": [], "storms": {"udp": [], "tcp": []}, "abuse": [], "fast_path": args.fast_path,
+    }  # fmt: skip
     checker: Checker | None = None
     sampler: Sampler | None = None
     with RunDir() as run:
         log(f"run dir {run.path}; starting NSD ({ZONE_NAMES:,} names) and netkit")
         with (
             NsdServer([zone], workdir=run.path, start_timeout=60) as nsd,
-            NetkitServer(nsd.address, run.path) as nk,
+            NetkitServer(nsd.address, run.path, extra_args=["--fast-path", args.fast_path]) as nk,
         ):
             pid = nk.pid
             assert pid is not None
