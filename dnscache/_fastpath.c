@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #define BATCH 64
 #define SLOT_SIZE 65536       /* any UDP datagram fits: nothing reaches Python truncated */
@@ -171,7 +172,7 @@ static int render_fresh(unsigned char *e, Py_ssize_t len, Py_ssize_t start, int3
  * 0 when Python must answer it. *key_out gets the key (a new reference) when one was built. */
 static Py_ssize_t answer_hit(const unsigned char *d, Py_ssize_t n, const question_t *q,
                              PyObject *entries, double now, unsigned char *out, PyObject *key,
-                             PyObject *prefetch, uint64_t *rcodes, int *error) {
+                             PyObject **prefetch, uint64_t *rcodes, int *error) {
     PyObject *obj = PyDict_GetItemWithError(entries, key); /* borrowed */
     if (obj == NULL) {
         if (PyErr_Occurred())
@@ -213,8 +214,12 @@ static Py_ssize_t answer_hit(const unsigned char *d, Py_ssize_t n, const questio
     e[OFF_REFERENCED] = 1;
     rcodes[out[3] & 0xF]++;
     if (now >= prefetch_at) {
+        if (*prefetch == NULL && (*prefetch = PyList_New(0)) == NULL) {
+            *error = 1;
+            return 0;
+        }
         PyObject *pair = PyTuple_Pack(2, key, obj);
-        if (pair == NULL || PyList_Append(prefetch, pair) < 0) {
+        if (pair == NULL || PyList_Append(*prefetch, pair) < 0) {
             Py_XDECREF(pair);
             *error = 1;
             return 0;
@@ -224,13 +229,13 @@ static Py_ssize_t answer_hit(const unsigned char *d, Py_ssize_t n, const questio
     return wlen;
 }
 
-static int get_counters(PyObject *obj, Py_buffer *view) {
+static int get_counters(PyObject *obj, Py_buffer *view, Py_ssize_t slots) {
     if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0)
         return -1;
-    if (view->itemsize != 8 || view->len != RCODE_SLOTS * 8 || view->format == NULL ||
+    if (view->itemsize != 8 || view->len != slots * 8 || view->format == NULL ||
         (strcmp(view->format, "Q") != 0 && strcmp(view->format, "L") != 0)) {
         PyBuffer_Release(view);
-        PyErr_SetString(PyExc_ValueError, "rcodes must be array('Q') of 24 counters");
+        PyErr_Format(PyExc_ValueError, "counters must be array('Q') of %zd counters", slots);
         return -1;
     }
     return 0;
@@ -244,30 +249,14 @@ PyDoc_STRVAR(serve_doc,
 "rcodes (array('Q'), 24 slots). Appends (datagram, address, question-or-None) to misses for the\n"
 "slow path and (key, entry) to prefetch for entries past their prefetch point.");
 
-static PyObject *serve(PyObject *self, PyObject *args) {
-    int fd;
-    PyObject *work_obj, *entries, *rcodes_obj, *misses, *prefetch;
-    double now;
-    if (!PyArg_ParseTuple(args, "iOO!dOO!O!", &fd, &work_obj, &PyDict_Type, &entries, &now,
-                          &rcodes_obj, &PyList_Type, &misses, &PyList_Type, &prefetch))
-        return NULL;
-    Py_buffer work_view, view;
-    if (PyObject_GetBuffer(work_obj, &work_view, PyBUF_WRITABLE) < 0)
-        return NULL;
-    if (work_view.len < (Py_ssize_t)sizeof(workspace_t)) {
-        PyBuffer_Release(&work_view);
-        PyErr_SetString(PyExc_ValueError, "workspace is smaller than WORKSPACE_SIZE");
-        return NULL;
-    }
-    if (get_counters(rcodes_obj, &view) < 0) {
-        PyBuffer_Release(&work_view);
-        return NULL;
-    }
-    workspace_t *w = (workspace_t *)work_view.buf;
-    uint64_t *rcodes = (uint64_t *)view.buf;
-
+/* One batch: receive, answer the hits, send. Misses and prefetch candidates are appended to
+ * *misses and *prefetch (lists created on first use when NULL). counts: received, answered,
+ * unsent. Returns -1 with a Python exception set, else 0 (also when nothing was there). */
+static int serve_batch(int fd, workspace_t *w, PyObject *entries, double now, uint64_t *rcodes,
+                       PyObject **misses, PyObject **prefetch, int counts[3]) {
     struct mmsghdr msgs[BATCH];
     struct iovec iovs[BATCH];
+    counts[0] = counts[1] = counts[2] = 0;
     memset(msgs, 0, sizeof msgs);
     for (int i = 0; i < BATCH; i++) {
         iovs[i].iov_base = w->in[i];
@@ -279,11 +268,10 @@ static PyObject *serve(PyObject *self, PyObject *args) {
     }
     int got = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
     if (got < 0) {
-        PyBuffer_Release(&view);
-        PyBuffer_Release(&work_view);
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNREFUSED)
-            return Py_BuildValue("(iii)", 0, 0, 0);
-        return PyErr_SetFromErrno(PyExc_OSError);
+            return 0;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
     }
 
     struct mmsghdr replies[BATCH];
@@ -329,11 +317,12 @@ static PyObject *serve(PyObject *self, PyObject *args) {
         Py_XDECREF(question);
         Py_XDECREF(data);
         Py_XDECREF(addr);
-        if (miss == NULL || PyList_Append(misses, miss) < 0)
+        if (miss != NULL && *misses == NULL)
+            *misses = PyList_New(0);
+        if (miss == NULL || *misses == NULL || PyList_Append(*misses, miss) < 0)
             error = 1;
         Py_XDECREF(miss);
     }
-    PyBuffer_Release(&view);
 
     /* send what was answered even if a later datagram failed: those clients are served */
     int sent = 0;
@@ -349,11 +338,211 @@ static PyObject *serve(PyObject *self, PyObject *args) {
         }
         sent += r;
     }
-    PyBuffer_Release(&work_view);
-    if (error)
-        return NULL;
-    return Py_BuildValue("(iii)", got, answered, answered - sent);
+    counts[0] = got;
+    counts[1] = answered;
+    counts[2] = answered - sent;
+    return error ? -1 : 0;
 }
+
+static int get_workspace(PyObject *obj, Py_buffer *view) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE) < 0)
+        return -1;
+    if (view->len < (Py_ssize_t)sizeof(workspace_t)) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "workspace is smaller than WORKSPACE_SIZE");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *serve(PyObject *self, PyObject *args) {
+    int fd;
+    PyObject *work_obj, *entries, *rcodes_obj, *misses, *prefetch;
+    double now;
+    if (!PyArg_ParseTuple(args, "iOO!dOO!O!", &fd, &work_obj, &PyDict_Type, &entries, &now,
+                          &rcodes_obj, &PyList_Type, &misses, &PyList_Type, &prefetch))
+        return NULL;
+    Py_buffer work_view, view;
+    if (get_workspace(work_obj, &work_view) < 0)
+        return NULL;
+    if (get_counters(rcodes_obj, &view, RCODE_SLOTS) < 0) {
+        PyBuffer_Release(&work_view);
+        return NULL;
+    }
+    int counts[3];
+    int r = serve_batch(fd, (workspace_t *)work_view.buf, entries, now, (uint64_t *)view.buf,
+                        &misses, &prefetch, counts);
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&work_view);
+    if (r < 0)
+        return NULL;
+    return Py_BuildValue("(iii)", counts[0], counts[1], counts[2]);
+}
+
+/* Reader: the listener's event-loop callback itself (no Python frame per wake-up). */
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    int open;
+    PyObject *workspace, *entries, *rcodes_obj, *counts_obj, *on_rest, *clock;
+    Py_buffer work, rcodes, counts;
+} Reader;
+
+static int reader_traverse(Reader *r, visitproc visit, void *arg) {
+    Py_VISIT(r->entries);
+    Py_VISIT(r->on_rest);
+    Py_VISIT(r->clock);
+    return 0;
+}
+
+static void reader_release(Reader *r) {
+    if (r->open) {
+        r->open = 0;
+        PyBuffer_Release(&r->work);
+        PyBuffer_Release(&r->rcodes);
+        PyBuffer_Release(&r->counts);
+    }
+    Py_CLEAR(r->workspace);
+    Py_CLEAR(r->rcodes_obj);
+    Py_CLEAR(r->counts_obj);
+}
+
+static int reader_clear(Reader *r) {
+    reader_release(r);
+    Py_CLEAR(r->entries);
+    Py_CLEAR(r->on_rest);
+    Py_CLEAR(r->clock);
+    return 0;
+}
+
+static void reader_dealloc(Reader *r) {
+    PyObject_GC_UnTrack(r);
+    reader_clear(r);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static int reader_init(Reader *r, PyObject *args, PyObject *kwds) {
+    static char *names[] = {"fd", "workspace", "entries", "rcodes", "counts", "on_rest", "clock",
+                            NULL};
+    int fd;
+    PyObject *workspace, *entries, *rcodes, *counts, *on_rest, *clock = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO!OOO|O", names, &fd, &workspace,
+                                     &PyDict_Type, &entries, &rcodes, &counts, &on_rest, &clock))
+        return -1;
+    if (!PyCallable_Check(on_rest) || (clock != Py_None && !PyCallable_Check(clock))) {
+        PyErr_SetString(PyExc_TypeError, "on_rest and clock must be callable");
+        return -1;
+    }
+    reader_clear(r);
+    if (get_workspace(workspace, &r->work) < 0)
+        return -1;
+    if (get_counters(rcodes, &r->rcodes, RCODE_SLOTS) < 0) {
+        PyBuffer_Release(&r->work);
+        return -1;
+    }
+    if (get_counters(counts, &r->counts, 3) < 0) {
+        PyBuffer_Release(&r->work);
+        PyBuffer_Release(&r->rcodes);
+        return -1;
+    }
+    r->open = 1;
+    r->fd = fd;
+    Py_INCREF(workspace);
+    r->workspace = workspace;
+    Py_INCREF(rcodes);
+    r->rcodes_obj = rcodes;
+    Py_INCREF(counts);
+    r->counts_obj = counts;
+    Py_INCREF(entries);
+    r->entries = entries;
+    Py_INCREF(on_rest);
+    r->on_rest = on_rest;
+    Py_INCREF(clock);
+    r->clock = clock;
+    return 0;
+}
+
+static PyObject *reader_call(Reader *r, PyObject *args, PyObject *kwds) {
+    if (!r->open)
+        Py_RETURN_NONE; /* closed: a wake-up still queued on the loop */
+    double now;
+    if (r->clock == Py_None) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts); /* what time.monotonic() reads */
+        now = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    } else {
+        PyObject *t = PyObject_CallNoArgs(r->clock);
+        if (t == NULL)
+            return NULL;
+        now = PyFloat_AsDouble(t);
+        Py_DECREF(t);
+        if (now == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    PyObject *misses = NULL, *prefetch = NULL;
+    int counts[3];
+    int status = serve_batch(r->fd, (workspace_t *)r->work.buf, r->entries, now,
+                             (uint64_t *)r->rcodes.buf, &misses, &prefetch, counts);
+    uint64_t *total = (uint64_t *)r->counts.buf;
+    total[0] += (uint64_t)counts[0];
+    total[1] += (uint64_t)counts[1];
+    total[2] += (uint64_t)counts[2];
+    if (status < 0) {
+        Py_XDECREF(misses);
+        Py_XDECREF(prefetch);
+        if (PyErr_ExceptionMatches(PyExc_OSError)) {
+            PyErr_Clear(); /* the socket went away under us (stop): nothing was received */
+            Py_RETURN_NONE;
+        }
+        return NULL;
+    }
+    if (misses == NULL && prefetch == NULL)
+        Py_RETURN_NONE;
+    if (misses == NULL)
+        misses = PyList_New(0);
+    if (prefetch == NULL)
+        prefetch = PyList_New(0);
+    PyObject *out = (misses && prefetch) ? PyObject_CallFunctionObjArgs(r->on_rest, misses, prefetch, NULL) : NULL;
+    Py_XDECREF(misses);
+    Py_XDECREF(prefetch);
+    if (out == NULL)
+        return NULL;
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+}
+
+static PyObject *reader_close(Reader *r, PyObject *unused) {
+    reader_release(r);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef reader_methods[] = {
+    {"close", (PyCFunction)reader_close, METH_NOARGS,
+     "Release the workspace and counters (the mapping can be closed after) and stop serving."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(reader_doc,
+"Reader(fd, workspace, entries, rcodes, counts, on_rest, clock=None)\n\n"
+"The event loop's reader callback for one UDP socket: each call serves one batch as serve()\n"
+"does, adds received/answered/unsent to counts (array('Q') of 3), and calls\n"
+"on_rest(misses, prefetch) when the batch left anything for Python. clock None reads\n"
+"CLOCK_MONOTONIC (time.monotonic) directly; else it is called for the time.");
+
+static PyTypeObject ReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dnscache._fastpath.Reader",
+    .tp_basicsize = sizeof(Reader),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = reader_doc,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)reader_init,
+    .tp_dealloc = (destructor)reader_dealloc,
+    .tp_traverse = (traverseproc)reader_traverse,
+    .tp_clear = (inquiry)reader_clear,
+    .tp_call = (ternaryfunc)reader_call,
+    .tp_methods = reader_methods,
+};
 
 PyDoc_STRVAR(read_question_doc,
 "read_question(data) -> (key, question end, UDP size limit) or None\n\n"
@@ -396,9 +585,17 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
+    if (PyType_Ready(&ReaderType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+    Py_INCREF(&ReaderType);
+    if (PyModule_AddObject(m, "Reader", (PyObject *)&ReaderType) < 0) {
+        Py_DECREF(&ReaderType);
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddIntConstant(m, "BATCH", BATCH) < 0 ||
         PyModule_AddIntConstant(m, "OUT_SIZE", OUT_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "META_SIZE", META_SIZE) < 0 ||

@@ -1,6 +1,7 @@
 """Types of the compiled hit path (dnscache/_fastpath.c)."""
 
 from array import array
+from collections.abc import Callable
 from typing import Any
 
 from _typeshed import WriteableBuffer
@@ -21,5 +22,22 @@ def serve(
     prefetch: list[tuple[bytes, Any]],
     /,
 ) -> tuple[int, int, int]: ...
+
+class Reader:
+    def __init__(
+        self,
+        fd: int,
+        workspace: WriteableBuffer,
+        entries: dict[bytes, Any],
+        rcodes: array[int],
+        counts: array[int],
+        on_rest: Callable[
+            [list[tuple[bytes, Any, tuple[bytes, int, int] | None]], list[tuple[bytes, Any]]], object
+        ],
+        clock: Callable[[], float] | None = None,
+    ) -> None: ...
+    def __call__(self) -> None: ...
+    def close(self) -> None: ...
+
 def read_question(data: bytes, /) -> tuple[bytes, int, int] | None: ...
 def trim() -> bool: ...

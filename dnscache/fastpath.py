@@ -1,8 +1,8 @@
 """A UDP listener served by the compiled hit path (``dnscache/_fastpath.c``), effects.
 
-The event loop calls ``readable`` when the socket has datagrams; one call to the C part
-receives up to 64 of them with recvmmsg(2), answers the fresh cache hits with one sendmmsg(2),
-and returns the rest, which go to the server's slow path exactly as the pure-Python listener
+The event loop calls the C part (``_fastpath.Reader``) itself when the socket has datagrams;
+each call receives up to 64 of them with recvmmsg(2), answers the fresh cache hits with one sendmmsg(2),
+and hands the rest to ``rest``, which passes them to the server exactly as the pure-Python listener
 (``dnscache.server._UdpProtocol``) hands them over. Only the hot loop is compiled: what the
 cache holds, misses, prefetch, policy and metrics stay in Python.
 """
@@ -14,6 +14,7 @@ import contextlib
 import functools
 import mmap
 import socket
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -42,21 +43,16 @@ class CompiledUdpListener:
         self._queued: deque[tuple[bytes, Address]] = deque()
         sock.setblocking(False)
         self.fd = sock.fileno()
-        loop.add_reader(self.fd, self.readable)
+        # the loop calls the C reader itself: no Python frame per wake-up; it reads the clock
+        # directly unless the server was given another one (tests)
+        clock = None if server.clock is time.monotonic else server.clock
+        self.reader = _fastpath.Reader(
+            self.fd, self.workspace, self.entries, self.stats.fast_rcodes, self.stats.fast, self.rest, clock
+        )
+        loop.add_reader(self.fd, self.reader)
 
-    def readable(self) -> None:
-        misses: list[tuple[bytes, Address, Any]] = []
-        prefetch: list[tuple[bytes, Any]] = []
-        stats = self.stats
-        try:
-            got, answered, unsent = _fastpath.serve(
-                self.fd, self.workspace, self.entries, self.clock(), stats.fast_rcodes, misses, prefetch
-            )
-        except OSError:
-            return  # the socket went away under us (stop); nothing was received
-        stats.requests_udp += got
-        stats.fast_hits += answered - unsent
-        stats.dropped += unsent
+    def rest(self, misses: list[tuple[bytes, Address, Any]], prefetch: list[tuple[bytes, Any]]) -> None:
+        """What a batch left for Python: misses to resolve, entries to prefetch."""
         if prefetch:
             maybe = self.server.resolver.maybe_prefetch
             for key, entry in prefetch:
@@ -107,6 +103,7 @@ class CompiledUdpListener:
         if self._queued:
             self.loop.remove_writer(self.fd)
             self._queued.clear()
+        self.reader.close()  # releases the workspace, so the mapping can go
         self.sock.close()
         with contextlib.suppress(BufferError):
             self.workspace.close()

@@ -35,22 +35,24 @@ RCODE_SLOTS = 24
 
 @dataclass(slots=True)
 class Stats:
-    requests_udp: int = 0
+    requests_udp: int = 0  # seen by Python (the compiled path counts into ``fast``): see udp_requests
     requests_tcp: int = 0
     cache_hits: int = 0  # hits answered on the slow path (TCP, truncation)
-    fast_hits: int = 0  # hits answered on the fast path (either): also the histogram's first bucket
+    fast_hits: int = 0  # answered by the Python hit path; fast_answers adds the compiled one's
     cache_misses: int = 0
     served_stale: int = 0
     prefetches: int = 0
     coalesced: int = 0
     hedges: int = 0  # second queries sent because the first upstream was slow
-    dropped: int = 0  # queries not answered at all (garbage, responses, overload)
+    dropped: int = 0  # queries not answered at all (garbage, responses, overload); see drops
     scrubbed_records: int = 0
     spoofed_replies: int = 0  # upstream replies that did not match the query
     tcp_connections: int = 0
     rcodes: list[int] = field(default_factory=lambda: [0] * RCODE_SLOTS)  # index: rcode (last slot: above)
-    # the rcodes of hits the compiled path answered: counted there, in C, into this array
+    # what the compiled hit path counts, in C, into these arrays: the rcodes of its answers, and
+    # datagrams received, answered and answered but not sent (a full send buffer)
     fast_rcodes: array[int] = field(default_factory=lambda: array("Q", bytes(8 * RCODE_SLOTS)))
+    fast: array[int] = field(default_factory=lambda: array("Q", bytes(8 * 3)))
     # histogram: counts per bucket (+Inf last), sum; hits are counted in the first bucket
     duration_counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
     duration_sum: float = 0.0
@@ -66,21 +68,36 @@ class Stats:
     def count_rcode(self, rcode: int) -> None:
         self.rcodes[min(rcode, RCODE_SLOTS - 1)] += 1
 
+    @property
+    def udp_requests(self) -> int:
+        """UDP queries received, by either hit path."""
+        return self.requests_udp + self.fast[0]
+
+    @property
+    def fast_answers(self) -> int:
+        """Hits answered on a fast path (compiled or Python)."""
+        return self.fast_hits + self.fast[1] - self.fast[2]
+
+    @property
+    def drops(self) -> int:
+        """Queries not answered at all, and compiled-path answers the kernel did not take."""
+        return self.dropped + self.fast[2]
+
     def snapshot(self) -> dict[str, object]:
         return {
-            "requests_udp": self.requests_udp,
+            "requests_udp": self.udp_requests,
             "requests_tcp": self.requests_tcp,
-            "cache_hits": self.cache_hits + self.fast_hits,
+            "cache_hits": self.cache_hits + self.fast_answers,
             "cache_misses": self.cache_misses,
             "served_stale": self.served_stale,
             "prefetches": self.prefetches,
             "coalesced": self.coalesced,
             "hedges": self.hedges,
-            "dropped": self.dropped,
+            "dropped": self.drops,
             "scrubbed_records": self.scrubbed_records,
             "spoofed_replies": self.spoofed_replies,
             "tcp_connections": self.tcp_connections,
             "rcodes": [a + b for a, b in zip(self.rcodes, self.fast_rcodes, strict=True)],
-            "duration_counts": [self.duration_counts[0] + self.fast_hits, *self.duration_counts[1:]],
+            "duration_counts": [self.duration_counts[0] + self.fast_answers, *self.duration_counts[1:]],
             "duration_sum": self.duration_sum,
         }

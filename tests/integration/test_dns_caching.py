@@ -37,7 +37,7 @@ def test_hit_is_answered_without_parsing_the_query(nsd: NsdServer, lab_zone_data
         hit = srv.query("H1.eXample.test")
         assert answers(hit) == lab_zone_data.rdata("h1")
         assert hit.question[0].name.to_text() == "H1.eXample.test."  # the client's case comes back
-        assert srv.stats.fast_hits == 1 and srv.stats.cache_misses == 1
+        assert srv.stats.fast_answers == 1 and srv.stats.cache_misses == 1
 
 
 def test_hit_echoes_id_and_rd_and_keeps_edns_variants_apart(nsd: NsdServer) -> None:
@@ -79,7 +79,7 @@ def test_negative_answers_are_cached_for_the_soa_minimum(nsd: NsdServer) -> None
         try:
             assert srv.query("missing.example.test").rcode() == dns.rcode.NXDOMAIN
             assert srv.query("h1.example.test", "TXT").authority[0].rdtype == dns.rdatatype.SOA
-            assert srv.stats.fast_hits == 2
+            assert srv.stats.fast_answers == 2
         finally:
             nsd.resume()
 

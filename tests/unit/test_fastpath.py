@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import socket
 from array import array
@@ -118,7 +119,8 @@ class Wire:
     def close(self) -> None:
         self.server.close()
         self.client.close()
-        self.workspace.close()
+        with contextlib.suppress(ValueError, BufferError):
+            self.workspace.close()
 
 
 @pytest.fixture
@@ -211,3 +213,40 @@ def test_trim_gives_free_heap_memory_back() -> None:
     del blocks[::2]
     assert _fastpath.trim() in (True, False)  # glibc decides; it must not fail or free live memory
     assert all(len(b) == 100_000 for b in blocks)
+
+
+def test_the_reader_counts_hands_over_the_rest_and_stops_when_closed(wire: Wire) -> None:
+    q = dns.message.make_query("www.example.test", "A", use_edns=0).to_wire()
+    key, entry = entry_for(q, EDNS, "www.example.test. 100 IN A 192.0.2.1")
+    wire.entries[key] = entry
+    counts = array("Q", bytes(8 * 3))
+    handed: list[tuple[list, list]] = []
+    now = [1001.0]
+    reader = _fastpath.Reader(
+        wire.server.fileno(), wire.workspace, wire.entries, wire.rcodes, counts,
+        lambda misses, prefetch: handed.append((misses, prefetch)), lambda: now[0],
+    )  # fmt: skip
+    wire.send(q, q)
+    reader()
+    assert list(counts) == [2, 2, 0] and handed == []  # all answered: Python is not called
+    cold = dns.message.make_query("cold.example.test", "A", use_edns=0).to_wire()
+    now[0] = 1095.0  # past the prefetch point
+    wire.send(q, cold)
+    reader()
+    assert list(counts) == [4, 3, 0]
+    ((misses, prefetch),) = handed
+    assert [m[0] for m in misses] == [cold] and prefetch == [(key, entry)]
+    reader()  # nothing there: nothing counted, nothing handed over
+    assert list(counts) == [4, 3, 0] and len(handed) == 1
+    reader.close()
+    wire.send(q)
+    reader()  # closed (a wake-up still queued on the loop): a no-op
+    assert list(counts) == [4, 3, 0]
+    wire.workspace.close()  # the reader let go of the mapping
+
+
+def test_a_reader_refuses_bad_arguments(wire: Wire) -> None:
+    with pytest.raises(TypeError, match="callable"):
+        _fastpath.Reader(0, wire.workspace, {}, wire.rcodes, array("Q", bytes(24)), None)
+    with pytest.raises(ValueError, match="3 counters"):
+        _fastpath.Reader(0, wire.workspace, {}, wire.rcodes, array("Q", [0]), print)
