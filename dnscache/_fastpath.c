@@ -447,18 +447,12 @@ static int reader_init(Reader *r, PyObject *args, PyObject *kwds) {
     }
     r->open = 1;
     r->fd = fd;
-    Py_INCREF(workspace);
-    r->workspace = workspace;
-    Py_INCREF(rcodes);
-    r->rcodes_obj = rcodes;
-    Py_INCREF(counts);
-    r->counts_obj = counts;
-    Py_INCREF(entries);
-    r->entries = entries;
-    Py_INCREF(on_rest);
-    r->on_rest = on_rest;
-    Py_INCREF(clock);
-    r->clock = clock;
+    r->workspace = Py_NewRef(workspace);
+    r->rcodes_obj = Py_NewRef(rcodes);
+    r->counts_obj = Py_NewRef(counts);
+    r->entries = Py_NewRef(entries);
+    r->on_rest = Py_NewRef(on_rest);
+    r->clock = Py_NewRef(clock);
     return 0;
 }
 
