@@ -271,6 +271,8 @@ class DnsService:
     async def restart(self, request: dict[str, Any], *_conn: object) -> dict[str, Any]:
         if self.restarting.locked() or self.handed_over:
             return {"error": "a restart is already under way"}
+        if self.supervised is not None and self.supervised.workers > 1:
+            return {"error": "restart works with workers: 1 (each worker has its own cache); stop and start"}
         async with self.restarting:
             timeout = float(request.get("timeout", 15.0))
             path, temporary = self.cfg.cache_file, False
@@ -301,8 +303,6 @@ class DnsService:
         """Under a supervisor the supervisor re-executes itself on the sockets it holds; this
         worker serves on until the new image's first worker serves and sends it SIGTERM."""
         assert self.supervised is not None
-        if self.supervised.workers > 1:
-            return {"error": "restart works with workers: 1 (each worker has its own cache); stop and start"}
         saved = handover.save_cache(self.server.resolver.cache, path)
         self.supervised.send({"event": "reexec", "cache": path, "cache_temp": temporary})
         self.handed_over = True  # the SIGTERM that ends the wait comes from the new image

@@ -150,11 +150,14 @@ def test_a_worker_that_keeps_dying_ends_the_keeper(pods: Pods) -> None:
 
 def test_restart_with_several_workers_is_refused_and_they_serve_on(pods: Pods, run_dir: RunDir) -> None:
     ready = run_dir.path / "w.ready"
+    tmp = run_dir.path / "tmp"  # where a restart would make its temporary cache snapshot
+    tmp.mkdir()
     proc = subprocess.Popen(
         [*pods.argv(ready, takeover=False), "--workers", "2"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env={**os.environ, "TMPDIR": str(tmp)},
     )
     pods.started.append(proc)
     assert wait_for(ready.exists, timeout=15)
@@ -166,6 +169,7 @@ def test_restart_with_several_workers_is_refused_and_they_serve_on(pods: Pods, r
         check=False,
     )
     assert r.returncode != 0 and "restart works with workers: 1" in r.stderr, r.stderr
+    assert list(tmp.iterdir()) == []  # the refusal leaves no snapshot file behind
     warm(pods.port)
     assert proc.poll() is None
 
