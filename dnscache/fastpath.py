@@ -33,11 +33,8 @@ class CompiledUdpListener:
     def __init__(self, server: DnsServer, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
         self.stats = server.stats
-        self.entries = server.resolver.cache.entries
-        self.clock = server.clock
         self.sock = sock
         self.loop = loop
-        self.draining = False
         # an anonymous mapping: the 4 MiB of receive slots only cost the pages datagrams touch
         self.workspace = mmap.mmap(-1, _fastpath.WORKSPACE_SIZE)
         self._queued: deque[tuple[bytes, Address]] = deque()
@@ -46,8 +43,9 @@ class CompiledUdpListener:
         # the loop calls the C reader itself: no Python frame per wake-up; it reads the clock
         # directly unless the server was given another one (tests)
         clock = None if server.clock is time.monotonic else server.clock
+        entries = server.resolver.cache.entries
         self.reader = _fastpath.Reader(
-            self.fd, self.workspace, self.entries, self.stats.fast_rcodes, self.stats.fast, self.rest, clock
+            self.fd, self.workspace, entries, self.stats.fast_rcodes, self.stats.fast, self.rest, clock
         )
         loop.add_reader(self.fd, self.reader)
 
@@ -95,7 +93,6 @@ class CompiledUdpListener:
 
     def pause(self) -> None:
         """Stop reading (what arrives is left to whoever else holds the socket); replies still go."""
-        self.draining = True
         self.loop.remove_reader(self.fd)
 
     def close(self) -> None:
