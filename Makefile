@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py dnscache/_fastpath.c scripts/bootstrap.sh
+$(STAMP): pyproject.toml setup.py dnscache/_fastpath.c dnscache/_upstream.c scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
 	touch $(STAMP)
 

@@ -172,11 +172,13 @@ static int render_fresh(unsigned char *e, Py_ssize_t len, Py_ssize_t start, int3
  * 0 when Python must answer it. *key_out gets the key (a new reference) when one was built. */
 static Py_ssize_t answer_hit(const unsigned char *d, Py_ssize_t n, const question_t *q,
                              PyObject *entries, double now, unsigned char *out, PyObject *key,
-                             PyObject **prefetch, uint64_t *rcodes, int *error) {
+                             PyObject **prefetch, uint64_t *rcodes, int *error, int *absent) {
     PyObject *obj = PyDict_GetItemWithError(entries, key); /* borrowed */
     if (obj == NULL) {
         if (PyErr_Occurred())
             *error = 1;
+        else
+            *absent = 1;
         return 0;
     }
     if (!PyByteArray_Check(obj))
@@ -241,6 +243,9 @@ static int get_counters(PyObject *obj, Py_buffer *view, Py_ssize_t slots) {
     return 0;
 }
 
+/* the miss engine: it uses the helpers above, serve_batch hands it misses */
+#include "_upstream.c"
+
 PyDoc_STRVAR(serve_doc,
 "serve(fd, workspace, entries, now, rcodes, misses, prefetch) -> (received, answered, unsent)\n\n"
 "Receive up to 64 datagrams from the non-blocking UDP socket fd into workspace (a writable\n"
@@ -253,7 +258,7 @@ PyDoc_STRVAR(serve_doc,
  * *misses and *prefetch (lists created on first use when NULL). counts: received, answered,
  * unsent. Returns -1 with a Python exception set, else 0 (also when nothing was there). */
 static int serve_batch(int fd, workspace_t *w, PyObject *entries, double now, uint64_t *rcodes,
-                       PyObject **misses, PyObject **prefetch, int counts[3]) {
+                       PyObject **misses, PyObject **prefetch, int counts[3], Engine *engine) {
     struct mmsghdr msgs[BATCH];
     struct iovec iovs[BATCH];
     counts[0] = counts[1] = counts[2] = 0;
@@ -290,8 +295,18 @@ static int serve_batch(int fd, workspace_t *w, PyObject *entries, double now, ui
                 error = 1;
                 break;
             }
+            int absent = 0;
             Py_ssize_t wlen = answer_hit(d, n, &q, entries, now, w->out[answered], key, prefetch,
-                                         rcodes, &error);
+                                         rcodes, &error, &absent);
+            if (!error && absent && engine != NULL) {
+                int taken = engine_take(engine, key, d, n, &q, &w->peers[i],
+                                        msgs[i].msg_hdr.msg_namelen, fd, now);
+                if (taken > 0) {
+                    Py_DECREF(key);
+                    continue;
+                }
+                error = taken < 0;
+            }
             if (error) {
                 Py_DECREF(key);
                 break;
@@ -371,7 +386,7 @@ static PyObject *serve(PyObject *self, PyObject *args) {
     }
     int counts[3];
     int r = serve_batch(fd, (workspace_t *)work_view.buf, entries, now, (uint64_t *)view.buf,
-                        &misses, &prefetch, counts);
+                        &misses, &prefetch, counts, NULL);
     PyBuffer_Release(&view);
     PyBuffer_Release(&work_view);
     if (r < 0)
@@ -384,7 +399,7 @@ typedef struct {
     PyObject_HEAD
     int fd;
     int open;
-    PyObject *workspace, *entries, *rcodes_obj, *counts_obj, *on_rest, *clock;
+    PyObject *workspace, *entries, *rcodes_obj, *counts_obj, *on_rest, *clock, *engine;
     Py_buffer work, rcodes, counts;
 } Reader;
 
@@ -392,6 +407,7 @@ static int reader_traverse(Reader *r, visitproc visit, void *arg) {
     Py_VISIT(r->entries);
     Py_VISIT(r->on_rest);
     Py_VISIT(r->clock);
+    Py_VISIT(r->engine);
     return 0;
 }
 
@@ -412,6 +428,7 @@ static int reader_clear(Reader *r) {
     Py_CLEAR(r->entries);
     Py_CLEAR(r->on_rest);
     Py_CLEAR(r->clock);
+    Py_CLEAR(r->engine);
     return 0;
 }
 
@@ -423,12 +440,17 @@ static void reader_dealloc(Reader *r) {
 
 static int reader_init(Reader *r, PyObject *args, PyObject *kwds) {
     static char *names[] = {"fd", "workspace", "entries", "rcodes", "counts", "on_rest", "clock",
-                            NULL};
+                            "engine", NULL};
     int fd;
-    PyObject *workspace, *entries, *rcodes, *counts, *on_rest, *clock = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO!OOO|O", names, &fd, &workspace,
-                                     &PyDict_Type, &entries, &rcodes, &counts, &on_rest, &clock))
+    PyObject *workspace, *entries, *rcodes, *counts, *on_rest, *clock = Py_None, *engine = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO!OOO|OO", names, &fd, &workspace,
+                                     &PyDict_Type, &entries, &rcodes, &counts, &on_rest, &clock,
+                                     &engine))
         return -1;
+    if (engine != Py_None && (!PyObject_TypeCheck(engine, &EngineType) || clock != Py_None)) {
+        PyErr_SetString(PyExc_TypeError, "engine must be an Engine, on the monotonic clock");
+        return -1;
+    }
     if (!PyCallable_Check(on_rest) || (clock != Py_None && !PyCallable_Check(clock))) {
         PyErr_SetString(PyExc_TypeError, "on_rest and clock must be callable");
         return -1;
@@ -453,6 +475,7 @@ static int reader_init(Reader *r, PyObject *args, PyObject *kwds) {
     r->entries = Py_NewRef(entries);
     r->on_rest = Py_NewRef(on_rest);
     r->clock = Py_NewRef(clock);
+    r->engine = engine == Py_None ? NULL : Py_NewRef(engine);
     return 0;
 }
 
@@ -476,7 +499,8 @@ static PyObject *reader_call(Reader *r, PyObject *args, PyObject *kwds) {
     PyObject *misses = NULL, *prefetch = NULL;
     int counts[3];
     int status = serve_batch(r->fd, (workspace_t *)r->work.buf, r->entries, now,
-                             (uint64_t *)r->rcodes.buf, &misses, &prefetch, counts);
+                             (uint64_t *)r->rcodes.buf, &misses, &prefetch, counts,
+                             (Engine *)r->engine);
     uint64_t *total = (uint64_t *)r->counts.buf;
     total[0] += (uint64_t)counts[0];
     total[1] += (uint64_t)counts[1];
@@ -517,11 +541,12 @@ static PyMethodDef reader_methods[] = {
 };
 
 PyDoc_STRVAR(reader_doc,
-"Reader(fd, workspace, entries, rcodes, counts, on_rest, clock=None)\n\n"
+"Reader(fd, workspace, entries, rcodes, counts, on_rest, clock=None, engine=None)\n\n"
 "The event loop's reader callback for one UDP socket: each call serves one batch as serve()\n"
 "does, adds received/answered/unsent to counts (array('Q') of 3), and calls\n"
 "on_rest(misses, prefetch) when the batch left anything for Python. clock None reads\n"
-"CLOCK_MONOTONIC (time.monotonic) directly; else it is called for the time.");
+"CLOCK_MONOTONIC (time.monotonic) directly; else it is called for the time. With an Engine,\n"
+"misses it can take (see Engine) go to it instead of on_rest.");
 
 static PyTypeObject ReaderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -569,6 +594,7 @@ static PyMethodDef methods[] = {
     {"trim", trim, METH_NOARGS, trim_doc},
     {"serve", serve, METH_VARARGS, serve_doc},
     {"read_question", py_read_question, METH_O, read_question_doc},
+    {"entry_from_reply", py_entry_from_reply, METH_VARARGS, entry_from_reply_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -579,7 +605,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
-    if (PyType_Ready(&ReaderType) < 0)
+    if (PyType_Ready(&ReaderType) < 0 || PyType_Ready(&EngineType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -590,10 +616,17 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
         Py_DECREF(m);
         return NULL;
     }
+    Py_INCREF(&EngineType);
+    if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) {
+        Py_DECREF(&EngineType);
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddIntConstant(m, "BATCH", BATCH) < 0 ||
         PyModule_AddIntConstant(m, "OUT_SIZE", OUT_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "META_SIZE", META_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "RCODE_SLOTS", RCODE_SLOTS) < 0 ||
+        PyModule_AddIntConstant(m, "ENGINE_COUNTERS", N_COUNTERS) < 0 ||
         PyModule_AddIntConstant(m, "WORKSPACE_SIZE", (long)sizeof(workspace_t)) < 0) {
         Py_DECREF(m);
         return NULL;

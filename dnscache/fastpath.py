@@ -1,10 +1,15 @@
-"""A UDP listener served by the compiled hit path (``dnscache/_fastpath.c``), effects.
+"""The compiled paths (``dnscache/_fastpath.c``, ``dnscache/_upstream.c``) on the loop, effects.
 
-The event loop calls the C part (``_fastpath.Reader``) itself when the socket has datagrams;
-each call receives up to 64 of them with recvmmsg(2), answers the fresh cache hits with one sendmmsg(2),
-and hands the rest to ``rest``, which passes them to the server exactly as the pure-Python listener
-(``dnscache.server._UdpProtocol``) hands them over. Only the hot loop is compiled: what the
-cache holds, misses, prefetch, policy and metrics stay in Python.
+``CompiledUdpListener``: the event loop calls the C part (``_fastpath.Reader``) itself when the
+socket has datagrams; each call receives up to 64 of them with recvmmsg(2), answers the fresh
+cache hits with one sendmmsg(2), gives the common misses to the miss engine and hands the rest to
+``rest``, which passes them to the server exactly as the pure-Python listener
+(``dnscache.server._UdpProtocol``) hands them over.
+
+``CompiledMisses``: the miss engine (``_fastpath.Engine``) resolves the common miss with one
+upstream exchange in C. Python keeps every decision: which upstream (the route it sets from its
+health ranking, refreshed after every batch of outcomes), health, the retry budget, and every case
+out of the ordinary, which the engine hands back (``on_done``) to the resolver's own flights.
 """
 
 from __future__ import annotations
@@ -16,11 +21,20 @@ import mmap
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dnscache import _fastpath
+from dnscache.core.cache import CacheEntry
+from dnscache.core.stats import DURATION_BUCKETS
+from dnscache.core.upstreams import Outcome
+from dnscache.core.wire import name_to_wire
+from dnscache.resolver import VARIANT_FROM_BYTE
+from dnscache.transport import check_reply
+from netkit.base.addr import HostPort
 
 if TYPE_CHECKING:
+    from dnscache.core.upstreams import UpstreamPool
     from dnscache.server import DnsServer
 
 Address = Any  # what the socket module uses: (host, port) or (host, port, flowinfo, scope_id)
@@ -30,7 +44,13 @@ MAX_QUEUED_REPLIES = 4096  # slow-path replies waiting for send buffer space bef
 class CompiledUdpListener:
     """One listening UDP socket; ``pause`` stops reading (a drain), ``close`` releases it."""
 
-    def __init__(self, server: DnsServer, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        server: DnsServer,
+        sock: socket.socket,
+        loop: asyncio.AbstractEventLoop,
+        misses: CompiledMisses | None = None,
+    ) -> None:
         self.server = server
         self.stats = server.stats
         self.sock = sock
@@ -45,8 +65,17 @@ class CompiledUdpListener:
         clock = None if server.clock is time.monotonic else server.clock
         entries = server.resolver.cache.entries
         self.reader = _fastpath.Reader(
-            self.fd, self.workspace, entries, self.stats.fast_rcodes, self.stats.fast, self.rest, clock
+            self.fd,
+            self.workspace,
+            entries,
+            self.stats.fast_rcodes,
+            self.stats.fast,
+            self.rest,
+            clock,
+            misses.engine if misses is not None else None,
         )
+        if misses is not None:
+            misses.replies[self.fd] = self.reply
         loop.add_reader(self.fd, self.reader)
 
     def rest(self, misses: list[tuple[bytes, Address, Any]], prefetch: list[tuple[bytes, Any]]) -> None:
@@ -104,3 +133,147 @@ class CompiledUdpListener:
         self.sock.close()
         with contextlib.suppress(BufferError):
             self.workspace.close()
+
+
+# what the engine reports (dnscache/_upstream.c): kinds, and its counters
+DONE_OK, DONE_REPLY, DONE_ERROR, DONE_HANDOVER, DONE_LATE = range(5)
+ROUTE_REFRESH = 0.1  # seconds: the route follows health changes made outside the engine
+Waiter = tuple[bytes, Address, int, int, int, float]  # datagram, address, fd, question end, limit, arrival
+Result = tuple[int, int, float, bytes | None, Any, list[Waiter] | None, bytes]
+
+
+class CompiledMisses:
+    """The miss engine of one server, shared by its compiled listeners."""
+
+    def __init__(self, server: DnsServer, loop: asyncio.AbstractEventLoop) -> None:
+        self.server = server
+        self.resolver = server.resolver
+        self.loop = loop
+        self.stats = server.stats
+        self.replies: dict[int, Callable[..., None]] = {}  # listening fd -> its listener's reply
+        self._routes: list[HostPort] = []
+        self._route_ids: dict[HostPort, int] = {}
+        self._deposited = 0
+        self.engine = _fastpath.Engine(
+            self.resolver._inflight,
+            CacheEntry,
+            self.on_done,
+            self.stats.engine,
+            self.stats.engine_durations,
+            self.stats.fast_rcodes,
+            DURATION_BUCKETS,
+            self._policy(),
+            server.cfg.dns0x20,
+        )
+        self.fd = self.engine.fileno()
+        loop.add_reader(self.fd, self.engine)
+        self.refresh_route()
+        self._ticker = loop.call_later(ROUTE_REFRESH, self._tick)
+
+    def _tick(self) -> None:
+        self.refresh_route()
+        self._ticker = self.loop.call_later(ROUTE_REFRESH, self._tick)
+
+    def _policy(self) -> tuple[float, float, float, float, float]:
+        p = self.resolver.policy
+        return (float(p.min_ttl), float(p.max_ttl), float(p.neg_max_ttl), p.stale_window, p.prefetch_fraction)
+
+    def _default_pool(self) -> UpstreamPool:
+        return next(pool for zone, pool in self.resolver.pools if not zone)
+
+    def refresh_route(self) -> None:
+        """Point new flights at the upstream the health ranking puts first, with its RTO; none
+        (Python resolves every miss) when that one is down or losing queries, so that Python's
+        flights hedge across servers as they should."""
+        r = self.resolver
+        pool = self._default_pool()
+        first = pool.ranked(r.rng)[0]
+        state = pool.state(first)
+        p = r.attempt_policy
+        if state.down or (len(pool.states) > 1 and state.loss >= p.parallel_loss):
+            self.engine.clear_route()
+            return
+        route = self._route_ids.get(first)
+        if route is None:
+            route = self._route_ids[first] = len(self._routes)
+            self._routes.append(first)
+        timeout = min(p.attempt_timeout, p.deadline)
+        rto = pool.retry_interval(first, p.min_retry_interval, p.max_retry_interval) if p.hedge else timeout
+        zones = tuple(name_to_wire(zone) for zone, _ in r.pools if zone)
+        self.engine.set_route(route, first.host, first.port, rto, timeout, zones, self._policy())
+
+    def on_done(self, results: list[Result]) -> None:
+        """What the engine's latest wake-up left for Python: health, the cache, clients to answer
+        or to carry on resolving."""
+        r = self.resolver
+        now = r.clock()
+        pool = self._default_pool()
+        started = self.stats.engine[4]
+        r.budget.deposit(now, started - self._deposited)
+        self._deposited = started
+        for kind, route, rtt, key, payload, waiters, query in results:
+            address = self._routes[route]
+            known = address in pool._by_address  # not when a reload removed it meanwhile
+            if kind == DONE_OK:
+                assert key is not None
+                r.cache.put(key, payload, now)
+                pool.probe_question = key[:-1]
+                if known:
+                    pool.record(address, Outcome.SUCCESS, rtt, now)
+                for w in waiters or ():
+                    self._answer(w, key, payload, now)
+                continue
+            if isinstance(payload, bytes):  # a reply for Python to judge
+                assert key is not None or kind == DONE_LATE
+                verdict = self._verdict(payload, query)
+                if verdict is None:
+                    self.stats.spoofed_replies += 1
+                elif known:
+                    pool.record(address, verdict.outcome, rtt, now)
+                if (
+                    kind == DONE_REPLY
+                    and key is not None
+                    and verdict is not None
+                    and (verdict.outcome is Outcome.SUCCESS and not verdict.truncated)
+                ):
+                    entry = r.store(key, (), VARIANT_FROM_BYTE[key[-1]], pool, verdict, now)
+                    for w in waiters or ():
+                        self._answer(w, key, entry, now)
+                    continue
+            elif isinstance(payload, str) and known:  # "timeout", "network_error"
+                pool.record(address, Outcome(payload), rtt, now)
+            elif kind == DONE_HANDOVER and r.attempt_policy.hedge:
+                self.stats.hedges += 1  # at the RTO: the Python flight's query goes out beside this one
+            if key is not None:
+                for w in waiters or ():
+                    data, addr, fd, qend, limit, arrived = w
+                    self.server.await_flight(
+                        data, self._reply(fd, addr), (key, qend, limit), arrived, address
+                    )
+        self.refresh_route()
+
+    def _verdict(self, reply: bytes, query: bytes) -> Any:
+        qid = int.from_bytes(query[0:2], "big")
+        qname_end = query.index(0, 12)
+        qname = query[12 : qname_end + 1]
+        qtype = int.from_bytes(query[qname_end + 1 : qname_end + 3], "big")
+        qclass = int.from_bytes(query[qname_end + 3 : qname_end + 5], "big")
+        return check_reply(reply, qid, qname, qtype, qclass, self.server.cfg.dns0x20)
+
+    def _reply(self, fd: int, addr: Address) -> Callable[[bytes], None]:
+        return functools.partial(self.replies[fd], addr=addr)
+
+    def _answer(self, w: Waiter, key: bytes, entry: CacheEntry | None, now: float) -> None:
+        data, addr, fd, qend, limit, arrived = w
+        self.server.answer_waiter(data, self._reply(fd, addr), (key, qend, limit), entry, arrived)
+
+    async def wait_idle(self, timeout: float) -> None:
+        """Until no client waits on a compiled flight (a drain), at most ``timeout``."""
+        deadline = self.loop.time() + timeout
+        while self.engine.waiting() and self.loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
+    def close(self) -> None:
+        self._ticker.cancel()
+        self.loop.remove_reader(self.fd)
+        self.stats.dropped += self.engine.close()

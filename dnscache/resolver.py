@@ -58,7 +58,7 @@ class Flight:
     exchanges (a hedge's slower half) run on to their timeout so their outcome still teaches the
     upstream's health."""
 
-    def __init__(self, resolver: Resolver, key: bytes) -> None:
+    def __init__(self, resolver: Resolver, key: bytes, asked: HostPort | None = None) -> None:
         self.resolver = resolver
         self.key = key
         self.question, self.variant = key[:-1], VARIANT_FROM_BYTE[key[-1]]
@@ -71,6 +71,12 @@ class Flight:
         self.res = Resolution(
             self.pool, resolver.attempt_policy, resolver.budget, resolver.rng, resolver.clock()
         )
+        order = self.res.order
+        if asked is not None and asked in order and len(order) > 1:
+            # carrying on from an exchange the compiled path had with it: the others come first,
+            # as the next attempt of one resolution would
+            order.remove(asked)
+            order.append(asked)
         self.answer: Exchange | None = None
         self.exchanges: dict[int, Handle] = {}  # by attempt
         self.timer: asyncio.TimerHandle | None = None
@@ -194,6 +200,11 @@ class Resolver:
         self.attempt_policy = cfg.attempt_policy
         self.cache.resize(cfg.cache_size, cfg.cache_bytes, self.clock())
 
+    @property
+    def transport_is_sockets(self) -> bool:
+        """Upstreams are reached through real sockets (not a test's transport)."""
+        return type(self.transport) is SocketTransport
+
     def route(self, qname: Name) -> tuple[Name, UpstreamPool]:
         for zone, pool in self.pools:
             if is_subdomain(qname, zone):
@@ -224,15 +235,16 @@ class Resolver:
             return task.result(), False
         return stale, True
 
-    def refresh(self, key: bytes) -> asyncio.Future[CacheEntry | None]:
-        """Resolve ``key`` upstream, at most once at a time (single-flight)."""
+    def refresh(self, key: bytes, asked: HostPort | None = None) -> asyncio.Future[CacheEntry | None]:
+        """Resolve ``key`` upstream, at most once at a time (single-flight); ``asked`` is an
+        upstream already asked (and failed or slow) on the compiled path."""
         flight = self._inflight.get(key)
         if flight is not None and self.clock() - flight.started_at < self.cfg.attempt_timeout / 2:
             self.stats.coalesced += 1
             return flight.future
         # none in flight, or an old one whose attempts may all be lost (begun during an outage
         # that has ended since): start afresh rather than inherit its failure
-        flight = Flight(self, key)
+        flight = Flight(self, key, asked)
         self._inflight[key] = flight
         flight.future.add_done_callback(functools.partial(self._landed, flight))
         flight.start()
@@ -260,15 +272,23 @@ class Resolver:
                 extra={"qname": name_to_text(flight.qname), "failures": len(flight.res.failures)},
             )
             return None
+        return self.store(flight.key, flight.zone, flight.variant, flight.pool, answer, now)
+
+    def store(
+        self, key: bytes, zone: Name, variant: Variant, pool: UpstreamPool, answer: Exchange, now: float
+    ) -> CacheEntry | None:
+        """Scrub a good reply, build its entry and cache it when the rules allow; None when it
+        cannot be used (the client gets SERVFAIL)."""
+        assert answer.reply is not None and answer.message is not None
         try:
-            scrubbed = scrub(answer.reply, answer.message, flight.zone)
-            entry, cacheable = build_entry(scrubbed.wire, scrubbed.message, flight.variant, self.policy, now)
+            scrubbed = scrub(answer.reply, answer.message, zone)
+            entry, cacheable = build_entry(scrubbed.wire, scrubbed.message, variant, self.policy, now)
         except WireError:
             return None
         self.stats.scrubbed_records += scrubbed.dropped
-        flight.pool.probe_question = flight.question
+        pool.probe_question = key[:-1]
         if cacheable:
-            self.cache.put(flight.key, entry, now)
+            self.cache.put(key, entry, now)
         return entry
 
     # -- active health probes ----------------------------------------------------------------

@@ -52,7 +52,8 @@ from netkit.base.addr import HostPort
 from netkit.base.fields import ConfigError
 
 if TYPE_CHECKING:
-    from dnscache.fastpath import CompiledUdpListener
+    from dnscache.core.cache import CacheEntry
+    from dnscache.fastpath import CompiledMisses, CompiledUdpListener
 
 log = logging.getLogger("netkit.dns")
 
@@ -116,16 +117,17 @@ def heap_trimmer() -> Callable[[], object]:
     return trim
 
 
-def compiled_listener() -> type[CompiledUdpListener]:
-    """The compiled listener class; an error naming the way out when it was not built."""
+def compiled_paths() -> tuple[type[CompiledUdpListener], type[CompiledMisses]]:
+    """The compiled listener and miss engine classes; an error naming the way out when they
+    were not built."""
     try:
-        from dnscache.fastpath import CompiledUdpListener
+        from dnscache.fastpath import CompiledMisses, CompiledUdpListener
     except ImportError as exc:
         raise ConfigError(
             f"fast_path: compiled is not built here ({exc}): reinstall the project with pip (it "
             "compiles dnscache/_fastpath.c), or serve with --fast-path python"
         ) from None
-    return CompiledUdpListener
+    return CompiledUdpListener, CompiledMisses
 
 
 class DnsServer:
@@ -148,6 +150,7 @@ class DnsServer:
         self._transports: list[asyncio.DatagramTransport] = []
         self._protocols: list[_UdpProtocol] = []
         self._compiled: list[CompiledUdpListener] = []
+        self._engine: CompiledMisses | None = None  # the compiled miss path, with the listener
         self.listeners: list[tuple[HostPort, socket.socket, socket.socket]] = []
         self._tcp_handlers: set[asyncio.Task[None]] = set()
         self._tcp_servers: list[asyncio.Server] = []
@@ -164,7 +167,13 @@ class DnsServer:
         """Listen on every configured address: on inherited (udp, tcp) sockets where a previous
         process handed them over, on new ones elsewhere."""
         loop = asyncio.get_running_loop()
-        listener = compiled_listener() if self.cfg.fast_path == "compiled" else None
+        listener = None
+        if self.cfg.fast_path == "compiled":
+            listener, engine = compiled_paths()
+            # the engine talks to upstreams itself, on the real clock: not with a test's own
+            # transport or clock
+            if self.clock is time.monotonic and self.resolver.transport_is_sockets:
+                self._engine = engine(self, loop)
         inherited = dict(inherited or {})
         fresh = [a for a in self.cfg.listen if a not in inherited]
         if fresh:  # the kernel would refuse too; this names who holds the address
@@ -182,7 +191,7 @@ class DnsServer:
             self.listeners.append((address, udp.dup(), tcp.dup()))
             spare = self.listeners[-1][1]
             if listener is not None:
-                self._compiled.append(listener(self, udp, loop))
+                self._compiled.append(listener(self, udp, loop, self._engine))
             else:
                 transport, protocol = await loop.create_datagram_endpoint(
                     functools.partial(_UdpProtocol, self, spare), sock=udp
@@ -218,9 +227,12 @@ class DnsServer:
             compiled.pause()  # replies in flight still go out through it
         for srv in self._tcp_servers:
             srv.close()
+        started = self.clock()
+        if self._engine is not None:
+            await self._engine.wait_idle(timeout)
         pending = [*self._tasks, *self._misses, *self._tcp_handlers]
         if pending:
-            await asyncio.wait(pending, timeout=timeout)
+            await asyncio.wait(pending, timeout=max(0.0, timeout - (self.clock() - started)))
         await self.stop()
 
     async def stop(self) -> None:
@@ -234,6 +246,8 @@ class DnsServer:
         for task in [*self._housekeeping, *self._tasks, *self._tcp_handlers]:
             with contextlib.suppress(BaseException):
                 await task
+        if self._engine is not None:
+            self._engine.close()
         await self.resolver.close()
         for compiled in self._compiled:
             compiled.close()
@@ -262,6 +276,13 @@ class DnsServer:
         """Apply new upstreams, zones and cache limits; listeners and cache contents stay."""
         self.resolver.configure(cfg)
         self.cfg = cfg
+        self.upstreams_changed()
+
+    def upstreams_changed(self) -> None:
+        """Health or preferences changed outside the resolver's own flow (tests, operators): the
+        compiled miss path picks its upstream again now rather than within its refresh interval."""
+        if self._engine is not None:
+            self._engine.refresh_route()
 
     async def _sweep_forever(self) -> None:
         """Each second: drop entries past their stale window, and when the cache changed, give
@@ -285,18 +306,30 @@ class DnsServer:
         if question is None or question[0] in self.resolver.cache.entries:
             self.spawn_slow(data, reply, False, question)
             return
-        key, qend, _ = question
+        qend = question[1]
         if local_rcode(*_U16_PAIR.unpack_from(data, qend - 4)) is not None:
             self.spawn_slow(data, reply, False, question)
             return
+        self.stats.cache_misses += 1
+        self.await_flight(data, reply, question, self.clock())
+
+    def await_flight(
+        self,
+        data: bytes,
+        reply: Callable[[bytes], None],
+        question: Question,
+        start: float,
+        asked: HostPort | None = None,
+    ) -> None:
+        """Answer an ordinary UDP query from the resolver's flight for its key (also for the
+        clients the compiled miss path hands back, after it asked ``asked``)."""
         if self._slow >= MAX_SLOW_TASKS:
             self.stats.dropped += 1
             return
         self._slow += 1
-        self.stats.cache_misses += 1
-        flight = self.resolver.refresh(key)
+        flight = self.resolver.refresh(question[0], asked)
         self._misses.add(flight)
-        flight.add_done_callback(functools.partial(self._resolved, data, reply, question, self.clock()))
+        flight.add_done_callback(functools.partial(self._resolved, data, reply, question, start))
 
     def _resolved(
         self,
@@ -311,7 +344,17 @@ class DnsServer:
         if flight.cancelled():  # stopping
             self.stats.dropped += 1
             return
-        entry = flight.result()
+        self.answer_waiter(data, reply, question, flight.result(), start)
+
+    def answer_waiter(
+        self,
+        data: bytes,
+        reply: Callable[[bytes], None],
+        question: Question,
+        entry: CacheEntry | None,
+        start: float,
+    ) -> None:
+        """Send a resolved miss its answer: from ``entry``, or SERVFAIL when there is none."""
         key, qend, limit = question
         if entry is None:
             variant = key[-1]

@@ -52,7 +52,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 # pip builds the compiled fast path too: a changed C source installs (compiles) again
-hash=$(cat pyproject.toml setup.py dnscache/_fastpath.c | sha256sum | cut -c1-16)
+hash=$(cat pyproject.toml setup.py dnscache/_fastpath.c dnscache/_upstream.c | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.deps 2>/dev/null)" != "$hash" ] || ! compgen -G 'dnscache/_fastpath*.so' >/dev/null; then
   echo "bootstrap: installing Python packages"
   .venv/bin/pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev]'

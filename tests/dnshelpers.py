@@ -83,6 +83,7 @@ class ServerThread:
                 for state in pool.states:
                     if str(state.address) != address:
                         state.srtt = others_rtt
+            self.server.upstreams_changed()
 
         self.run(slow_down)
 

@@ -6,6 +6,7 @@ microseconds with their locks, which the hit path cannot afford.
 
 from __future__ import annotations
 
+import struct
 from array import array
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ DURATION_BUCKETS: tuple[float, ...] = (
 
 
 RCODE_SLOTS = 24
+ENGINE_COUNTERS = 6
 
 
 @dataclass(slots=True)
@@ -53,6 +55,13 @@ class Stats:
     # datagrams received, answered and answered but not sent (a full send buffer)
     fast_rcodes: array[int] = field(default_factory=lambda: array("Q", bytes(8 * RCODE_SLOTS)))
     fast: array[int] = field(default_factory=lambda: array("Q", bytes(8 * 3)))
+    # what the compiled miss path counts (dnscache/_upstream.c): misses it took, coalesced,
+    # spoofed replies, answers not sent, upstream queries started, answers sent; and its
+    # request durations: counts per bucket (+Inf), then the sum as a float's bits
+    engine: array[int] = field(default_factory=lambda: array("Q", bytes(8 * ENGINE_COUNTERS)))
+    engine_durations: array[int] = field(
+        default_factory=lambda: array("Q", bytes(8 * (len(DURATION_BUCKETS) + 2)))
+    )
     # histogram: counts per bucket (+Inf last), sum; hits are counted in the first bucket
     duration_counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
     duration_sum: float = 0.0
@@ -81,23 +90,47 @@ class Stats:
     @property
     def drops(self) -> int:
         """Queries not answered at all, and compiled-path answers the kernel did not take."""
-        return self.dropped + self.fast[2]
+        return self.dropped + self.fast[2] + self.engine[3]
+
+    @property
+    def misses(self) -> int:
+        """Cache misses, on either miss path."""
+        return self.cache_misses + self.engine[0]
+
+    @property
+    def coalesced_queries(self) -> int:
+        """Misses that waited on a flight already under way, on either miss path."""
+        return self.coalesced + self.engine[1]
+
+    @property
+    def spoofed(self) -> int:
+        """Upstream datagrams that were not the reply to our query, on either miss path."""
+        return self.spoofed_replies + self.engine[2]
+
+    def durations(self) -> tuple[list[int], float]:
+        """The request duration histogram (counts, sum) of every path."""
+        compiled = self.engine_durations
+        counts = [a + b for a, b in zip(self.duration_counts, compiled[:-1], strict=True)]
+        counts[0] += self.fast_answers  # hits are counted in the first bucket
+        (compiled_sum,) = struct.unpack("=d", struct.pack("=Q", compiled[-1]))
+        return counts, self.duration_sum + compiled_sum
 
     def snapshot(self) -> dict[str, object]:
+        durations = self.durations()
         return {
             "requests_udp": self.udp_requests,
             "requests_tcp": self.requests_tcp,
             "cache_hits": self.cache_hits + self.fast_answers,
-            "cache_misses": self.cache_misses,
+            "cache_misses": self.misses,
             "served_stale": self.served_stale,
             "prefetches": self.prefetches,
-            "coalesced": self.coalesced,
+            "coalesced": self.coalesced_queries,
             "hedges": self.hedges,
             "dropped": self.drops,
             "scrubbed_records": self.scrubbed_records,
-            "spoofed_replies": self.spoofed_replies,
+            "spoofed_replies": self.spoofed,
             "tcp_connections": self.tcp_connections,
             "rcodes": [a + b for a, b in zip(self.rcodes, self.fast_rcodes, strict=True)],
-            "duration_counts": [self.duration_counts[0] + self.fast_answers, *self.duration_counts[1:]],
-            "duration_sum": self.duration_sum,
+            "duration_counts": durations[0],
+            "duration_sum": durations[1],
         }

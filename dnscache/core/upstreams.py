@@ -181,10 +181,10 @@ class RetryBudget:
         self.tokens = cap
         self._last = 0.0
 
-    def deposit(self, now: float) -> None:
-        """Called once per client request that reaches the upstream path."""
+    def deposit(self, now: float, requests: int = 1) -> None:
+        """Called for the client requests that reach the upstream path."""
         self._refill(now)
-        self.tokens = min(self.cap, self.tokens + self.ratio)
+        self.tokens = min(self.cap, self.tokens + self.ratio * requests)
 
     def try_spend(self, now: float) -> bool:
         self._refill(now)
