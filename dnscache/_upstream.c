@@ -185,16 +185,19 @@ static double clamp(double v, double lo, double hi) { return v < lo ? lo : v > h
 
 /* Build the cache entry for reply r (n octets) to the question key (lower-cased name with its
  * root octet, type, class, variant byte), as dnscache.core.response.build_entry does after
- * check_reply and scrub. The caller has checked the ID, QR and the question. Returns 1 with
- * *entry set, 0 when Python must decide (an rcode, a shape or a size this does not cache alone),
- * -1 with an exception set. */
+ * check_reply and scrub. The caller has checked the ID and QR. Returns 1 with
+ * *entry set, 0 when Python must decide (an rcode, a shape or a size this does not cache alone,
+ * or another question), -1 with an exception set. */
 static int entry_from_reply(const unsigned char *r, Py_ssize_t n, const unsigned char *key,
                             Py_ssize_t keylen, const policy_t *pol, double now, PyObject *entry_type,
                             PyObject **entry) {
     Py_ssize_t qlen = keylen - 5;
     Py_ssize_t qend = 12 + qlen + 4;
-    if (n < qend || r[4] != 0 || r[5] != 1)
+    if (n < qend || r[4] != 0 || r[5] != 1 || memcmp(r + qend - 4, key + qlen, 4) != 0)
         return 0;
+    for (Py_ssize_t i = 12; i < qend - 4; i++)
+        if (lower(r[i]) != key[i - 12])
+            return 0; /* not this key's question (the caller checks too: this is the builder's own) */
     uint16_t flags = be16(r + 2);
     int rcode = flags & 0xF;
     if ((flags & 0x0200) || (rcode != 0 && rcode != 3))

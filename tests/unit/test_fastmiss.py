@@ -1,0 +1,137 @@
+"""The compiled miss path's entry builder (``dnscache/_upstream.c``) against the Python pipeline it
+replaces (``check_reply`` -> ``scrub`` -> ``build_entry``).
+
+- on generated replies (names, types, TTLs with the top bit set, SOA minimums, EDNS, AD/TC,
+  rcodes, every variant) an entry it builds is byte-for-byte the one Python builds, and it builds
+  one for every ordinary positive or negative answer (so the fast path is really taken);
+- on damaged replies (an octet changed, cut short) it never builds what Python would not, and
+  what it builds is Python's.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rrset
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dnscache import _fastpath  # type: ignore[attr-defined]
+from dnscache.core.cache import CacheEntry, cache_key
+from dnscache.core.response import CachePolicy, build_entry
+from dnscache.core.scrub import scrub
+from dnscache.core.wire import WireError, parse_message
+from dnscache.resolver import VARIANT_FROM_BYTE
+
+POLICY = CachePolicy(min_ttl=5, max_ttl=86400, neg_max_ttl=900, stale_window=600.0, prefetch_fraction=0.1)
+POLICY_TUPLE = (5.0, 86400.0, 900.0, 600.0, 0.1)
+NOW = 1234.5
+
+labels = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789-", min_size=1, max_size=12)
+ttls = st.one_of(st.integers(0, 100000), st.sampled_from([0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]))
+
+
+@st.composite
+def replies(draw: st.DrawFn) -> tuple[bytes, bytes, bool]:
+    """(reply wire, cache key, whether it is an ordinary answer the engine must take)."""
+    name = ".".join(draw(st.lists(labels, min_size=1, max_size=4))) + ".example."
+    rdtype = draw(st.sampled_from(["A", "AAAA", "MX", "TXT"]))
+    variant = draw(st.integers(0, 7))
+    q = dns.message.make_query(name, rdtype)
+    r = dns.message.make_response(q)
+    rcode = draw(
+        st.sampled_from([dns.rcode.NOERROR, dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL])
+    )
+    r.set_rcode(rcode)
+    rdata = {"A": "192.0.2.1", "AAAA": "2001:db8::1", "MX": "10 mx.example.", "TXT": '"hello"'}[rdtype]
+    answers = draw(st.integers(0, 3)) if rcode == dns.rcode.NOERROR else 0
+    for i in range(answers):
+        text = rdata if rdtype != "A" else f"192.0.2.{i + 1}"
+        r.answer.append(dns.rrset.from_text(name, 60, "IN", rdtype, text))
+    soa = draw(st.booleans()) or (answers == 0 and draw(st.booleans()))
+    if soa:
+        minimum = draw(st.integers(0, 5000))
+        r.authority.append(
+            dns.rrset.from_text("example.", 300, "IN", "SOA", f"ns.example. host.example. 1 2 3 4 {minimum}")
+        )
+    if draw(st.booleans()):
+        r.authority.append(dns.rrset.from_text("example.", 300, "IN", "NS", "ns.example."))
+        r.additional.append(dns.rrset.from_text("ns.example.", 300, "IN", "A", "192.0.2.53"))
+    if draw(st.booleans()):
+        r.use_edns(0, dns.flags.DO if draw(st.booleans()) else 0, 1232)
+    if draw(st.booleans()):
+        r.flags |= dns.flags.AD
+    truncated = draw(st.booleans()) and draw(st.booleans())
+    if truncated:
+        r.flags |= dns.flags.TC
+    wire = bytearray(r.to_wire())
+    # TTLs as drawn (dnspython would not write the top bit): patch every record's TTL in place
+    msg = parse_message(bytes(wire))
+    for rec in msg.records:
+        struct.pack_into("!I", wire, rec.ttl_off, draw(ttls))
+    key = cache_key(bytes(wire[12 : msg.question_end]), bytes((variant,)))
+    ordinary = not truncated and (
+        (rcode == dns.rcode.NOERROR and answers > 0)
+        or (rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN) and soa)
+    )
+    return bytes(wire), key, ordinary
+
+
+def python_entry(wire: bytes, key: bytes) -> CacheEntry | None:
+    """What the Python miss path caches for this reply, or None where it caches nothing."""
+    try:
+        msg = parse_message(wire)
+        scrubbed = scrub(wire, msg, ())
+        entry, cacheable = build_entry(
+            scrubbed.wire, scrubbed.message, VARIANT_FROM_BYTE[key[-1]], POLICY, NOW
+        )
+    except WireError:
+        return None
+    return entry if cacheable else None
+
+
+def compiled_entry(wire: bytes, key: bytes) -> bytearray | None:
+    entry = _fastpath.entry_from_reply(wire, key, POLICY_TUPLE, NOW, CacheEntry)
+    assert entry is None or type(entry) is CacheEntry
+    return entry
+
+
+@settings(max_examples=1500, deadline=None)
+@given(replies())
+def test_an_entry_it_builds_is_the_one_python_builds(case: tuple[bytes, bytes, bool]) -> None:
+    wire, key, ordinary = case
+    built = compiled_entry(wire, key)
+    if built is not None:
+        assert bytes(built) == bytes(python_entry(wire, key) or b"")
+    if ordinary:
+        assert built is not None, "an ordinary answer must not need Python"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(replies(), st.integers(0, 600), st.integers(0, 255), st.booleans())
+def test_a_damaged_reply_is_never_cached_differently(
+    case: tuple[bytes, bytes, bool], at: int, octet: int, cut: bool
+) -> None:
+    wire, key, _ = case
+    damaged = bytearray(wire[: at % (len(wire) + 1)] if cut else wire)
+    if not cut and damaged:
+        damaged[at % len(damaged)] = octet
+    built = compiled_entry(bytes(damaged), key)
+    if built is not None:
+        # the caller has matched ID and question; Python's pipeline must agree on the rest
+        expected = python_entry(bytes(damaged), key)
+        assert expected is not None and bytes(built) == bytes(expected)
+
+
+def test_a_cname_chain_and_a_short_key_go_to_python() -> None:
+    q = dns.message.make_query("www.example.", "A")
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("www.example.", 60, "IN", "CNAME", "cdn.example."))
+    r.answer.append(dns.rrset.from_text("cdn.example.", 60, "IN", "A", "192.0.2.1"))
+    wire = r.to_wire()
+    key = cache_key(wire[12 : parse_message(wire).question_end], b"\x00")
+    assert compiled_entry(wire, key) is None
+    assert compiled_entry(wire, b"\x00") is None
