@@ -49,7 +49,8 @@ typedef struct {
 } waiter_t;
 
 typedef struct {
-    int sock; /* -1: slot free */
+    int live; /* 0: slot free (the table is calloc'd: free slots cost no resident memory) */
+    int sock;
     uint32_t gen;
     int handed; /* its clients went to Python at the RTO: only the outcome is left */
     int route;
@@ -420,9 +421,9 @@ static void unkey(Engine *e, flight_t *f) {
 }
 
 static void release(Engine *e, flight_t *f) {
-    if (f->sock >= 0)
+    if (f->live)
         close(f->sock); /* leaves the epoll set with it */
-    f->sock = -1;
+    f->live = 0;
     if (!f->handed && f->nwaiters)
         e->waiting--;
     drop_waiters(f);
@@ -627,7 +628,7 @@ static int expire(Engine *e, double now) {
     int status = 0;
     for (int i = 0; i < e->high && status == 0; i++) {
         flight_t *f = &e->flights[i];
-        if (f->sock < 0)
+        if (!f->live)
             continue;
         if (!f->handed && now >= f->handover_at)
             status = hand_over(e, f, DONE_HANDOVER, now - f->sent, NULL);
@@ -691,7 +692,7 @@ static PyObject *engine_call(Engine *e, PyObject *args, PyObject *kwds) {
         if (slot >= MAX_FLIGHTS)
             continue;
         flight_t *f = &e->flights[slot];
-        if (f->sock >= 0 && f->gen == gen)
+        if (f->live && f->gen == gen)
             status = on_readable(e, f, now);
     }
     if (status == 0 && (timer || (e->armed != 0.0 && now >= e->armed)))
@@ -801,6 +802,7 @@ static int engine_take(Engine *e, PyObject *key, const unsigned char *d, Py_ssiz
         e->nfree--;
         if (idx + 1 > e->high)
             e->high = idx + 1;
+        f->live = 1;
         f->sock = sock;
         f->gen = gen;
         f->handed = 0;
@@ -854,7 +856,7 @@ static int engine_traverse(Engine *e, visitproc visit, void *arg) {
 static void engine_shutdown(Engine *e) {
     if (e->flights != NULL) {
         for (int i = 0; i < e->high; i++)
-            if (e->flights[i].sock >= 0)
+            if (e->flights[i].live)
                 release(e, &e->flights[i]);
     }
     if (e->open) {
@@ -967,10 +969,8 @@ static int engine_init(Engine *e, PyObject *args, PyObject *kwds) {
         PyErr_NoMemory();
         return -1;
     }
-    for (int i = 0; i < MAX_FLIGHTS; i++) {
-        e->flights[i].sock = -1;
+    for (int i = 0; i < MAX_FLIGHTS; i++)
         e->free_stack[i] = MAX_FLIGHTS - 1 - i; /* slot 0 first: the scans stay short */
-    }
     e->nfree = MAX_FLIGHTS;
     e->open = 1;
     e->route = -1;
@@ -1047,7 +1047,7 @@ static PyObject *engine_close(Engine *e, PyObject *unused) {
     int dropped = 0;
     if (e->flights != NULL)
         for (int i = 0; i < e->high; i++)
-            if (e->flights[i].sock >= 0 && !e->flights[i].handed)
+            if (e->flights[i].live && !e->flights[i].handed)
                 dropped += e->flights[i].nwaiters;
     engine_shutdown(e);
     return PyLong_FromLong(dropped);

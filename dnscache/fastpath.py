@@ -139,7 +139,7 @@ class CompiledUdpListener:
 DONE_OK, DONE_REPLY, DONE_ERROR, DONE_HANDOVER, DONE_LATE = range(5)
 ROUTE_REFRESH = 0.1  # seconds: the route follows health changes made outside the engine
 Waiter = tuple[bytes, Address, int, int, int, float]  # datagram, address, fd, question end, limit, arrival
-Result = tuple[int, int, float, bytes | None, Any, list[Waiter] | None, bytes]
+Result = tuple[int, int, float, bytes, Any, list[Waiter] | None, bytes]  # see _fastpath.Engine
 
 
 class CompiledMisses:
@@ -215,7 +215,6 @@ class CompiledMisses:
             address = self._routes[route]
             known = address in pool._by_address  # not when a reload removed it meanwhile
             if kind == DONE_OK:
-                assert key is not None
                 r.cache.put(key, payload, now)
                 pool.probe_question = key[:-1]
                 if known:
@@ -224,17 +223,16 @@ class CompiledMisses:
                     self._answer(w, key, payload, now)
                 continue
             if isinstance(payload, bytes):  # a reply for Python to judge
-                assert key is not None or kind == DONE_LATE
-                verdict = self._verdict(payload, query)
+                verdict = self._verdict(payload, query, key)
                 if verdict is None:
                     self.stats.spoofed_replies += 1
                 elif known:
                     pool.record(address, verdict.outcome, rtt, now)
                 if (
                     kind == DONE_REPLY
-                    and key is not None
                     and verdict is not None
-                    and (verdict.outcome is Outcome.SUCCESS and not verdict.truncated)
+                    and verdict.outcome is Outcome.SUCCESS
+                    and not verdict.truncated
                 ):
                     entry = r.store(key, (), VARIANT_FROM_BYTE[key[-1]], pool, verdict, now)
                     for w in waiters or ():
@@ -244,21 +242,21 @@ class CompiledMisses:
                 pool.record(address, Outcome(payload), rtt, now)
             elif kind == DONE_HANDOVER and r.attempt_policy.hedge:
                 self.stats.hedges += 1  # at the RTO: the Python flight's query goes out beside this one
-            if key is not None:
-                for w in waiters or ():
-                    data, addr, fd, qend, limit, arrived = w
-                    self.server.await_flight(
-                        data, self._reply(fd, addr), (key, qend, limit), arrived, address
-                    )
+            for w in waiters or ():
+                data, addr, fd, qend, limit, arrived = w
+                self.server.await_flight(data, self._reply(fd, addr), (key, qend, limit), arrived, address)
         self.refresh_route()
 
-    def _verdict(self, reply: bytes, query: bytes) -> Any:
+    def _verdict(self, reply: bytes, query: bytes, key: bytes) -> Any:
+        """Python's judgement of a reply to ``query`` (the engine's, whose question is ``key``'s
+        name, possibly in 0x20 case, then type and class)."""
         qid = int.from_bytes(query[0:2], "big")
-        qname_end = query.index(0, 12)
-        qname = query[12 : qname_end + 1]
-        qtype = int.from_bytes(query[qname_end + 1 : qname_end + 3], "big")
-        qclass = int.from_bytes(query[qname_end + 3 : qname_end + 5], "big")
-        return check_reply(reply, qid, qname, qtype, qclass, self.server.cfg.dns0x20)
+        end = 12 + len(key) - 5
+        qtype, qclass = (
+            int.from_bytes(query[end : end + 2], "big"),
+            int.from_bytes(query[end + 2 : end + 4], "big"),
+        )
+        return check_reply(reply, qid, query[12:end], qtype, qclass, self.server.cfg.dns0x20)
 
     def _reply(self, fd: int, addr: Address) -> Callable[[bytes], None]:
         return functools.partial(self.replies[fd], addr=addr)
