@@ -135,3 +135,49 @@ def test_a_cname_chain_and_a_short_key_go_to_python() -> None:
     key = cache_key(wire[12 : parse_message(wire).question_end], b"\x00")
     assert compiled_entry(wire, key) is None
     assert compiled_entry(wire, b"\x00") is None
+
+
+def engine(**changes: object) -> object:
+    from array import array
+
+    from dnscache.core.stats import DURATION_BUCKETS, ENGINE_COUNTERS, RCODE_SLOTS
+
+    args: dict[str, object] = {
+        "python_inflight": {},
+        "entry_type": CacheEntry,
+        "on_done": lambda results: None,
+        "counters": array("Q", bytes(8 * ENGINE_COUNTERS)),
+        "durations": array("Q", bytes(8 * (len(DURATION_BUCKETS) + 2))),
+        "rcodes": array("Q", bytes(8 * RCODE_SLOTS)),
+        "buckets": DURATION_BUCKETS,
+        "policy": POLICY_TUPLE,
+        "case_exact": False,
+    }
+    args.update(changes)
+    return _fastpath.Engine(*args.values())
+
+
+def test_an_engine_refuses_bad_arguments_and_a_closed_one_says_so() -> None:
+    import pytest
+
+    from dnscache.core.stats import ENGINE_COUNTERS
+
+    with pytest.raises(ValueError, match="counters"):
+        engine(counters=bytearray(8 * ENGINE_COUNTERS))
+    with pytest.raises(TypeError, match="callable"):
+        engine(on_done=None)
+    with pytest.raises(ValueError, match="buckets"):
+        engine(buckets=[0.1] * 40)
+    e = engine()
+    with pytest.raises(ValueError, match="numeric"):
+        e.set_route(0, "upstream.example", 53, 0.05, 1.0, (), POLICY_TUPLE)  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="zones"):
+        e.set_route(0, "127.0.0.1", 53, 0.05, 1.0, ("cluster.local",), POLICY_TUPLE)  # type: ignore[attr-defined]
+    e.set_route(0, "::1", 53, 0.05, 1.0, (b"\x07cluster\x05local\x00",), POLICY_TUPLE)  # type: ignore[attr-defined]
+    assert e.waiting() == 0  # type: ignore[attr-defined]
+    fd = e.fileno()  # type: ignore[attr-defined]
+    assert fd >= 0
+    assert e.close() == 0  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="closed"):
+        e.fileno()  # type: ignore[attr-defined]
+    e()  # type: ignore[operator]  # a wake-up still queued after close: nothing happens
