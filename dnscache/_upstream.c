@@ -375,18 +375,28 @@ static void observe(Engine *e, double seconds) {
     memcpy(d + e->nbuckets + 1, &sum, 8);
 }
 
-static PyObject *waiters_list(flight_t *f, int from) {
+/* Append waiter w to list as Python sees it: (datagram, address, fd, question end, limit,
+ * arrival time). -1 with an exception set. */
+static int append_waiter(PyObject *list, const waiter_t *w) {
+    PyObject *addr = address_tuple(&w->peer);
+    PyObject *t = addr ? Py_BuildValue("(OOinid)", w->data, addr, w->fd, w->qend, w->limit, w->arrived)
+                       : NULL;
+    Py_XDECREF(addr);
+    int r = t == NULL ? -1 : PyList_Append(list, t);
+    Py_XDECREF(t);
+    return r;
+}
+
+/* The waiters of f whose limit an answer of wlen octets fits (fits 1) or exceeds (fits 0); all
+ * of them for wlen < 0. */
+static PyObject *waiters_list(const flight_t *f, Py_ssize_t wlen, int fits) {
     PyObject *list = PyList_New(0);
-    for (int i = from; list != NULL && i < f->nwaiters; i++) {
-        waiter_t *w = &f->waiters[i];
-        PyObject *addr = address_tuple(&w->peer);
-        PyObject *t = addr ? Py_BuildValue("(OOinid)", w->data, addr, w->fd, w->qend, w->limit,
-                                           w->arrived)
-                           : NULL;
-        Py_XDECREF(addr);
-        if (t == NULL || PyList_Append(list, t) < 0)
+    for (int i = 0; list != NULL && i < f->nwaiters; i++) {
+        const waiter_t *w = &f->waiters[i];
+        if (wlen >= 0 && (wlen <= w->limit && wlen <= OUT_SIZE) != fits)
+            continue;
+        if (append_waiter(list, w) < 0)
             Py_CLEAR(list);
-        Py_XDECREF(t);
     }
     return list;
 }
@@ -434,7 +444,7 @@ static void release(Engine *e, flight_t *f) {
 
 /* Clients that go to Python (a handover, an error, a reply Python decides) */
 static int hand_over(Engine *e, flight_t *f, int kind, double rtt, PyObject *payload) {
-    PyObject *waiters = waiters_list(f, 0);
+    PyObject *waiters = waiters_list(f, -1, 0);
     if (waiters == NULL)
         return -1;
     int r = report(e, kind, f, rtt, payload, waiters);
@@ -473,9 +483,8 @@ static int answer_waiters(Engine *e, flight_t *f, PyObject *entry, double now, P
     for (int i = 0; i < f->nwaiters; i++) {
         waiter_t *w = &f->waiters[i];
         if (wlen > w->limit || wlen > OUT_SIZE) {
-            if (first_over < 0) { /* keep the over-limit ones together at the end */
+            if (first_over < 0)
                 first_over = i;
-            }
             continue;
         }
         const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(w->data);
@@ -492,20 +501,7 @@ static int answer_waiters(Engine *e, flight_t *f, PyObject *entry, double now, P
         observe(e, now - w->arrived);
     }
     if (first_over >= 0) {
-        PyObject *list = PyList_New(0);
-        for (int i = first_over; list != NULL && i < f->nwaiters; i++) {
-            waiter_t *w = &f->waiters[i];
-            if (wlen <= w->limit && wlen <= OUT_SIZE)
-                continue;
-            PyObject *addr = address_tuple(&w->peer);
-            PyObject *t = addr ? Py_BuildValue("(OOinid)", w->data, addr, w->fd, w->qend, w->limit,
-                                               w->arrived)
-                               : NULL;
-            Py_XDECREF(addr);
-            if (t == NULL || PyList_Append(list, t) < 0)
-                Py_CLEAR(list);
-            Py_XDECREF(t);
-        }
+        PyObject *list = waiters_list(f, wlen, 0);
         if (list == NULL)
             return -1;
         *over = list;
@@ -861,8 +857,10 @@ static void engine_shutdown(Engine *e) {
     }
     if (e->open) {
         e->open = 0;
-        close(e->epfd);
-        close(e->tfd);
+        if (e->epfd >= 0)
+            close(e->epfd);
+        if (e->tfd >= 0)
+            close(e->tfd);
         PyBuffer_Release(&e->counters);
         PyBuffer_Release(&e->durations);
         PyBuffer_Release(&e->rcodes);
@@ -940,39 +938,30 @@ static int engine_init(Engine *e, PyObject *args, PyObject *kwds) {
         PyBuffer_Release(&e->durations);
         return -1;
     }
+    e->open = 1; /* from here on a failure is undone by engine_shutdown */
     e->flights = PyMem_Calloc(MAX_FLIGHTS, sizeof(flight_t));
     e->free_stack = PyMem_Calloc(MAX_FLIGHTS, sizeof(int));
     e->reply = PyMem_Malloc(REPLY_SIZE);
     e->keys = PyDict_New();
     e->results = PyList_New(0);
+    if (e->flights == NULL || e->free_stack == NULL || e->reply == NULL || e->keys == NULL ||
+        e->results == NULL) {
+        e->epfd = e->tfd = -1;
+        engine_shutdown(e);
+        PyErr_NoMemory();
+        return -1;
+    }
     e->epfd = epoll_create1(EPOLL_CLOEXEC);
     e->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TIMER_EVENT};
     if (e->epfd < 0 || e->tfd < 0 || epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->tfd, &ev) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
-        if (e->epfd >= 0)
-            close(e->epfd);
-        if (e->tfd >= 0)
-            close(e->tfd);
-        PyBuffer_Release(&e->counters);
-        PyBuffer_Release(&e->durations);
-        PyBuffer_Release(&e->rcodes);
-        return -1;
-    }
-    if (e->flights == NULL || e->free_stack == NULL || e->reply == NULL || e->keys == NULL ||
-        e->results == NULL) {
-        close(e->epfd);
-        close(e->tfd);
-        PyBuffer_Release(&e->counters);
-        PyBuffer_Release(&e->durations);
-        PyBuffer_Release(&e->rcodes);
-        PyErr_NoMemory();
+        engine_shutdown(e);
         return -1;
     }
     for (int i = 0; i < MAX_FLIGHTS; i++)
         e->free_stack[i] = MAX_FLIGHTS - 1 - i; /* slot 0 first: the scans stay short */
     e->nfree = MAX_FLIGHTS;
-    e->open = 1;
     e->route = -1;
     e->policy = pol;
     e->case_exact = case_exact;
