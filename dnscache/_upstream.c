@@ -560,13 +560,14 @@ static int on_datagram(Engine *e, flight_t *f, Py_ssize_t n, double now) {
         counter(e)[C_SPOOFED]++;
         return 0;
     }
-    if (!question_matches(e, f, r, n) && message_parses(r, n)) {
+    int ours = question_matches(e, f, r, n);
+    if (!ours && message_parses(r, n)) {
         counter(e)[C_SPOOFED]++; /* a well-formed reply to another question */
         return 0;
     }
     PyObject *bytes = NULL, *entry = NULL;
     int built = 0;
-    if (!f->handed && question_matches(e, f, r, n)) {
+    if (!f->handed && ours) {
         built = entry_from_reply(r, n, (const unsigned char *)PyBytes_AS_STRING(f->key),
                                  PyBytes_GET_SIZE(f->key), &e->policy, now, e->entry_type, &entry);
         if (built < 0)
