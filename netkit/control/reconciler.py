@@ -85,10 +85,16 @@ class Reconciler:
         raise NotImplementedError
 
     def run(self, leading: threading.Event, stop: threading.Event, period: float = 0.2) -> None:
-        """Reconcile on every change (and every ``period`` while one is pending), while leading."""
+        """Reconcile on every change (and every ``period`` while one is pending), while leading.
+
+        A change seen while not leading, or before every cache has listed, stays pending: an
+        informer whose list is empty calls no handler when it syncs, so a change dropped then
+        would wait for the next one (or the 5-minute resync) to be acted on."""
         while not stop.is_set():
-            self.dirty.wait(period)
-            if not leading.is_set() or not self.dirty.is_set():
+            if not self.dirty.wait(period):
+                continue
+            if not leading.is_set() or not self.ready():
+                stop.wait(period)  # pending, looked at again in a moment (not a busy loop)
                 continue
             self.dirty.clear()
             try:

@@ -146,7 +146,8 @@ def test_attached_pods_become_known_endpoints_on_the_other_node(world: World) ->
     w, rt = world, world.rt
     w.k("apply", "-f", "-", stdin='{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}')
     w.k("apply", "-f", "-", stdin=NETWORKS)
-    w.k("wait", "--for=condition=Ready", "l2network/blue", "l2network/red", "--timeout=60s")
+    ready = w.k("wait", "--for=condition=Ready", "l2network/blue", "l2network/red", "--timeout=60s", ok=False)
+    assert ready.returncode == 0, f"{ready.stdout}{ready.stderr}\n{w.logs()}"
     # no Multus: said, and the network runs anyway
     w.k("wait", "--for=condition=Degraded", "l2network/blue", "--timeout=30s")
     assert "MultusMissing" in w.k("get", "l2network", "blue", "-o", "jsonpath={.status.conditions}").stdout
