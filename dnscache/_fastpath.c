@@ -29,16 +29,19 @@
 #define MAX_NAME_LEN 255
 #define RCODE_SLOTS 24
 
-/* CacheEntry header offsets (struct "=dddddiBBHHHHHH" then rows "=HIH") */
-#define OFF_EXPIRES 0
-#define OFF_PREFETCH 8
-#define OFF_STORED 16
-#define OFF_AGE 40
-#define OFF_HITS 44
-#define OFF_REFERENCED 45
-#define OFF_WIRE_START 46
-#define OFF_RECORDS 48
-#define META_SIZE 58
+/* CacheEntry header offsets (struct "=dIIIIiBBHHHHHH" then rows "=HIH"): the store time, then
+ * the other times as milliseconds after it; a time is read as stored + ms / 1000.0, as in Python */
+#define OFF_STORED 0
+#define OFF_EXPIRES_MS 8
+#define OFF_PREFETCH_MS 12
+#define OFF_STALE_MS 16
+#define OFF_RECHECK_MS 20
+#define OFF_AGE 24
+#define OFF_HITS 28
+#define OFF_REFERENCED 29
+#define OFF_WIRE_START 30
+#define OFF_RECORDS 32
+#define META_SIZE 42
 #define ROW_SIZE 8
 
 /* The workspace each listener passes in (an anonymous mmap: its pages are only allocated once
@@ -187,15 +190,16 @@ static Py_ssize_t answer_hit(const unsigned char *d, Py_ssize_t n, const questio
     unsigned char *e = (unsigned char *)PyByteArray_AS_STRING(obj);
     if (len < META_SIZE)
         return 0;
-    double expires, prefetch_at, stored;
+    double stored;
+    uint32_t expires_ms, prefetch_ms;
     int32_t age;
     uint16_t start;
-    memcpy(&expires, e + OFF_EXPIRES, 8);
-    memcpy(&prefetch_at, e + OFF_PREFETCH, 8);
     memcpy(&stored, e + OFF_STORED, 8);
+    memcpy(&expires_ms, e + OFF_EXPIRES_MS, 4);
+    memcpy(&prefetch_ms, e + OFF_PREFETCH_MS, 4);
     memcpy(&age, e + OFF_AGE, 4);
     memcpy(&start, e + OFF_WIRE_START, 2);
-    if (!(now < expires) || start < META_SIZE || start > len)
+    if (!(now < stored + (double)expires_ms / 1000.0) || start < META_SIZE || start > len)
         return 0;
     double elapsed = now - stored;
     int32_t now_age = (elapsed >= 0 && elapsed < 2147483647.0) ? (int32_t)elapsed : -2;
@@ -215,7 +219,7 @@ static Py_ssize_t answer_hit(const unsigned char *d, Py_ssize_t n, const questio
         e[OFF_HITS]++;
     e[OFF_REFERENCED] = 1;
     rcodes[out[3] & 0xF]++;
-    if (now >= prefetch_at) {
+    if (now >= stored + (double)prefetch_ms / 1000.0) {
         if (*prefetch == NULL && (*prefetch = PyList_New(0)) == NULL) {
             *error = 1;
             return 0;

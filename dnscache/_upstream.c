@@ -184,6 +184,12 @@ typedef struct {
 
 static double clamp(double v, double lo, double hi) { return v < lo ? lo : v > hi ? hi : v; }
 
+/* seconds as the header's whole milliseconds: dnscache.core.cache.to_ms, the same arithmetic */
+static uint32_t to_ms(double seconds) {
+    double v = seconds * 1000.0 + 0.5;
+    return v <= 0 ? 0 : v >= 4294967295.0 ? UINT32_MAX : (uint32_t)v;
+}
+
 /* Build the cache entry for reply r (n octets) to the question key (lower-cased name with its
  * root octet, type, class, variant byte), as dnscache.core.response.build_entry does after
  * check_reply and scrub. The caller has checked the ID and QR. Returns 1 with
@@ -288,20 +294,17 @@ static int entry_from_reply(const unsigned char *r, Py_ssize_t n, const unsigned
         return -1;
     }
     unsigned char *e = (unsigned char *)PyByteArray_AS_STRING(*entry);
-    /* header: "=dddddiBBHHHHHH" (dnscache.core.cache._META) */
-    double expires = now + lifetime, prefetch = now + lifetime * (1.0 - pol->prefetch_fraction);
-    double stale = expires + pol->stale_window, zero = 0.0;
+    /* header: "=dIIIIiBBHHHHHH" (dnscache.core.cache._META) */
+    uint32_t ms[4] = {to_ms(lifetime), to_ms(lifetime * (1.0 - pol->prefetch_fraction)),
+                      to_ms(lifetime + pol->stale_window), 0};
     int32_t age = 0;
     uint16_t u16[6] = {(uint16_t)start, (uint16_t)nrows, (uint16_t)kept[0], (uint16_t)kept[1],
                        (uint16_t)kept[2], (uint16_t)qend};
-    memcpy(e + 0, &expires, 8);
-    memcpy(e + 8, &prefetch, 8);
-    memcpy(e + 16, &now, 8);
-    memcpy(e + 24, &stale, 8);
-    memcpy(e + 32, &zero, 8);
-    memcpy(e + 40, &age, 4);
-    e[44] = e[45] = 0;
-    memcpy(e + 46, u16, sizeof u16);
+    memcpy(e + OFF_STORED, &now, 8);
+    memcpy(e + OFF_EXPIRES_MS, ms, sizeof ms);
+    memcpy(e + OFF_AGE, &age, 4);
+    e[OFF_HITS] = e[OFF_REFERENCED] = 0;
+    memcpy(e + OFF_WIRE_START, u16, sizeof u16);
     for (int i = 0; i < nrows; i++) { /* rows "=HIH" */
         unsigned char *row = e + META_SIZE + (Py_ssize_t)i * ROW_SIZE;
         memcpy(row, &rows[i].ttl_off, 2);

@@ -524,8 +524,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             entry = self.entries.get(key)
             if entry is not None:
                 now = self.clock()
-                expires, prefetch, stored, age, start = HOT.unpack_from(entry)
-                if now < expires:
+                stored, expires_ms, prefetch_ms, age, start = HOT.unpack_from(entry)
+                if now < stored + expires_ms / 1000.0:
                     if int(now - stored) != age:
                         entry.render_fresh(now)
                     if len(entry) - start <= limit:
@@ -540,7 +540,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
                         entry[REFERENCED] = 1
                         stats.fast_hits += 1
                         stats.rcodes[out[3] & 0xF] += 1
-                        if now >= prefetch:
+                        if now >= stored + prefetch_ms / 1000.0:
                             self.server.resolver.maybe_prefetch(key, entry)
                         return
         self.server.resolve(data, functools.partial(self.reply, addr=addr), q)

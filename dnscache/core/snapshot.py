@@ -1,9 +1,9 @@
 """Cache snapshots: the cache as bytes and back, so a restart starts warm (pure).
 
 Entry times are monotonic-clock values, which mean nothing to another process after a reboot;
-they are written as wall-clock times and turned back into the reader's monotonic clock, so an
-entry keeps exactly the lifetime it had left. Entries already past their stale window are not
-written or read.
+the store time (the other times are offsets from it) is written as a wall-clock time and
+turned back into the reader's monotonic clock, so an entry keeps exactly the lifetime it had
+left. Entries already past their stale window are not written or read.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from dnscache.core.cache import Cache, CacheEntry
+from dnscache.core.cache import META_SIZE, Cache, CacheEntry
 
 MAGIC = b"NKDC"
-VERSION = 1
+VERSION = 2  # 1: five absolute times per entry (netkit before the 42-octet header)
 _HEAD = struct.Struct("!4sHI")  # magic, version, count
 _ITEM = struct.Struct("!HI")  # key length, entry length
-_TIMES = struct.Struct("=ddddd")  # the first five fields of an entry: all times
+_STORED = struct.Struct("=d")  # an entry's first field: the store time (the rest are offsets)
 
 
 class SnapshotError(ValueError):
@@ -26,8 +26,7 @@ class SnapshotError(ValueError):
 
 def _shift(entry: CacheEntry, delta: float) -> CacheEntry:
     out = CacheEntry(entry)
-    times = _TIMES.unpack_from(out)
-    _TIMES.pack_into(out, 0, *(t + delta if t else 0.0 for t in times))
+    _STORED.pack_into(out, 0, _STORED.unpack_from(out)[0] + delta)
     return out
 
 
@@ -57,12 +56,12 @@ def entries(data: bytes, mono_now: float, wall_now: float) -> Iterator[tuple[byt
             raise SnapshotError("snapshot cut short")
         klen, elen = _ITEM.unpack_from(data, off)
         off += _ITEM.size
-        if off + klen + elen > len(data) or elen < _TIMES.size:
+        if off + klen + elen > len(data) or elen < META_SIZE:
             raise SnapshotError("snapshot cut short")
         key = bytes(data[off : off + klen])
         entry = _shift(CacheEntry(data[off + klen : off + klen + elen]), to_mono)
         off += klen + elen
-        if not 58 <= entry.wire_start <= len(entry) - 12:
+        if not META_SIZE <= entry.wire_start <= len(entry) - 12:
             raise SnapshotError("corrupt entry in snapshot")
         if entry.stale_until > mono_now:
             yield key, entry

@@ -8,7 +8,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from dnscache.core.cache import Cache, cache_key, variant_byte
+from dnscache.core.cache import MS_MAX, Cache, cache_key, to_ms, variant_byte
 from dnscache.core.response import CachePolicy, Variant, build_entry, finish
 from dnscache.core.wire import parse_message
 
@@ -144,6 +144,28 @@ def make_entry(name: str, now: float = 0.0):
     entry, _ = entry_of(buf, now=now)
     key = cache_key(parse_message(buf).qname_wire + b"\x00\x01\x00\x01", variant_byte(False, False, False))
     return key, entry
+
+
+@pytest.mark.parametrize(
+    ("seconds", "ms"),
+    [(0.0, 0), (-5.0, 0), (0.0004, 0), (0.0005, 1), (59.9996, 60000), (86400.0, 86_400_000),
+     (37 * 86400.0, 3_196_800_000), (60 * 86400.0, MS_MAX)],
+)  # fmt: skip
+def test_header_times_are_whole_milliseconds_after_the_store_time(seconds: float, ms: int) -> None:
+    assert to_ms(seconds) == ms
+
+
+def test_an_entrys_times_read_back_from_its_header() -> None:
+    _, entry = make_entry("t.example.test", now=1234.5)  # TTL 60, prefetch at 90 %, window 86400
+    assert entry.stored_at == 1234.5
+    assert entry.expires_at == 1294.5
+    assert entry.prefetch_at == pytest.approx(1234.5 + 54.0)
+    assert entry.stale_until == 1234.5 + 60 + 86400
+    assert entry.recheck_at == 0.0  # none until a refresh fails
+    entry.recheck_at = 1300.25
+    assert entry.recheck_at == 1300.25
+    entry.recheck_at = 0.0  # before the store time: none again
+    assert entry.recheck_at == 0.0
 
 
 def test_cache_is_bounded_by_entries_with_second_chance() -> None:

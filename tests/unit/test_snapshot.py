@@ -23,6 +23,22 @@ def test_round_trip_keeps_remaining_lifetime_across_clocks() -> None:
     assert bytes(got.wire) == bytes(entry.wire)
 
 
+def test_every_time_of_an_entry_moves_with_its_store_time() -> None:
+    # the header holds the store time and the rest as milliseconds after it: one shift moves all
+    cache = Cache(100, 1 << 30)
+    key, entry = make_entry("r.example.test", now=1000.0)
+    entry.recheck_at = 1012.5
+    cache.put(key, entry, 1000.0)
+    data = snapshot.dump(cache, mono_now=1010.0, wall_now=7_000.0)
+    restored = Cache(100, 1 << 30)
+    assert snapshot.load(restored, data, mono_now=50.0, wall_now=7_000.0) == 1
+    got = restored.get(key)
+    assert got is not None
+    delta = 50.0 - 1010.0
+    for field in ("stored_at", "expires_at", "prefetch_at", "stale_until", "recheck_at"):
+        assert getattr(got, field) == pytest.approx(getattr(entry, field) + delta, abs=1e-6), field
+
+
 def test_entries_past_the_stale_window_are_not_restored() -> None:
     cache = Cache(100, 1 << 30)
     key, entry = make_entry("old.example.test", now=0.0)
@@ -36,9 +52,11 @@ def test_entries_past_the_stale_window_are_not_restored() -> None:
     ("data", "message"),
     [
         (b"", "too short"),
-        (b"XXXX\x00\x01\x00\x00\x00\x00", "not a netkit"),
+        (b"XXXX\x00\x02\x00\x00\x00\x00", "not a netkit"),
         (b"NKDC\x00\x09\x00\x00\x00\x00", "version 9"),
-        (b"NKDC\x00\x01\x00\x00\x00\x02\x00\x05\x00\x00\x00\x09abc", "cut short"),
+        # version 1 held five absolute times per entry: read as version 2, its times would be wrong
+        (b"NKDC\x00\x01\x00\x00\x00\x00", "snapshot version 1, this netkit reads 2"),
+        (b"NKDC\x00\x02\x00\x00\x00\x02\x00\x05\x00\x00\x00\x09abc", "cut short"),
     ],
 )
 def test_bad_snapshots_are_rejected(data: bytes, message: str) -> None:
