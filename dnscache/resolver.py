@@ -16,7 +16,17 @@ import struct
 import time
 from collections.abc import Callable
 
-from dnscache.core.cache import Cache, CacheEntry
+from dnscache.core.cache import (
+    Cache,
+    CacheEntry,
+    entry_hits,
+    expires_at,
+    hit,
+    prefetch_at,
+    recheck_at,
+    set_recheck_at,
+    stale_until,
+)
 from dnscache.core.config import ServeConfig
 from dnscache.core.resolution import Resolution, Send
 from dnscache.core.response import Variant, build_entry
@@ -216,14 +226,14 @@ class Resolver:
         """The entry to answer from and whether it is stale; (None, False) means SERVFAIL."""
         now = self.clock()
         entry = self.cache.get(key)
-        if entry is not None and now < entry.expires_at:
+        if entry is not None and now < expires_at(entry):
             self.stats.cache_hits += 1
-            entry.hit()
-            if now >= entry.prefetch_at:
+            hit(entry)
+            if now >= prefetch_at(entry):
                 self.maybe_prefetch(key, entry)
             return entry, False
-        stale = entry if entry is not None and now < entry.stale_until else None
-        if stale is not None and now < stale.recheck_at:
+        stale = entry if entry is not None and now < stale_until(entry) else None
+        if stale is not None and now < recheck_at(stale):
             return stale, True  # a refresh failed recently: do not hammer the upstreams (RFC 8767)
         self.stats.cache_misses += 1
         task = self.refresh(key)
@@ -256,7 +266,11 @@ class Resolver:
 
     def maybe_prefetch(self, key: bytes, entry: CacheEntry) -> None:
         """Called from the hit path once an entry is in the last part of its TTL."""
-        if self.cfg.prefetch and entry.hits >= self.cfg.prefetch_min_hits and key not in self._inflight:
+        if (
+            self.cfg.prefetch
+            and entry_hits(entry) >= self.cfg.prefetch_min_hits
+            and key not in self._inflight
+        ):
             self.stats.prefetches += 1
             self.refresh(key)
 
@@ -266,7 +280,7 @@ class Resolver:
         if answer is None or answer.reply is None or answer.message is None:
             entry = self.cache.get(flight.key)
             if entry is not None:
-                entry.recheck_at = now + self.cfg.failure_recheck
+                set_recheck_at(entry, now + self.cfg.failure_recheck)
             log.debug(
                 "resolution failed",
                 extra={"qname": name_to_text(flight.qname), "failures": len(flight.res.failures)},

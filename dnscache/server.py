@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from dnscache.bind import kernel_sockets, make_socket, refuse_shared
-from dnscache.core.cache import HITS, HOT, REFERENCED, cache_key, variant_byte
+from dnscache.core.cache import HITS, HOT, REFERENCED, cache_key, render_fresh, render_stale, variant_byte
 from dnscache.core.config import ServeConfig
 from dnscache.core.listeners import conflicts
 from dnscache.core.response import finish
@@ -361,7 +361,7 @@ class DnsServer:
             edns = Edns(EDNS_UDP_SIZE, 0, 0, bool(variant & 2)) if variant & 1 else None
             out = error_reply(data, SERVFAIL, qend, edns)
         else:
-            out = finish(entry.render_fresh(self.clock()), entry, data, limit)
+            out = finish(render_fresh(entry, self.clock()), entry, data, limit)
         self.stats.count_rcode(out[3] & 0xF)
         reply(out)
         self.stats.observe(self.clock() - start)
@@ -437,9 +437,9 @@ class DnsServer:
             return error_reply(data, SERVFAIL, qend, edns)
         if stale:
             self.stats.served_stale += 1
-            wire = entry.render_stale(self.cfg.stale_ttl)
+            wire = render_stale(entry, self.cfg.stale_ttl)
         else:
-            wire = entry.render_fresh(self.clock())
+            wire = render_fresh(entry, self.clock())
         return finish(wire, entry, data, 65535 if tcp else limit)
 
     # -- TCP ---------------------------------------------------------------------------------
@@ -527,7 +527,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
                 stored, expires_ms, prefetch_ms, age, start = HOT.unpack_from(entry)
                 if now < stored + expires_ms / 1000.0:
                     if int(now - stored) != age:
-                        entry.render_fresh(now)
+                        render_fresh(entry, now)
                     if len(entry) - start <= limit:
                         out = entry[start:]
                         out[0:2] = data[0:2]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from dnscache.core.cache import CacheEntry
+from dnscache.core.cache import CacheEntry, build_cache_entry, entry_counts, entry_qend, record_ends
 from dnscache.core.wire import (
     AD,
     ANSWER,
@@ -114,7 +114,7 @@ def build_entry(
     wire += opt
     for r, ttl in zip(msg.records, ttls, strict=True):
         struct.pack_into("!I", wire, r.ttl_off, ttl)
-    entry = CacheEntry.build(
+    entry = build_cache_entry(
         wire,
         msg.question_end,
         [(r.ttl_off, ttl, r.end) for r, ttl in zip(msg.records, ttls, strict=True)],
@@ -131,7 +131,7 @@ def finish(wire: bytearray, entry: CacheEntry, query: bytes, limit: int) -> byte
     """Personalise a rendered copy of an entry for one query (ID, RD, question case) and fit it
     in ``limit``."""
     out = wire if len(wire) <= limit else fit(wire, entry, limit)
-    qend = entry.qend
+    qend = entry_qend(entry)
     out[0:2] = query[0:2]
     out[2] = (out[2] & 0xFE) | (query[2] & 0x01)
     out[12:qend] = query[12:qend]
@@ -145,9 +145,9 @@ def fit(wire: bytearray, entry: CacheEntry, limit: int) -> bytearray:
     set when an answer or authority record had to go; dropping additional records alone is not
     truncation.
     """
-    ends = entry.record_ends()
-    qend = entry.qend
-    an_all, ns_all, _ = entry.counts
+    ends = record_ends(entry)
+    qend = entry_qend(entry)
+    an_all, ns_all, _ = entry_counts(entry)
     body_end = ends[-1] if ends else qend
     opt = wire[body_end:]
     room = limit - len(opt)

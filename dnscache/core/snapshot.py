@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from dnscache.core.cache import META_SIZE, Cache, CacheEntry
+from dnscache.core.cache import META_SIZE, Cache, CacheEntry, stale_until, wire_start
 
 MAGIC = b"NKDC"
 VERSION = 2  # 1: five absolute times per entry (netkit before the 42-octet header)
@@ -32,7 +32,7 @@ def _shift(entry: CacheEntry, delta: float) -> CacheEntry:
 
 def dump(cache: Cache, mono_now: float, wall_now: float) -> bytes:
     to_wall = wall_now - mono_now
-    items = [(k, e) for k, e in cache.entries.items() if e.stale_until > mono_now]
+    items = [(k, e) for k, e in cache.entries.items() if stale_until(e) > mono_now]
     parts: list[bytes | bytearray] = [_HEAD.pack(MAGIC, VERSION, len(items))]
     for key, entry in items:
         shifted = _shift(entry, to_wall)
@@ -61,9 +61,9 @@ def entries(data: bytes, mono_now: float, wall_now: float) -> Iterator[tuple[byt
         key = bytes(data[off : off + klen])
         entry = _shift(CacheEntry(data[off + klen : off + klen + elen]), to_mono)
         off += klen + elen
-        if not META_SIZE <= entry.wire_start <= len(entry) - 12:
+        if not META_SIZE <= wire_start(entry) <= len(entry) - 12:
             raise SnapshotError("corrupt entry in snapshot")
-        if entry.stale_until > mono_now:
+        if stale_until(entry) > mono_now:
             yield key, entry
 
 

@@ -8,7 +8,24 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from dnscache.core.cache import MS_MAX, Cache, cache_key, to_ms, variant_byte
+from dnscache.core.cache import (
+    MS_MAX,
+    Cache,
+    cache_key,
+    entry_size,
+    entry_wire,
+    expires_at,
+    hit,
+    prefetch_at,
+    recheck_at,
+    render_fresh,
+    render_stale,
+    set_recheck_at,
+    stale_until,
+    stored_at,
+    to_ms,
+    variant_byte,
+)
 from dnscache.core.response import CachePolicy, Variant, build_entry, finish
 from dnscache.core.wire import parse_message
 
@@ -49,17 +66,17 @@ def test_positive_lifetime_is_smallest_ttl() -> None:
         "b.example.test. 60 IN A 198.18.0.1",
     )
     entry, cacheable = entry_of(buf)
-    assert cacheable and entry.expires_at == 1060.0
+    assert cacheable and expires_at(entry) == 1060.0
 
 
 def test_ttl_clamps_apply_to_lifetime_and_served_ttls() -> None:
     buf = reply("a.example.test", "A", "a.example.test. 5 IN A 198.18.0.1")
     entry, _ = entry_of(buf, CachePolicy(min_ttl=30, max_ttl=100))
-    assert entry.expires_at == 1030.0
-    assert dns.message.from_wire(bytes(entry.wire)).answer[0].ttl == 30
+    assert expires_at(entry) == 1030.0
+    assert dns.message.from_wire(bytes(entry_wire(entry))).answer[0].ttl == 30
     buf = reply("a.example.test", "A", "a.example.test. 99999 IN A 198.18.0.1")
     entry, _ = entry_of(buf, CachePolicy(min_ttl=30, max_ttl=100))
-    assert entry.expires_at == 1100.0
+    assert expires_at(entry) == 1100.0
 
 
 @pytest.mark.parametrize(("soa_ttl", "minimum", "expected"), [(3600, 60, 60), (30, 600, 30)])
@@ -71,15 +88,15 @@ def test_nxdomain_lifetime_is_min_of_soa_ttl_and_minimum(soa_ttl: int, minimum: 
         rcode=dns.rcode.NXDOMAIN,
     )
     entry, cacheable = entry_of(buf)
-    assert cacheable and entry.expires_at == 1000.0 + expected
-    served = dns.message.from_wire(bytes(entry.wire))
+    assert cacheable and expires_at(entry) == 1000.0 + expected
+    served = dns.message.from_wire(bytes(entry_wire(entry)))
     assert served.rcode() == dns.rcode.NXDOMAIN and served.authority[0].ttl == expected
 
 
 def test_nodata_is_cached_negatively_and_capped() -> None:
     buf = reply("a.example.test", "TXT", authority=(SOA.format(ttl=86400, minimum=86400),))
     entry, cacheable = entry_of(buf, CachePolicy(neg_max_ttl=900))
-    assert cacheable and entry.expires_at == 1900.0
+    assert cacheable and expires_at(entry) == 1900.0
 
 
 def test_negative_answer_without_soa_is_not_cached() -> None:
@@ -95,17 +112,17 @@ def test_servfail_is_not_cached() -> None:
 def test_ttls_decrement_with_age_and_stale_ttl_is_30() -> None:
     buf = reply("a.example.test", "A", "a.example.test. 60 IN A 198.18.0.1")
     entry, _ = entry_of(buf)
-    assert dns.message.from_wire(bytes(entry.render_fresh(1000.5))).answer[0].ttl == 60
-    assert dns.message.from_wire(bytes(entry.render_fresh(1017.9))).answer[0].ttl == 43
-    assert dns.message.from_wire(bytes(entry.render_stale(30))).answer[0].ttl == 30
+    assert dns.message.from_wire(bytes(render_fresh(entry, 1000.5))).answer[0].ttl == 60
+    assert dns.message.from_wire(bytes(render_fresh(entry, 1017.9))).answer[0].ttl == 43
+    assert dns.message.from_wire(bytes(render_stale(entry, 30))).answer[0].ttl == 30
 
 
 def test_edns_is_hop_by_hop() -> None:
     buf = reply("a.example.test", "A", "a.example.test. 60 IN A 198.18.0.1")
     plain, _ = entry_of(buf, variant=PLAIN)
-    assert dns.message.from_wire(bytes(plain.wire)).edns == -1
+    assert dns.message.from_wire(bytes(entry_wire(plain))).edns == -1
     edns, _ = entry_of(buf, variant=EDNS)
-    m = dns.message.from_wire(bytes(edns.wire))
+    m = dns.message.from_wire(bytes(entry_wire(edns)))
     assert m.edns == 0 and m.payload == 1232
 
 
@@ -114,7 +131,7 @@ def test_finish_patches_id_rd_and_question_case() -> None:
     entry, _ = entry_of(buf)
     q = dns.message.make_query("A.Example.TEST", "A")
     q.flags &= ~dns.flags.RD
-    out = dns.message.from_wire(finish(entry.render_fresh(1000), entry, q.to_wire(), 512))
+    out = dns.message.from_wire(finish(render_fresh(entry, 1000), entry, q.to_wire(), 512))
     assert out.id == q.id and not out.flags & dns.flags.RD and out.flags & dns.flags.RA
     assert out.question[0].name.to_text() == "A.Example.TEST."
 
@@ -124,7 +141,7 @@ def test_truncation_keeps_whole_records_and_sets_tc() -> None:
     buf = reply("many.example.test", "A", *answers)
     entry, _ = entry_of(buf)
     q = dns.message.make_query("many.example.test", "A", use_edns=None)
-    out = finish(entry.render_fresh(1000), entry, q.to_wire(), 512)
+    out = finish(render_fresh(entry, 1000), entry, q.to_wire(), 512)
     assert len(out) <= 512
     m = dns.message.from_wire(out)
     assert m.flags & dns.flags.TC and 0 < len(m.answer[0]) < 60
@@ -135,7 +152,7 @@ def test_dropping_only_additional_is_not_truncation() -> None:
     buf = reply("a.example.test", "A", "a.example.test. 60 IN A 198.18.0.1", additional=extra)
     entry, _ = entry_of(buf)
     q = dns.message.make_query("a.example.test", "A", use_edns=None)
-    m = dns.message.from_wire(finish(entry.render_fresh(1000), entry, q.to_wire(), 512))
+    m = dns.message.from_wire(finish(render_fresh(entry, 1000), entry, q.to_wire(), 512))
     assert not m.flags & dns.flags.TC and len(m.answer) == 1
 
 
@@ -157,15 +174,15 @@ def test_header_times_are_whole_milliseconds_after_the_store_time(seconds: float
 
 def test_an_entrys_times_read_back_from_its_header() -> None:
     _, entry = make_entry("t.example.test", now=1234.5)  # TTL 60, prefetch at 90 %, window 86400
-    assert entry.stored_at == 1234.5
-    assert entry.expires_at == 1294.5
-    assert entry.prefetch_at == pytest.approx(1234.5 + 54.0)
-    assert entry.stale_until == 1234.5 + 60 + 86400
-    assert entry.recheck_at == 0.0  # none until a refresh fails
-    entry.recheck_at = 1300.25
-    assert entry.recheck_at == 1300.25
-    entry.recheck_at = 0.0  # before the store time: none again
-    assert entry.recheck_at == 0.0
+    assert stored_at(entry) == 1234.5
+    assert expires_at(entry) == 1294.5
+    assert prefetch_at(entry) == pytest.approx(1234.5 + 54.0)
+    assert stale_until(entry) == 1234.5 + 60 + 86400
+    assert recheck_at(entry) == 0.0  # none until a refresh fails
+    set_recheck_at(entry, 1300.25)
+    assert recheck_at(entry) == 1300.25
+    set_recheck_at(entry, 0.0)  # before the store time: none again
+    assert recheck_at(entry) == 0.0
 
 
 def test_cache_is_bounded_by_entries_with_second_chance() -> None:
@@ -173,7 +190,7 @@ def test_cache_is_bounded_by_entries_with_second_chance() -> None:
     hot_key, hot = make_entry("hot.example.test")
     cache.put(hot_key, hot, 0)
     for i in range(50):
-        hot.hit()  # the hot entry keeps being used
+        hit(hot)  # the hot entry keeps being used
         key, entry = make_entry(f"n{i}.example.test")
         cache.put(key, entry, 0)
     assert 9 <= len(cache) <= 10
@@ -183,7 +200,7 @@ def test_cache_is_bounded_by_entries_with_second_chance() -> None:
 
 def test_cache_is_bounded_by_bytes() -> None:
     key, entry = make_entry("n00.example.test")
-    per = len(key) + entry.size
+    per = len(key) + entry_size(entry)
     cache = Cache(max_entries=1000, max_bytes=per * 5)
     for i in range(20):
         cache.put(*make_entry(f"n{i:02d}.example.test"), now=0)
@@ -200,8 +217,8 @@ def test_sweep_drops_entries_past_the_stale_window() -> None:
     cache = Cache(100, 1 << 30)
     key, entry = make_entry("old.example.test")
     cache.put(key, entry, 0)
-    assert cache.sweep(now=entry.stale_until - 1) == 0
-    assert cache.sweep(now=entry.stale_until + 1) == 1 and len(cache) == 0
+    assert cache.sweep(now=stale_until(entry) - 1) == 0
+    assert cache.sweep(now=stale_until(entry) + 1) == 1 and len(cache) == 0
 
 
 def test_opt_in_the_middle_of_additional_is_normalised_away() -> None:
@@ -215,7 +232,7 @@ def test_opt_in_the_middle_of_additional_is_normalised_away() -> None:
     extra = b"\x02ns\xc0\x0e\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\xc6\x12\x00\x35"
     buf = head + question + answer + opt + extra
     entry, cacheable = entry_of(buf, variant=PLAIN)
-    m = dns.message.from_wire(bytes(entry.wire))
+    m = dns.message.from_wire(bytes(entry_wire(entry)))
     assert (
         cacheable
         and m.edns == -1
@@ -231,11 +248,11 @@ def test_ttl_zero_negative_answer_is_kept_for_serve_stale_only() -> None:
         "nx.example.test", "AAAA", authority=(SOA.format(ttl=0, minimum=300),), rcode=dns.rcode.NXDOMAIN
     )
     entry, cacheable = entry_of(buf)
-    assert cacheable and entry.expires_at == 1000.0 and entry.stale_until > 1000.0
-    assert dns.message.from_wire(bytes(entry.render_stale(30))).authority[0].ttl == 30
+    assert cacheable and expires_at(entry) == 1000.0 and stale_until(entry) > 1000.0
+    assert dns.message.from_wire(bytes(render_stale(entry, 30))).authority[0].ttl == 30
 
 
 def test_min_ttl_applies_to_negative_answers_too() -> None:
     buf = reply("nx.example.test", "A", authority=(SOA.format(ttl=0, minimum=0),), rcode=dns.rcode.NXDOMAIN)
     entry, _ = entry_of(buf, CachePolicy(min_ttl=5))
-    assert entry.expires_at == 1005.0
+    assert expires_at(entry) == 1005.0

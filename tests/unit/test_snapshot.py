@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from dnscache.core import snapshot
-from dnscache.core.cache import Cache
+from dnscache.core.cache import (
+    Cache,
+    entry_wire,
+    expires_at,
+    prefetch_at,
+    recheck_at,
+    set_recheck_at,
+    stale_until,
+    stored_at,
+)
 from tests.unit.test_cache_rules import make_entry
 
 
@@ -19,15 +28,15 @@ def test_round_trip_keeps_remaining_lifetime_across_clocks() -> None:
     assert snapshot.load(restored, data, mono_now=20.0, wall_now=5_000_015.0) == 1
     got = restored.get(key)
     assert got is not None
-    assert got.expires_at == pytest.approx(20.0 + 45.0)  # 60 - 10 - 5 seconds left
-    assert bytes(got.wire) == bytes(entry.wire)
+    assert expires_at(got) == pytest.approx(20.0 + 45.0)  # 60 - 10 - 5 seconds left
+    assert bytes(entry_wire(got)) == bytes(entry_wire(entry))
 
 
 def test_every_time_of_an_entry_moves_with_its_store_time() -> None:
     # the header holds the store time and the rest as milliseconds after it: one shift moves all
     cache = Cache(100, 1 << 30)
     key, entry = make_entry("r.example.test", now=1000.0)
-    entry.recheck_at = 1012.5
+    set_recheck_at(entry, 1012.5)
     cache.put(key, entry, 1000.0)
     data = snapshot.dump(cache, mono_now=1010.0, wall_now=7_000.0)
     restored = Cache(100, 1 << 30)
@@ -35,8 +44,8 @@ def test_every_time_of_an_entry_moves_with_its_store_time() -> None:
     got = restored.get(key)
     assert got is not None
     delta = 50.0 - 1010.0
-    for field in ("stored_at", "expires_at", "prefetch_at", "stale_until", "recheck_at"):
-        assert getattr(got, field) == pytest.approx(getattr(entry, field) + delta, abs=1e-6), field
+    for read in (stored_at, expires_at, prefetch_at, stale_until, recheck_at):
+        assert read(got) == pytest.approx(read(entry) + delta, abs=1e-6), read.__name__
 
 
 def test_entries_past_the_stale_window_are_not_restored() -> None:
@@ -45,7 +54,7 @@ def test_entries_past_the_stale_window_are_not_restored() -> None:
     cache.put(key, entry, 0.0)
     data = snapshot.dump(cache, mono_now=1.0, wall_now=1.0)
     restored = Cache(100, 1 << 30)
-    assert snapshot.load(restored, data, mono_now=0.0, wall_now=entry.stale_until + 10) == 0
+    assert snapshot.load(restored, data, mono_now=0.0, wall_now=stale_until(entry) + 10) == 0
 
 
 @pytest.mark.parametrize(
