@@ -7,6 +7,7 @@ import pytest
 from dnscache.core import snapshot
 from dnscache.core.cache import (
     Cache,
+    CacheEntry,
     entry_wire,
     expires_at,
     prefetch_at,
@@ -18,31 +19,34 @@ from dnscache.core.cache import (
 from tests.unit.test_cache_rules import make_entry
 
 
-def test_round_trip_keeps_remaining_lifetime_across_clocks() -> None:
+def round_trip(
+    key: bytes, entry: CacheEntry, dumped: tuple[float, float], loaded: tuple[float, float]
+) -> CacheEntry:
+    """``entry`` written by a process at (monotonic, wall) ``dumped`` and read back by another at
+    ``loaded``."""
     cache = Cache(100, 1 << 30)
-    key, entry = make_entry("a.example.test", now=1000.0)  # TTL 60: expires at 1060 (monotonic)
-    cache.put(key, entry, 1000.0)
-    data = snapshot.dump(cache, mono_now=1010.0, wall_now=5_000_010.0)
-    # another process, another monotonic clock, 5 s later in wall time
+    cache.put(key, entry, stored_at(entry))
+    data = snapshot.dump(cache, mono_now=dumped[0], wall_now=dumped[1])
     restored = Cache(100, 1 << 30)
-    assert snapshot.load(restored, data, mono_now=20.0, wall_now=5_000_015.0) == 1
+    assert snapshot.load(restored, data, mono_now=loaded[0], wall_now=loaded[1]) == 1
     got = restored.get(key)
     assert got is not None
+    return got
+
+
+def test_round_trip_keeps_remaining_lifetime_across_clocks() -> None:
+    key, entry = make_entry("a.example.test", now=1000.0)  # TTL 60: expires at 1060 (monotonic)
+    # another process, another monotonic clock, 5 s later in wall time
+    got = round_trip(key, entry, (1010.0, 5_000_010.0), (20.0, 5_000_015.0))
     assert expires_at(got) == pytest.approx(20.0 + 45.0)  # 60 - 10 - 5 seconds left
     assert bytes(entry_wire(got)) == bytes(entry_wire(entry))
 
 
 def test_every_time_of_an_entry_moves_with_its_store_time() -> None:
     # the header holds the store time and the rest as milliseconds after it: one shift moves all
-    cache = Cache(100, 1 << 30)
     key, entry = make_entry("r.example.test", now=1000.0)
     set_recheck_at(entry, 1012.5)
-    cache.put(key, entry, 1000.0)
-    data = snapshot.dump(cache, mono_now=1010.0, wall_now=7_000.0)
-    restored = Cache(100, 1 << 30)
-    assert snapshot.load(restored, data, mono_now=50.0, wall_now=7_000.0) == 1
-    got = restored.get(key)
-    assert got is not None
+    got = round_trip(key, entry, (1010.0, 7_000.0), (50.0, 7_000.0))
     delta = 50.0 - 1010.0
     for read in (stored_at, expires_at, prefetch_at, stale_until, recheck_at):
         assert read(got) == pytest.approx(read(entry) + delta, abs=1e-6), read.__name__
