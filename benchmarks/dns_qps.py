@@ -13,14 +13,21 @@ same client settings for every system:
                 and says so);
 - ``nxdomain``  80 % from a set of 1,000 names that do not exist (warmed, so negative caching is
                 exercised), 20 % warmed hits;
-- ``hits@20k``  the ``hits`` file at a fixed 20,000 QPS: latency without client-side queueing.
+- ``hits@20k``  the ``hits`` file at a fixed 20,000 QPS: latency without client-side queueing;
+- ``NAME/cap``  ``hits``, ``mixed``, ``nxdomain`` with each server capped at ``--cap`` cores (a
+                cgroup CPU quota) and dnsperf on 2 threads: both servers saturated at the same CPU
+                budget, so QPS is capacity. The QPS targets are judged there: uncapped, with
+                dnsperf pinned to its own core, neither server is saturated.
+
+Every system runs every workload once per round (``--rounds``, default 3, alternating which
+system goes first); a ratio is taken within a round and judged on the median over the rounds.
 
 Latency percentiles come from dnsperf's per-query output (``-v``: one line per answered query with
 its latency, microsecond resolution); dnsperf 2.10 has no latency histogram option. Memory: a fresh
 instance of each system is warmed with 100,000 distinct names (one pass, ``-n 1``) and the VmRSS
 (and PSS) of all its processes is read from /proc.
 
-    .venv/bin/python benchmarks/dns_qps.py [--duration 10] [--out DIR] [--workers 1]
+    .venv/bin/python benchmarks/dns_qps.py [--duration 10] [--rounds 3] [--out DIR] [--workers 1]
 
 Writes ``results.json``, ``results.txt`` and ``dns_qps.png`` into ``--out`` (default
 ``benchmarks/results/``). See benchmarks/README.md.
@@ -35,13 +42,14 @@ import os
 import platform
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +59,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
+from labs.cpucap import CpuCap
 from labs.dnspeers import (
     DnsDaemon,
     Dnsmasq,
@@ -78,7 +87,6 @@ CHECK_COLD = 10  # names per correctness check that no workload ever asks
 # over netkit's workers), one sender/receiver thread, at most 100 queries outstanding, 5 s timeout.
 # With a one-thread server and one dnsperf thread this keeps both cores of the test machine busy.
 DNSPERF_CLIENTS = 16
-DNSPERF_THREADS = 1
 DNSPERF_OUTSTANDING = 100
 DNSPERF_TIMEOUT = 5
 # Warm-up: WARM_RUNS separate dnsperf runs of WARM_PASSES passes each. Every run opens fresh sockets
@@ -119,6 +127,7 @@ class System:
     name: str
     make: Callable[[], DnsDaemon]
     note: str
+    pinned: bool = True  # runs on the server CPUs under --pin (not a multi-worker row)
 
 
 @dataclass
@@ -130,6 +139,7 @@ class Workload:
     passes: int | None = None  # dnsperf -n
     rate: int | None = None  # dnsperf -Q
     note: str = ""
+    cap: float | None = None  # the server runs on at most this many cores (a cgroup CPU quota)
 
 
 def write_queries(path: Path, names: Iterator[str] | Sequence[str]) -> int:
@@ -196,6 +206,15 @@ class Lab:
 # dnsperf
 # --------------------------------------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class Client:
+    """How dnsperf runs: its threads (-T) and the CPUs it may use (None: any)."""
+
+    threads: int = 1
+    cpus: frozenset[int] | None = None
+
+
 _LAT_RE = re.compile(rb"^> [A-Z]+ \S+ \S+ (\d+\.\d+)$", re.M)
 
 
@@ -260,6 +279,7 @@ def percentiles(counts: Counter[bytes], qs: Sequence[float]) -> dict[str, float 
 
 def dnsperf(
     exe: str,
+    client: Client,
     port: int,
     file: Path,
     workdir: Path,
@@ -271,7 +291,7 @@ def dnsperf(
 ) -> dict[str, Any]:
     cmd = [
         exe, "-s", HOST, "-p", str(port), "-d", str(file),
-        "-c", str(DNSPERF_CLIENTS), "-T", str(DNSPERF_THREADS),
+        "-c", str(DNSPERF_CLIENTS), "-T", str(client.threads),
         "-q", str(DNSPERF_OUTSTANDING), "-t", str(DNSPERF_TIMEOUT),
     ]  # fmt: skip
     if duration is not None:
@@ -283,10 +303,14 @@ def dnsperf(
     if verbose:
         cmd.append("-v")
     out_path = workdir / "dnsperf.out"
+    cpus = client.cpus
     limit = (duration or 600) + 4 * DNSPERF_TIMEOUT + 60
     try:
         with open(out_path, "wb") as out:
-            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, timeout=limit, check=False)
+            proc = subprocess.run(
+                cmd, stdout=out, stderr=subprocess.PIPE, timeout=limit, check=False,
+                preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
+            )  # fmt: skip
         with open(out_path, "rb") as f:
             f.seek(max(0, out_path.stat().st_size - 8192))
             tail = f.read().decode(errors="replace")
@@ -395,19 +419,62 @@ def netkit_delta(before: dict[str, float], after: dict[str, float]) -> dict[str,
     return out
 
 
-def run_workload(system: System, wl: Workload, lab: Lab, exe: str, rd: Path) -> dict[str, Any]:
-    with system.make() as d:
+@dataclass(frozen=True)
+class Rig:
+    """What every measurement of a run shares."""
+
+    exe: str  # dnsperf
+    client: Client
+    server_cpus: frozenset[int] | None  # where single-process servers run (None: anywhere)
+    lab: Lab
+    data: Path  # dnsperf's output goes here
+    run_id: str  # names the cgroups of capped workloads
+    cap_client: Client = Client(threads=2)  # capped workloads: enough load to saturate the server
+
+
+def pin_group(pid: int, cpus: frozenset[int]) -> None:
+    """Bind every thread of every live process in the daemon's process group to cpus."""
+    for p in live_group_members(pid):
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError, ValueError):
+                    os.sched_setaffinity(int(task.name), cpus)
+
+
+@contextlib.contextmanager
+def started(rig: Rig, system: System, cap: float | None = None) -> Iterator[DnsDaemon]:
+    """The system running: pinned to the server CPUs, or capped at cap cores (then placed by the
+    scheduler, so that dnsperf can use every core the server does not)."""
+    with contextlib.ExitStack() as stack:
+        d = stack.enter_context(system.make())
+        if cap is not None and d.pid:
+            slug = re.sub(r"[^a-z0-9]+", "-", system.name.lower())
+            quota = stack.enter_context(CpuCap(f"{rig.run_id}-{slug}", cap))
+            for pid in live_group_members(d.pid):
+                quota.add(pid)
+        elif rig.server_cpus is not None and system.pinned and d.pid:
+            pin_group(d.pid, rig.server_cpus)
+        yield d
+
+
+def run_workload(rig: Rig, system: System, wl: Workload, rnd: int) -> dict[str, Any]:
+    exe, rd, lab = rig.exe, rig.data, rig.lab
+    client = rig.client if wl.cap is None else rig.cap_client
+    with started(rig, system, wl.cap) as d:
         port = d.address[1]
         files = ", ".join(p.name for p in wl.warm)
         log(f"{system.name} / {wl.name}: warming ({files}; {WARM_RUNS} dnsperf runs x {WARM_PASSES} passes)")
-        warm = [dnsperf(exe, port, p, rd, passes=WARM_PASSES) for p in wl.warm for _ in range(WARM_RUNS)]
+        warm = [
+            dnsperf(exe, client, port, p, rd, passes=WARM_PASSES) for p in wl.warm for _ in range(WARM_RUNS)
+        ]
         before = d.metrics() if isinstance(d, NetkitServer) else {}
         how = f"{wl.duration:g} s" + (f" at {wl.rate} QPS" if wl.rate else " unlimited")
         log(f"{system.name} / {wl.name}: dnsperf {how} ({wl.file.name})")
         cpu_before = group_cpu_seconds(d.pid) if d.pid else None
         res = dnsperf(
-            exe, port, wl.file, rd, duration=wl.duration, passes=wl.passes, rate=wl.rate, verbose=True
-        )
+            exe, client, port, wl.file, rd, duration=wl.duration, passes=wl.passes, rate=wl.rate,
+            verbose=True,
+        )  # fmt: skip
         if cpu_before is not None and d.pid and res["completed"]:
             total, user, kernel = (b - a for a, b in zip(cpu_before, group_cpu_seconds(d.pid), strict=True))
             res.update(cpu_s=total, cpu_user_s=user, cpu_system_s=kernel)
@@ -421,7 +488,9 @@ def run_workload(system: System, wl: Workload, lab: Lab, exe: str, rd: Path) -> 
         if not d.running:
             res["crashed"] = True
         res["memory_after"] = group_memory(d.pid) if d.pid else None
-        res.update(system=system.name, workload=wl.name)
+        res.update(
+            system=system.name, workload=wl.name, round=rnd, cap=wl.cap, dnsperf_threads=client.threads
+        )
         p99 = res.get("p99_s")
         log(
             f"{system.name} / {wl.name}: {res['qps']:,.0f} QPS, lost {res['lost']}, "
@@ -431,13 +500,13 @@ def run_workload(system: System, wl: Workload, lab: Lab, exe: str, rd: Path) -> 
         return res
 
 
-def run_rss(system: System, lab: Lab, exe: str, rd: Path, rss_file: Path) -> dict[str, Any]:
-    with system.make() as d:
+def run_rss(rig: Rig, system: System, rss_file: Path) -> dict[str, Any]:
+    with started(rig, system) as d:
         assert d.pid is not None
         time.sleep(0.5)
         idle = group_memory(d.pid)
         log(f"{system.name} / rss: warming {N_RSS:,} distinct names (-n 1)")
-        warm = dnsperf(exe, d.address[1], rss_file, rd, passes=1)
+        warm = dnsperf(rig.exe, rig.client, d.address[1], rss_file, rig.data, passes=1)
         time.sleep(1.0)  # let deferred work (sweeps, GC, worker reports) settle
         mem = group_memory(d.pid)
         res: dict[str, Any] = {
@@ -470,13 +539,14 @@ def _ms(v: float | None) -> str:
 
 
 def tables(results: list[dict[str, Any]], rss: list[dict[str, Any]], baseline: str) -> str:
-    base = {r["workload"]: r["qps"] for r in results if r["system"] == baseline}
+    base = {(r["round"], r["workload"]): r["qps"] for r in results if r["system"] == baseline}
     lines = [
-        f"{'system':<11} {'workload':<9} {'QPS':>9} {'p50 ms':>7} {'p99 ms':>7} {'avg ms':>7} "
+        f"{'system':<11} {'workload':<12} {'rnd':>3} {'QPS':>9} {'p50 ms':>7} {'p99 ms':>7} {'avg ms':>7} "
         f"{'sd ms':>7} {'lost':>6} {'vs unb':>6} {'CPU s/1M':>8} {'core':>5} {'usr':>4}  notes",
     ]
-    for r in results:
-        ratio = r["qps"] / base[r["workload"]] if base.get(r["workload"]) else None
+    for r in sorted(results, key=lambda r: (r["system"] != baseline, r["system"], r["round"])):
+        b = base.get((r["round"], r["workload"]))
+        ratio = r["qps"] / b if b else None
         notes = []
         if r.get("stop_reason") and r["stop_reason"] != "time limit":
             notes.append(f"stopped: {r['stop_reason']} after {r['run_time_s']:.1f} s")
@@ -497,7 +567,8 @@ def tables(results: list[dict[str, Any]], rss: list[dict[str, Any]], baseline: s
         if nm.get("dropped_total"):
             notes.append(f"netkit dropped {nm['dropped_total']:.0f}")
         lines.append(
-            f"{r['system']:<11} {r['workload']:<9} {r['qps']:>9,.0f} {_ms(r.get('p50_s')):>7} "
+            f"{r['system']:<11} {r['workload']:<12} {r['round']:>3} {r['qps']:>9,.0f} "
+            f"{_ms(r.get('p50_s')):>7} "
             f"{_ms(r.get('p99_s')):>7} {_ms(r['avg_latency_s']):>7} {_ms(r['stddev_latency_s']):>7} "
             f"{r['lost']:>6} {('-' if ratio is None else f'{ratio:.2f}x'):>6} "
             f"{('-' if cpu is None else f'{cpu:.1f}'):>8} {share:>5} {usr:>4}  {'; '.join(notes)}"
@@ -522,49 +593,98 @@ def tables(results: list[dict[str, Any]], rss: list[dict[str, Any]], baseline: s
 
 
 QPS_TARGETS = {"hits": 1.2, "nxdomain": 1.2, "mixed": 1.0}  # x Unbound's QPS (issue 18)
+CAPPED = "/cap"  # the suffix of a workload run with the server under a CPU cap; QPS is judged there
+SATURATED = 0.9  # of a core: a server using less was waiting for queries
 P99_WORKLOADS = ("hits", "nxdomain", "hits@20k")  # p99 <= Unbound's, at full load and at 20k QPS
 RSS_TARGET_MIB = 64
 
 
-def targets(results: list[dict[str, Any]], rss: list[dict[str, Any]], baseline: str) -> list[str]:
-    """Each target of issue 18, met or not, with the ratio it was judged on (same run)."""
+def paired(
+    results: list[dict[str, Any]], system: str, baseline: str, wl: str, value: Callable[[dict[str, Any]], Any]
+) -> list[tuple[float, float]]:
+    """(system's value, baseline's value) per round in which both were measured (and not None)."""
+    out = []
+    for a in results:
+        if a["system"] != system or a["workload"] != wl:
+            continue
+        b = next(
+            (
+                r
+                for r in results
+                if r["system"] == baseline and r["workload"] == wl and r["round"] == a["round"]
+            ),
+            None,
+        )
+        va, vb = value(a), (value(b) if b else None)
+        if va is not None and vb:
+            out.append((float(va), float(vb)))
+    return out
 
-    def get(system: str, wl: str) -> dict[str, Any] | None:
-        return next((r for r in results if r["system"] == system and r["workload"] == wl), None)
+
+def spread(ratios: list[float]) -> str:
+    """The median ratio, with the range over the rounds when there was more than one."""
+    m = statistics.median(ratios)
+    return (
+        f"{m:.2f}x"
+        if len(ratios) == 1
+        else f"median {m:.2f}x, {min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} rounds"
+    )
+
+
+def targets(results: list[dict[str, Any]], rss: list[dict[str, Any]], baseline: str) -> list[str]:
+    """Each target of issue 18, met or not. A ratio is taken within each round (the two systems
+    measured minutes apart) and the verdict is on the median over the rounds."""
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
+
+    def qps_per_core(r: dict[str, Any]) -> float | None:
+        return r["qps"] / r["cpu_share"] if r.get("cpu_share") else None
 
     out = []
     netkits = sorted({r["system"] for r in [*results, *rss] if r["system"].startswith("netkit")})
     for system in netkits:
         for wl, goal in QPS_TARGETS.items():
-            a, b = get(system, wl), get(baseline, wl)
-            if a and b:
-                ratio = a["qps"] / b["qps"]
-                line = f"{system}: {wl} QPS >= {goal:.1f}x Unbound: {verdict(ratio >= goal)} ({ratio:.2f}x)"
-                if a.get("cpu_share") and b.get("cpu_share"):
-                    # below ~0.9 of a core neither server is saturated: dnsperf (one thread on the
-                    # same two cores) is the limit, and QPS per core of server CPU is what differs
-                    per_core = (a["qps"] / a["cpu_share"]) / (b["qps"] / b["cpu_share"])
+            capped = paired(results, system, baseline, f"{wl}{CAPPED}", lambda r: r["qps"])
+            if capped:
+                ratios = [a / b for a, b in capped]
+                cap = next(r["cap"] for r in results if r["workload"] == f"{wl}{CAPPED}")
+                out.append(
+                    f"{system}: {wl} QPS >= {goal:.1f}x Unbound, both capped at {cap:g} core (saturated): "
+                    f"{verdict(statistics.median(ratios) >= goal)} ({spread(ratios)})"
+                )
+            pairs = paired(results, system, baseline, wl, lambda r: r["qps"])
+            if pairs:
+                line = f"{system}: {wl} QPS uncapped: {spread([a / b for a, b in pairs])} (reported)"
+                shares = paired(results, system, baseline, wl, lambda r: r.get("cpu_share"))
+                per_core = paired(results, system, baseline, wl, qps_per_core)
+                if shares and per_core:
+                    mine = statistics.median(a for a, _ in shares)
+                    theirs = statistics.median(b for _, b in shares)
                     line += (
-                        f"; server CPU {a['cpu_share']:.2f} vs {b['cpu_share']:.2f} of a core, "
-                        f"QPS per core of server CPU {per_core:.2f}x"
+                        f"; server CPU {mine:.2f} vs {theirs:.2f} of a core, "
+                        f"QPS per core of server CPU {spread([a / b for a, b in per_core])}"
                     )
+                    if max(mine, theirs) < SATURATED:
+                        line += "; neither server saturated: dnsperf is the limit"
                 out.append(line)
         for wl in P99_WORKLOADS:
-            a, b = get(system, wl), get(baseline, wl)
-            if a and b and a.get("p99_s") is not None and b.get("p99_s") is not None:
+            pairs = paired(results, system, baseline, wl, lambda r: r.get("p99_s"))
+            if pairs:
+                ratios = [a / b for a, b in pairs]
+                a_ms = statistics.median(a for a, _ in pairs) * 1e3
+                b_ms = statistics.median(b for _, b in pairs) * 1e3
                 out.append(
-                    f"{system}: p99 <= Unbound's ({wl}): {verdict(a['p99_s'] <= b['p99_s'])} "
-                    f"({a['p99_s'] * 1e3:.3f} vs {b['p99_s'] * 1e3:.3f} ms, {a['p99_s'] / b['p99_s']:.2f}x)"
+                    f"{system}: p99 <= Unbound's ({wl}): {verdict(statistics.median(ratios) <= 1)} "
+                    f"({a_ms:.3f} vs {b_ms:.3f} ms, {spread(ratios)})"
                 )
-        a, b = get(system, "hits@20k"), get(baseline, "hits@20k")
-        if a and b and a.get("cpu_s_per_1m") and b.get("cpu_s_per_1m"):
-            ratio = a["cpu_s_per_1m"] / b["cpu_s_per_1m"]
+        pairs = paired(results, system, baseline, "hits@20k", lambda r: r.get("cpu_s_per_1m"))
+        if pairs:
+            ratios = [a / b for a, b in pairs]
             out.append(
-                f"{system}: CPU per 1M queries at {FIXED_RATE:,} QPS <= Unbound's: {verdict(ratio <= 1)} "
-                f"({a['cpu_s_per_1m']:.1f} vs {b['cpu_s_per_1m']:.1f} s, {ratio:.2f}x)"
+                f"{system}: CPU per 1M queries at {FIXED_RATE:,} QPS <= Unbound's: "
+                f"{verdict(statistics.median(ratios) <= 1)} ({statistics.median(a for a, _ in pairs):.1f} vs "
+                f"{statistics.median(b for _, b in pairs):.1f} s, {spread(ratios)})"
             )
         m = next((m for m in rss if m["system"] == system), None)
         u = next((m for m in rss if m["system"] == baseline), None)
@@ -581,10 +701,11 @@ def targets(results: list[dict[str, Any]], rss: list[dict[str, Any]], baseline: 
     one = next((s for s in netkits if s == "netkit"), None)
     for system in netkits:
         if system.startswith("netkit x") and one:
-            a, b = get(system, "hits"), get(one, "hits")
-            if a and b:
+            pairs = paired(results, system, one, "hits", lambda r: r["qps"])
+            if pairs:
                 out.append(
-                    f"{system}: scaling on hits over one worker: {a['qps'] / b['qps']:.2f}x (reported)"
+                    f"{system}: scaling on hits over one worker: "
+                    f"{spread([a / b for a, b in pairs])} (reported)"
                 )
     return out
 
@@ -604,9 +725,10 @@ def plot(results: list[dict[str, Any]], path: Path, systems: list[str], workload
         for i, system in enumerate(systems):
             vals = []
             for wl in workloads:
-                r = next((r for r in results if r["system"] == system and r["workload"] == wl), None)
-                v = r.get(key) if r else None
-                vals.append(v * scale if v is not None else 0.0)
+                got = [
+                    r[key] for r in results if r["system"] == system and r["workload"] == wl and r.get(key)
+                ]
+                vals.append(statistics.median(got) * scale if got else 0.0)  # over the rounds
             xs = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(workloads))]
             bars = ax.bar(xs, vals, width, label=system)
             ax.bar_label(bars, fmt="%.0f" if key == "qps" else "%.2f", fontsize=7)
@@ -616,7 +738,10 @@ def plot(results: list[dict[str, Any]], path: Path, systems: list[str], workload
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Node-local DNS caches in front of NSD, same 2-core machine (dnsperf on the same cores)")
+    fig.suptitle(
+        "Node-local DNS caches in front of NSD, same 2-core machine (medians over the rounds; "
+        "/cap: each server capped at the same CPU)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -653,7 +778,6 @@ def versions() -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    global DNSPERF_THREADS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per measured workload (default 10)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
@@ -676,15 +800,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated subset of unbound, netkit, netkit-extra, netkit-python (the pure-Python "
         "fast path), dnsmasq",
     )  # fmt: skip
-    ap.add_argument("--workloads", default="hits,mixed,nxdomain,hits@20k", help="comma-separated subset")
+    ap.add_argument(
+        "--workloads", default="hits,mixed,nxdomain,hits@20k,hits/cap,mixed/cap,nxdomain/cap",
+        help="comma-separated subset; NAME/cap runs NAME with each server capped at --cap cores and "
+        "dnsperf on 2 threads, so that the server (not dnsperf) is the limit",
+    )  # fmt: skip
+    ap.add_argument(
+        "--cap", type=float, default=0.5,
+        help="cores a server may use in the /cap workloads (a cgroup CPU quota; default 0.5)",
+    )  # fmt: skip
     ap.add_argument("--no-rss", action="store_true", help="skip the 100k-name memory measurement")
     ap.add_argument(
-        "--dnsperf-threads", type=int, default=DNSPERF_THREADS,
+        "--rounds", type=int, default=3,
+        help="measure every system on every workload this many times, alternating the order of the "
+        "systems; each target is judged on the median of its per-round ratios (default 3)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--pin", action=argparse.BooleanOptionalAction, default=True,
+        help="run dnsperf on CPU 0 and each one-process server on the other CPUs, so neither steals "
+        "the other's core (default on with 2+ CPUs; --no-pin lets the scheduler place them)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--dnsperf-threads", type=int, default=1,
         help="dnsperf -T (default 1; with 2 the load generator can out-send one server thread on a "
         "2-core box, so QPS reflects the servers' CPU per query, not dnsperf's)",
     )  # fmt: skip
     args = ap.parse_args(argv)
-    DNSPERF_THREADS = args.dnsperf_threads
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    cpus = os.sched_getaffinity(0)
+    pin = args.pin and len(cpus) >= 2
+    client = Client(args.dnsperf_threads, frozenset({min(cpus)}) if pin else None)
+    server_cpus = frozenset(cpus - {min(cpus)}) if pin else None
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -721,6 +868,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     extra_args=args.netkit_arg,
                 )
 
+            one_process = args.workers == 1
             all_systems = {
                 "unbound": System(
                     "unbound",
@@ -732,12 +880,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     netkit(args.workers),
                     f"netkit dns serve --workers {args.workers} --cache-size {args.cache_entries} "
                     + " ".join(args.netkit_arg),
+                    pinned=one_process,
                 ),
                 "netkit-extra": System(
                     f"netkit x{args.extra_workers}",
                     netkit(args.extra_workers),
                     f"netkit dns serve --workers {args.extra_workers} --cache-size {args.cache_entries} "
                     + " ".join(args.netkit_arg),
+                    pinned=args.extra_workers == 1,
                 ),
                 "netkit-python": System(
                     "netkit-py",
@@ -778,15 +928,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                     note=f"1,000 warmed names at a fixed {FIXED_RATE:,} QPS (latency without queueing)",
                 ),
             }  # fmt: skip
-            workloads = [all_workloads[w.strip()] for w in args.workloads.split(",") if w.strip()]
+            for name in ("hits", "mixed", "nxdomain"):
+                wl = all_workloads[name]
+                all_workloads[name + CAPPED] = replace(
+                    wl, name=name + CAPPED, cap=args.cap,
+                    note=f"{wl.note}; each server capped at {args.cap:g} core, dnsperf on 2 threads",
+                )  # fmt: skip
+            try:
+                workloads = [all_workloads[w.strip()] for w in args.workloads.split(",") if w.strip()]
+            except KeyError as e:
+                ap.error(f"unknown workload {e}; known: {', '.join(all_workloads)}")
 
+            rig = Rig(exe, client, server_cpus, lab, data, run.run_id)
+            if pin:
+                log(
+                    f"dnsperf on CPU {sorted(client.cpus or ())}, "
+                    f"one-process servers on CPUs {sorted(server_cpus or ())}"
+                )
             results: list[dict[str, Any]] = []
             rss: list[dict[str, Any]] = []
-            for system in systems:
-                for wl in workloads:
-                    results.append(run_workload(system, wl, lab, exe, data))
-                if not args.no_rss:
-                    rss.append(run_rss(system, lab, exe, data, files["rss"]))
+            for rnd in range(1, args.rounds + 1):
+                if args.rounds > 1:
+                    log(f"round {rnd} of {args.rounds}")
+                for system in systems if rnd % 2 else systems[::-1]:  # neither always goes first
+                    for wl in workloads:
+                        results.append(run_workload(rig, system, wl, rnd))
+                    if not args.no_rss and rnd == 1:
+                        rss.append(run_rss(rig, system, files["rss"]))
 
     baseline = "unbound"
     text = tables(results, rss, baseline)
@@ -799,7 +967,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "versions": versions(),
         "dnsperf_settings": {
-            "clients": DNSPERF_CLIENTS, "threads": DNSPERF_THREADS, "outstanding": DNSPERF_OUTSTANDING,
+            "clients": DNSPERF_CLIENTS, "threads": client.threads, "outstanding": DNSPERF_OUTSTANDING,
+            "cpus": sorted(client.cpus) if client.cpus else "any",
+            "server_cpus": sorted(server_cpus) if server_cpus else "any", "rounds": args.rounds,
             "timeout_s": DNSPERF_TIMEOUT, "warm_runs": WARM_RUNS, "warm_passes_per_run": WARM_PASSES,
         },
         "systems": {s.name: s.note for s in systems},
@@ -811,7 +981,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "p50, p90, p99, p99.9": "nearest rank over the per-query latencies of dnsperf -v "
             "(answered queries only, microsecond resolution); -v is used in every measured run "
             "of every system",
-            "ratio": "QPS / Unbound's QPS on the same workload",
+            "ratio": "QPS / Unbound's QPS on the same workload in the same round; a target is judged "
+            "on the median over the rounds",
             "rss": "sum of VmRSS (and of PSS from smaps_rollup) over the live processes of the daemon's "
             "process group, 1 s after one dnsperf pass over 100,000 distinct names on a fresh instance",
         },
