@@ -42,8 +42,8 @@ class Reader:
     def close(self) -> None: ...
 
 Policy = tuple[
-    float, float, float, float, float
-]  # min_ttl, max_ttl, neg_max_ttl, stale_window, prefetch_fraction
+    float, float, float, float, float, bool
+]  # min_ttl, max_ttl, neg_max_ttl, stale_window, prefetch_fraction, minimal_responses
 
 class Engine:
     def __init__(

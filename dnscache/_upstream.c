@@ -65,6 +65,7 @@ typedef struct {
 
 typedef struct {
     double min_ttl, max_ttl, neg_max_ttl, stale_window, prefetch_fraction;
+    int minimal; /* positive answers without authority and additional records (unless DO) */
 } policy_t;
 
 typedef struct {
@@ -216,8 +217,10 @@ static int entry_from_reply(const unsigned char *r, Py_ssize_t n, const unsigned
     static row_t rows[MAX_RECORDS];
     int nrows = 0, has_data = 0, soa = -1;
     uint32_t soa_ttl = 0, soa_minimum = 0;
-    Py_ssize_t off = qend, opt_start = -1;
+    Py_ssize_t off = qend, opt_start = -1, answers_end = qend;
     for (int section = 0; section < 3; section++) {
+        if (section == 1)
+            answers_end = off;
         for (int i = 0; i < counts[section]; i++) {
             Py_ssize_t start = off, after;
             int same = walk_name(r, n, off, section == 0 ? key : NULL, qlen, &after);
@@ -261,6 +264,14 @@ static int entry_from_reply(const unsigned char *r, Py_ssize_t n, const unsigned
         return 0; /* trailing octets: malformed */
     if (qtype == 255 || qtype == 5)
         return 0; /* ANY and CNAME questions: Python's rules */
+    int edns = variant & 1, do_bit = (variant & 2) != 0;
+    Py_ssize_t body_end = opt_start >= 0 ? opt_start : n;
+    if (pol->minimal && !do_bit && rcode == 0 && has_data) {
+        /* as build_entry: the answers only (they come first, and pointers point backwards) */
+        nrows = kept[0];
+        kept[1] = kept[2] = 0;
+        body_end = answers_end;
+    }
     double lifetime;
     if (rcode == 0 && has_data) {
         uint32_t least = UINT32_MAX;
@@ -279,8 +290,6 @@ static int entry_from_reply(const unsigned char *r, Py_ssize_t n, const unsigned
             if (rows[i].ttl < lifetime)
                 lifetime = rows[i].ttl;
     }
-    Py_ssize_t body_end = opt_start >= 0 ? opt_start : n;
-    int edns = variant & 1, do_bit = (variant & 2) != 0;
     Py_ssize_t wire_len = body_end + (edns ? 11 : 0);
     Py_ssize_t start = META_SIZE + (Py_ssize_t)nrows * ROW_SIZE;
     if (start + wire_len > 65535 + META_SIZE)
@@ -340,7 +349,8 @@ static int entry_from_reply(const unsigned char *r, Py_ssize_t n, const unsigned
 PyDoc_STRVAR(entry_from_reply_doc,
 "entry_from_reply(reply, key, policy, now, entry_type) -> entry or None\n\n"
 "The entry the miss engine builds for reply (already matched to key's question), or None where\n"
-"Python decides. policy: (min_ttl, max_ttl, neg_max_ttl, stale_window, prefetch_fraction). For\n"
+"Python decides. policy: (min_ttl, max_ttl, neg_max_ttl, stale_window, prefetch_fraction,\n"
+"minimal_responses). For\n"
 "differential tests against dnscache.core.response.build_entry.");
 
 static PyObject *py_entry_from_reply(PyObject *self, PyObject *args) {
@@ -348,8 +358,8 @@ static PyObject *py_entry_from_reply(PyObject *self, PyObject *args) {
     policy_t pol;
     double now;
     PyObject *entry_type, *entry = NULL;
-    if (!PyArg_ParseTuple(args, "y*y*(ddddd)dO", &reply, &key, &pol.min_ttl, &pol.max_ttl,
-                          &pol.neg_max_ttl, &pol.stale_window, &pol.prefetch_fraction, &now,
+    if (!PyArg_ParseTuple(args, "y*y*(dddddp)dO", &reply, &key, &pol.min_ttl, &pol.max_ttl,
+                          &pol.neg_max_ttl, &pol.stale_window, &pol.prefetch_fraction, &pol.minimal, &now,
                           &entry_type))
         return NULL;
     int r = key.len >= 6 ? entry_from_reply(reply.buf, reply.len, key.buf, key.len, &pol, now,
@@ -907,10 +917,10 @@ static int engine_init(Engine *e, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_RuntimeError, "an Engine is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOOOOO(ddddd)p", names, &PyDict_Type, &inflight,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOOOOO(dddddp)p", names, &PyDict_Type, &inflight,
                                      &entry_type, &on_done, &counters, &durations, &rcodes, &buckets,
                                      &pol.min_ttl, &pol.max_ttl, &pol.neg_max_ttl, &pol.stale_window,
-                                     &pol.prefetch_fraction, &case_exact))
+                                     &pol.prefetch_fraction, &pol.minimal, &case_exact))
         return -1;
     if (!PyCallable_Check(on_done) || !PyCallable_Check(entry_type)) {
         PyErr_SetString(PyExc_TypeError, "entry_type and on_done must be callable");
@@ -986,9 +996,9 @@ static PyObject *engine_set_route(Engine *e, PyObject *args) {
     double rto, timeout;
     PyObject *zones;
     policy_t pol;
-    if (!PyArg_ParseTuple(args, "isiddO!(ddddd)", &route, &host, &port, &rto, &timeout, &PyTuple_Type,
+    if (!PyArg_ParseTuple(args, "isiddO!(dddddp)", &route, &host, &port, &rto, &timeout, &PyTuple_Type,
                           &zones, &pol.min_ttl, &pol.max_ttl, &pol.neg_max_ttl, &pol.stale_window,
-                          &pol.prefetch_fraction))
+                          &pol.prefetch_fraction, &pol.minimal))
         return NULL;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(zones); i++)
         if (!PyBytes_Check(PyTuple_GET_ITEM(zones, i))) {

@@ -174,9 +174,12 @@ class CompiledMisses:
         self.refresh_route()
         self._ticker = self.loop.call_later(ROUTE_REFRESH, self._tick)
 
-    def _policy(self) -> tuple[float, float, float, float, float]:
+    def _policy(self) -> _fastpath.Policy:
         p = self.resolver.policy
-        return (float(p.min_ttl), float(p.max_ttl), float(p.neg_max_ttl), p.stale_window, p.prefetch_fraction)
+        return (
+            float(p.min_ttl), float(p.max_ttl), float(p.neg_max_ttl), p.stale_window, p.prefetch_fraction,
+            p.minimal_responses,
+        )  # fmt: skip
 
     def _default_pool(self) -> UpstreamPool:
         return next(pool for zone, pool in self.resolver.pools if not zone)

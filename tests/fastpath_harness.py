@@ -20,6 +20,7 @@ import random
 import socket
 import sys
 from array import array
+from dataclasses import replace
 
 import dns.message
 import dns.rrset
@@ -65,13 +66,11 @@ def cache(rng: random.Random) -> dict[bytes, CacheEntry]:
 def replies(fast, rng: random.Random, count: int, counts: dict[str, int]) -> None:  # type: ignore[no-untyped-def]
     """The miss engine's reply walker and entry builder on damaged upstream replies: whatever
     it builds must be what the Python pipeline builds."""
-    policy = (
-        POLICY.min_ttl,
-        POLICY.max_ttl,
-        POLICY.neg_max_ttl,
-        POLICY.stale_window,
-        POLICY.prefetch_fraction,
-    )
+    policies = [replace(POLICY, minimal_responses=m) for m in (True, False)]  # both builders' paths
+    as_tuple = {
+        p: (p.min_ttl, p.max_ttl, p.neg_max_ttl, p.stale_window, p.prefetch_fraction, p.minimal_responses)
+        for p in policies
+    }
     originals = []
     for name in NAMES:
         q = dns.message.make_query(name, "A", use_edns=0)
@@ -91,14 +90,15 @@ def replies(fast, rng: random.Random, count: int, counts: dict[str, int]) -> Non
                 damaged[rng.randrange(len(damaged))] = rng.randrange(256)
         counts["replies_damaged"] += 1
         key = question[0]
-        built = fast.entry_from_reply(bytes(damaged), key, policy, 1000.0, CacheEntry)
+        policy = rng.choice(policies)
+        built = fast.entry_from_reply(bytes(damaged), key, as_tuple[policy], 1000.0, CacheEntry)
         if built is None:
             continue
         counts["replies_built"] += 1
         try:
             msg = parse_message(bytes(damaged))
             expected, cacheable = build_entry(
-                bytes(damaged), msg, Variant(True, False, False), POLICY, 1000.0
+                bytes(damaged), msg, Variant(True, False, False), policy, 1000.0
             )
         except ValueError:
             expected, cacheable = None, False

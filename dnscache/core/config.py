@@ -63,6 +63,7 @@ class ServeConfig:
     prefetch: bool = True
     prefetch_min_hits: int = 2
     prefetch_fraction: float = 0.1
+    minimal_responses: bool = True
     dns0x20: bool = False
     workers: int = 1
     fast_path: str = "compiled"
@@ -88,6 +89,7 @@ class ServeConfig:
             stale_window=self.stale_window,
             stale_ttl=self.stale_ttl,
             prefetch_fraction=self.prefetch_fraction,
+            minimal_responses=self.minimal_responses,
         )
 
     @property
@@ -172,6 +174,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "prefetch": boolean(text=True),
     "prefetch_min_hits": integer(1, 1_000_000, text=True),
     "prefetch_fraction": number(0.0, 0.9, text=True),
+    "minimal_responses": boolean(text=True),
     "dns0x20": boolean(text=True),
     "workers": integer(1, 256, text=True),
     "fast_path": one_of("compiled", "python", fold_case=True),

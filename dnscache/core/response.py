@@ -10,7 +10,7 @@ sent one.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dnscache.core.cache import CacheEntry, build_cache_entry, entry_counts, entry_qend, record_ends
 from dnscache.core.wire import (
@@ -44,6 +44,7 @@ class CachePolicy:
     stale_window: float = 86400.0  # how long past expiry an entry may still be served stale
     stale_ttl: int = 30  # TTL of stale answers (RFC 8767)
     prefetch_fraction: float = 0.1  # refresh when less than this share of the TTL is left
+    minimal_responses: bool = True  # positive answers without authority and additional records
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,25 @@ def normalise(buf: bytes, msg: Message) -> tuple[bytes, Message]:
     return rebuild(buf)
 
 
+def positive(msg: Message) -> bool:
+    """NOERROR with data of the asked type in the answer section (not NXDOMAIN, NODATA or a CNAME
+    chain that ends in nothing)."""
+    return msg.rcode == NOERROR and any(
+        r.section == ANSWER
+        and (r.rtype == msg.qtype or msg.qtype == T_ANY or (msg.qtype == T_CNAME and r.rtype == T_CNAME))
+        for r in msg.records
+    )
+
+
+def minimal(msg: Message) -> tuple[Message, int]:
+    """The reply with its answer section only, and where that section ends on the wire: what
+    Unbound's ``minimal-responses`` sends for a positive answer. Records are in wire order and
+    compression points backwards only, so cutting after the answers leaves no pointer dangling."""
+    answers = [r for r in msg.records if r.section == ANSWER]
+    end = answers[-1].end if answers else msg.question_end
+    return replace(msg, records=answers, edns=None, opt_start=-1), end
+
+
 def cache_lifetime(buf: bytes, msg: Message, policy: CachePolicy) -> tuple[int | None, list[int]]:
     """Seconds the reply may be cached (None: not at all), and the TTL to serve for each record.
 
@@ -71,12 +91,7 @@ def cache_lifetime(buf: bytes, msg: Message, policy: CachePolicy) -> tuple[int |
     rcode = msg.rcode
     if rcode not in (NOERROR, NXDOMAIN):
         return None, ttls
-    has_data = any(
-        r.section == ANSWER
-        and (r.rtype == msg.qtype or msg.qtype == T_ANY or (msg.qtype == T_CNAME and r.rtype == T_CNAME))
-        for r in msg.records
-    )
-    if rcode == NOERROR and has_data:
+    if positive(msg):
         return (min(ttls) if ttls else 0), ttls
     # negative: NXDOMAIN or NODATA (possibly at the end of a CNAME chain)
     soa = next((i for i, r in enumerate(msg.records) if r.section == AUTHORITY and r.rtype == T_SOA), None)
@@ -95,9 +110,13 @@ def build_entry(
 ) -> tuple[CacheEntry, bool]:
     """Turn a validated, scrubbed upstream reply into an entry; the flag says whether to cache it."""
     buf, msg = normalise(buf, msg)
+    body_end = msg.opt_start if msg.edns is not None else len(buf)
+    if policy.minimal_responses and not variant.do and positive(msg):
+        # authority and additional records are not needed here; with DO they may be (the NSEC
+        # records that prove a wildcard answer), so those clients get the whole reply
+        msg, body_end = minimal(msg)
     kept, ttls = cache_lifetime(buf, msg, policy)
     lifetime = kept or 0
-    body_end = msg.opt_start if msg.edns is not None else len(buf)
     counts = [0, 0, 0]
     for r in msg.records:
         counts[r.section - 1] += 1

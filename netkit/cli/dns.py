@@ -121,6 +121,12 @@ FLAG_HELP: dict[str, tuple[str, str | None, bool]] = {
     ),
     "prefetch": ("refresh popular entries before they expire (default true)", "BOOL", False),
     "prefetch_min_hits": ("hits an entry needs before it is prefetched (default 2)", "N", False),
+    "minimal_responses": (
+        "answer positive questions with the answer section only, as Unbound's minimal-responses "
+        "(clients that set DO get the authority and additional records too) (default true)",
+        "BOOL",
+        False,
+    ),
     "dns0x20": (
         "randomise the query name's case towards upstreams and require it echoed (default false)",
         "BOOL",

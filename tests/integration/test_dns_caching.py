@@ -9,6 +9,7 @@ import time
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rdatatype
 import pytest
 
 import dnscache.server
@@ -55,6 +56,24 @@ def test_hit_echoes_id_and_rd_and_keeps_edns_variants_apart(nsd: NsdServer) -> N
 
 
 # -- 2. correct caching --------------------------------------------------------------------------
+def test_minimal_responses_leave_out_what_a_positive_answer_does_not_need(nsd: NsdServer) -> None:
+    """NSD puts its NS records in the authority section of every answer; by default they are
+    left out (miss and hit alike), a DO client gets them, and a negative answer keeps its SOA."""
+    with running_server(upstream=[hp(nsd)]) as srv:
+        for _ in range(2):  # the miss, then the hit
+            r = srv.query("h5.example.test", use_edns=0)
+            assert r.answer and not r.authority and not r.additional
+        with_do = srv.query("h5.example.test", use_edns=0, want_dnssec=True)
+        assert with_do.answer and [rr.rdtype for rr in with_do.authority] == [dns.rdatatype.NS]
+        negative = srv.query("nothing-here.example.test")
+        assert negative.rcode() == dns.rcode.NXDOMAIN
+        assert [rr.rdtype for rr in negative.authority] == [dns.rdatatype.SOA]
+    with running_server(upstream=[hp(nsd)], minimal_responses=False) as srv:
+        for _ in range(2):
+            r = srv.query("h5.example.test", use_edns=0)
+            assert r.answer and [rr.rdtype for rr in r.authority] == [dns.rdatatype.NS]
+
+
 def test_ttl_decrements_while_cached(nsd: NsdServer) -> None:
     with running_server(upstream=[hp(nsd)]) as srv:
         assert min_ttl(srv.query("ttl10.example.test")) == 10

@@ -11,6 +11,7 @@ replaces (``check_reply`` -> ``scrub`` -> ``build_entry``).
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 
 import dns.flags
 import dns.message
@@ -20,14 +21,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnscache import _fastpath  # type: ignore[attr-defined]
-from dnscache.core.cache import CacheEntry, cache_key
+from dnscache.core.cache import CacheEntry, cache_key, entry_wire, expires_at
 from dnscache.core.response import CachePolicy, build_entry
 from dnscache.core.scrub import scrub
 from dnscache.core.wire import WireError, parse_message
 from dnscache.resolver import VARIANT_FROM_BYTE
 
 POLICY = CachePolicy(min_ttl=5, max_ttl=86400, neg_max_ttl=900, stale_window=600.0, prefetch_fraction=0.1)
-POLICY_TUPLE = (5.0, 86400.0, 900.0, 600.0, 0.1)
+FULL = replace(POLICY, minimal_responses=False)
+
+
+def policy_tuple(p: CachePolicy) -> tuple[float, float, float, float, float, bool]:
+    return (float(p.min_ttl), float(p.max_ttl), float(p.neg_max_ttl), p.stale_window, p.prefetch_fraction,
+            p.minimal_responses)  # fmt: skip
+
+
+POLICY_TUPLE = policy_tuple(POLICY)
 NOW = 1234.5
 
 labels = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789-", min_size=1, max_size=12)
@@ -80,50 +89,86 @@ def replies(draw: st.DrawFn) -> tuple[bytes, bytes, bool]:
     return bytes(wire), key, ordinary
 
 
-def python_entry(wire: bytes, key: bytes) -> CacheEntry | None:
+def python_entry(wire: bytes, key: bytes, policy: CachePolicy = POLICY) -> CacheEntry | None:
     """What the Python miss path caches for this reply, or None where it caches nothing."""
     try:
         msg = parse_message(wire)
         scrubbed = scrub(wire, msg, ())
         entry, cacheable = build_entry(
-            scrubbed.wire, scrubbed.message, VARIANT_FROM_BYTE[key[-1]], POLICY, NOW
+            scrubbed.wire, scrubbed.message, VARIANT_FROM_BYTE[key[-1]], policy, NOW
         )
     except WireError:
         return None
     return entry if cacheable else None
 
 
-def compiled_entry(wire: bytes, key: bytes) -> bytearray | None:
-    entry = _fastpath.entry_from_reply(wire, key, POLICY_TUPLE, NOW, CacheEntry)
+def compiled_entry(wire: bytes, key: bytes, policy: CachePolicy = POLICY) -> bytearray | None:
+    entry = _fastpath.entry_from_reply(wire, key, policy_tuple(policy), NOW, CacheEntry)
     assert entry is None or type(entry) is CacheEntry
     return entry
 
 
 @settings(max_examples=1500, deadline=None)
-@given(replies())
-def test_an_entry_it_builds_is_the_one_python_builds(case: tuple[bytes, bytes, bool]) -> None:
+@given(replies(), st.sampled_from([POLICY, FULL]))
+def test_an_entry_it_builds_is_the_one_python_builds(
+    case: tuple[bytes, bytes, bool], policy: CachePolicy
+) -> None:
     wire, key, ordinary = case
-    built = compiled_entry(wire, key)
+    built = compiled_entry(wire, key, policy)
     if built is not None:
-        assert bytes(built) == bytes(python_entry(wire, key) or b"")
+        assert bytes(built) == bytes(python_entry(wire, key, policy) or b"")
     if ordinary:
         assert built is not None, "an ordinary answer must not need Python"
 
 
 @settings(max_examples=3000, deadline=None)
-@given(replies(), st.integers(0, 600), st.integers(0, 255), st.booleans())
+@given(replies(), st.integers(0, 600), st.integers(0, 255), st.booleans(), st.sampled_from([POLICY, FULL]))
 def test_a_damaged_reply_is_never_cached_differently(
-    case: tuple[bytes, bytes, bool], at: int, octet: int, cut: bool
+    case: tuple[bytes, bytes, bool], at: int, octet: int, cut: bool, policy: CachePolicy
 ) -> None:
     wire, key, _ = case
     damaged = bytearray(wire[: at % (len(wire) + 1)] if cut else wire)
     if not cut and damaged:
         damaged[at % len(damaged)] = octet
-    built = compiled_entry(bytes(damaged), key)
+    built = compiled_entry(bytes(damaged), key, policy)
     if built is not None:
         # the caller has matched ID and question; Python's pipeline must agree on the rest
-        expected = python_entry(bytes(damaged), key)
+        expected = python_entry(bytes(damaged), key, policy)
         assert expected is not None and bytes(built) == bytes(expected)
+
+
+def sections(entry: bytearray) -> tuple[int, int, int]:
+    """Answer, authority and additional counts of the entry's wire (OPT included)."""
+    wire = entry_wire(entry)
+    return struct.unpack_from("!HHH", wire, 6)
+
+
+def test_minimal_responses_keep_the_answers_of_a_positive_reply_only() -> None:
+    """As Unbound's minimal-responses: a positive answer loses its authority NS and additional
+    glue; with DO it keeps them (they may prove a wildcard), and a negative answer keeps its SOA."""
+    q = dns.message.make_query("h1.example.", "A", use_edns=0)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("h1.example.", 60, "IN", "A", "192.0.2.1"))
+    r.authority.append(dns.rrset.from_text("example.", 30, "IN", "NS", "ns.example."))
+    r.additional.append(dns.rrset.from_text("ns.example.", 30, "IN", "A", "192.0.2.53"))
+    wire = r.to_wire()
+    question = wire[12 : parse_message(wire).question_end]
+    plain, dnssec = cache_key(question, b"\x01"), cache_key(question, b"\x03")  # EDNS; EDNS+DO
+    for build in (python_entry, compiled_entry):
+        minimal = build(wire, plain, POLICY)
+        assert minimal is not None and sections(minimal) == (1, 0, 1)  # the answer and our OPT
+        assert expires_at(minimal) == NOW + 60  # the NS's 30 s no longer bounds it
+        full = build(wire, plain, FULL)
+        assert full is not None and sections(full) == (1, 1, 2) and expires_at(full) == NOW + 30
+        with_do = build(wire, dnssec, POLICY)
+        assert with_do is not None and sections(with_do) == (1, 1, 2)
+    r = dns.message.make_response(q)
+    r.set_rcode(dns.rcode.NXDOMAIN)
+    r.authority.append(dns.rrset.from_text("example.", 300, "IN", "SOA", "ns.example. h.example. 1 2 3 4 60"))
+    wire = r.to_wire()
+    for build in (python_entry, compiled_entry):
+        negative = build(wire, plain, POLICY)
+        assert negative is not None and sections(negative) == (0, 1, 1)
 
 
 def test_a_cname_chain_and_a_short_key_go_to_python() -> None:
