@@ -7,6 +7,7 @@ from typing import Any
 from _typeshed import WriteableBuffer
 
 BATCH: int
+SINGLES: int
 OUT_SIZE: int
 META_SIZE: int
 RCODE_SLOTS: int
@@ -38,6 +39,8 @@ class Reader:
         clock: Callable[[], float] | None = None,
         engine: Engine | None = None,
     ) -> None: ...
+    @property
+    def batch(self) -> int: ...
     def __call__(self) -> None: ...
     def close(self) -> None: ...
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import socket
+import time
 from array import array
 from collections.abc import Iterator
 
@@ -242,6 +243,41 @@ def test_the_reader_counts_hands_over_the_rest_and_stops_when_closed(wire: Wire)
     reader()  # closed (a wake-up still queued on the loop): a no-op
     assert list(counts) == [4, 3, 0]
     wire.workspace.close()  # the reader let go of the mapping
+
+
+def test_a_reader_asks_for_one_datagram_while_the_load_is_light(wire: Wire) -> None:
+    q = dns.message.make_query("www.example.test", "A", use_edns=0).to_wire()
+    key, entry = entry_for(q, EDNS, "www.example.test. 100 IN A 192.0.2.1")
+    wire.entries[key] = entry
+    counts = array("Q", bytes(8 * 3))
+    reader = _fastpath.Reader(
+        wire.server.fileno(), wire.workspace, wire.entries, wire.rcodes, counts, print, lambda: 1001.0
+    )
+    assert reader.batch == _fastpath.BATCH
+    wire.send(q)
+    reader()
+    assert reader.batch == 1  # a batch found one datagram: no second, failing, receive next time
+    batches = []
+    for _ in range(_fastpath.SINGLES):
+        time.sleep(0.002)  # idle between wake-ups, each finding one datagram
+        wire.send(q)
+        reader()
+        batches.append(reader.batch)
+    assert batches == [1] * (_fastpath.SINGLES - 1) + [_fastpath.BATCH]  # then a batch probes again
+    wire.send(q)
+    reader()
+    assert reader.batch == 1
+    wire.send(*[q] * 140)  # a queue forms: singles give way to batches within SINGLES wake-ups
+    received: list[int] = []
+    while sum(received) < 140:
+        before = counts[0]
+        reader()
+        received.append(counts[0] - before)
+        assert len(received) <= _fastpath.SINGLES + 3
+    assert max(received) == _fastpath.BATCH
+    assert list(counts) == [158, 158, 0]
+    for _ in range(158):
+        assert dns.message.from_wire(wire.client.recv(2048)).answer[0].name.to_text() == "www.example.test."
 
 
 def test_a_reader_refuses_bad_arguments(wire: Wire) -> None:
