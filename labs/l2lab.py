@@ -20,11 +20,15 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 from pyroute2 import IPRoute, netns
 
 from labs.runid import new_run_id
 from netkit.base.netns import netns_exec
+from netkit.l2.agent import reconcile_once
+from netkit.l2.core.model import load_networks
+from netkit.l2.kernel import Kernel
 
 UNDERLAY_NET = "198.18.0"
 
@@ -119,6 +123,29 @@ class L2Lab:
             podr.link("set", index=idx, state="up")
         self.pods[name] = pod
         return pod
+
+    def add_blue_pods(self) -> tuple[Pod, Pod]:
+        """The pair most L2 tests start from: pa (n1, 198.19.1.1/24), pb (n2, 198.19.1.2/24)."""
+        return (
+            self.add_pod("pa", "n1", "02:00:00:00:01:01", "198.19.1.1/24"),
+            self.add_pod("pb", "n2", "02:00:00:00:01:02", "198.19.1.2/24"),
+        )
+
+    def blue(self, **extra: Any) -> dict[str, Any]:
+        """Network blue (VNI 100) on every node with pa's and pb's ports (``add_blue_pods``),
+        as one entry of a networks file; ``extra`` adds or replaces fields."""
+        ports = {"n1": [self.pods["pa"].port], "n2": [self.pods["pb"].port]}
+        return {"name": "blue", "vni": 100, "members": dict(self.vtep), "ports": ports, **extra}
+
+    def apply(self, text: str) -> dict[str, int]:
+        """Apply the networks file ``text`` on every node with the agent's own reconcile step;
+        returns the kernel writes per node."""
+        nets = load_networks(text)
+        writes = {}
+        for node in self.node_ns:
+            with Kernel(self.ns(node)) as k:
+                writes[node] = reconcile_once(k, nets, node)[2].writes
+        return writes
 
     def add_sandbox(self, name: str) -> str:
         """An empty namespace ``<rid>-<name>`` (only ``lo``, up), as a container runtime makes

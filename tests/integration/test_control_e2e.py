@@ -131,8 +131,7 @@ def world(run_dir: RunDir) -> Iterator[World]:
             core.patch_node_status(node, {"status": {"addresses": [address]}})
             with IPRoute(netns=l2.ns(node), flags=0) as ipr:
                 ipr.addr("add", index=ipr.link_lookup(ifname="lo")[0], address=NODE_LOCAL, prefixlen=32)
-        l2.add_pod("pa", "n1", "02:00:00:00:01:01", "198.19.1.1/24")
-        l2.add_pod("pb", "n2", "02:00:00:00:01:02", "198.19.1.2/24")
+        l2.add_blue_pods()
         up = l2.add_host("up", UPSTREAM)
         with IPRoute(netns=up, flags=0) as ipr:
             ipr.addr("add", index=ipr.link_lookup(ifname=f"{l2.run_id}-eth")[0], address=STUB, prefixlen=24)

@@ -33,10 +33,7 @@ from labs.l2lab import L2Lab
 from labs.runid import RunDir
 from netkit.base.netns import netns_exec
 from netkit.base.process import ManagedProcess
-from netkit.l2.agent import reconcile_once
-from netkit.l2.core.model import load_networks
 from netkit.l2.core.state import bridge_name, vxlan_name
-from netkit.l2.kernel import Kernel
 
 pytestmark = [pytest.mark.root, pytest.mark.peers]
 
@@ -102,25 +99,11 @@ def dl() -> Iterator[DoctorLab]:
     if os.geteuid() != 0:
         pytest.fail("the doctor tests need root (network namespaces); the suite runs as root")
     with L2Lab(nodes=2) as lab, RunDir(lab.run_id) as rd:
-        lab.add_pod("pa", "n1", "02:00:00:00:01:01", "198.19.1.1/24")
-        lab.add_pod("pb", "n2", "02:00:00:00:01:02", "198.19.1.2/24")
-        text = yaml.safe_dump(
-            {
-                "networks": [
-                    {
-                        "name": "blue",
-                        "vni": 100,
-                        "members": dict(lab.vtep),
-                        "ports": {"n1": [lab.pods["pa"].port], "n2": [lab.pods["pb"].port]},
-                    }
-                ]
-            }
-        )
+        lab.add_blue_pods()
+        text = yaml.safe_dump({"networks": [lab.blue()]})
         nets_file = rd.path / "networks.yaml"
         nets_file.write_text(text)
-        for node in lab.node_ns:
-            with Kernel(lab.ns(node)) as k:
-                reconcile_once(k, load_networks(text), node)
+        lab.apply(text)
         # DNS: NSD on the underlay, netkit's cache on n1 at the link-local address on lo
         host = lab.add_host("up", UPSTREAM)
         zones = [generate_zone("cluster.local.", 20, ttl=1)]

@@ -46,8 +46,7 @@ def lab() -> Iterator[L2Lab]:
     if os.geteuid() != 0:
         pytest.fail("the L2 agent tests need root (network namespaces); the suite runs as root")
     with L2Lab(nodes=3) as lab:
-        lab.add_pod("pa", "n1", "02:00:00:00:01:01", "198.19.1.1/24")
-        lab.add_pod("pb", "n2", "02:00:00:00:01:02", "198.19.1.2/24")
+        lab.add_blue_pods()
         lab.add_pod("pc", "n3", "02:00:00:00:01:03", "198.19.1.3/24")  # red: same subnet on purpose
         yield lab
     assert lab.leftovers() == []
@@ -64,13 +63,7 @@ def networks(lab: L2Lab, *, blue: dict[str, Any] | None = None, red: dict[str, A
     """The standard file: blue (vni 100) on n1-n3 with pa and pb, red (vni 200) on n1, n3 with pc."""
     p = lab.pods
     nets: list[dict[str, Any]] = [
-        {
-            "name": "blue",
-            "vni": 100,
-            "members": dict(lab.vtep),
-            "ports": {"n1": [p["pa"].port], "n2": [p["pb"].port]},
-            **(blue or {}),
-        },
+        lab.blue(**(blue or {})),
         {
             "name": "red",
             "vni": 200,
@@ -80,17 +73,6 @@ def networks(lab: L2Lab, *, blue: dict[str, Any] | None = None, red: dict[str, A
         },
     ]
     return yaml.safe_dump({"networks": [n for n in nets if n.get("name")]})
-
-
-def apply_all(lab: L2Lab, text: str) -> dict[str, int]:
-    """Apply ``text`` on every node through the library; writes per node."""
-    nets = load_networks(text)
-    writes = {}
-    for node in lab.node_ns:
-        with Kernel(lab.ns(node)) as k:
-            _, _, result = reconcile_once(k, nets, node)
-            writes[node] = result.writes
-    return writes
 
 
 def observe(lab: L2Lab, node: str) -> ObservedState:
@@ -129,7 +111,7 @@ def vxlan_fdb(state: ObservedState, dev: str) -> set[tuple[str, str | None]]:
 
 def test_create_modify_delete_with_connectivity_and_isolation(lab: L2Lab) -> None:
     text = networks(lab)
-    writes = apply_all(lab, text)
+    writes = lab.apply(text)
     assert all(w > 0 for w in writes.values())
 
     n1 = observe(lab, "n1")
@@ -161,7 +143,7 @@ def test_create_modify_delete_with_connectivity_and_isolation(lab: L2Lab) -> Non
     n1 = observe(lab, "n1")
     assert vxlan_fdb(n1, BLUE_VX) == {(ZERO_MAC, lab.vtep["n2"])}
     assert n1.links[BLUE_VX].mtu == 1400 and n1.links[BLUE_BR].mtu == 1400
-    apply_all(lab, text2)
+    lab.apply(text2)
     assert BLUE_BR not in observe(lab, "n3").links  # GC on the node that left
     assert lab.ping("pa", lab.pods["pb"].address)
 
@@ -172,7 +154,7 @@ def test_create_modify_delete_with_connectivity_and_isolation(lab: L2Lab) -> Non
 
     # delete: blue is gone from the file; its links and FDB entries go, the pod's veth stays
     only_red = networks(lab, blue={"name": None})
-    apply_all(lab, only_red)
+    lab.apply(only_red)
     for node in lab.node_ns:
         state = observe(lab, node)
         assert BLUE_BR not in state.links and BLUE_VX not in state.links
@@ -185,7 +167,7 @@ def test_create_modify_delete_with_connectivity_and_isolation(lab: L2Lab) -> Non
 
 def test_noop_reconcile_performs_zero_netlink_writes(lab: L2Lab) -> None:
     text = networks(lab)
-    apply_all(lab, text)
+    lab.apply(text)
     nets = load_networks(text)
     events: list[Event | None] = []
     monitor = Monitor(lab.ns("n1"), events.append)
@@ -250,7 +232,7 @@ def sample(agent: Agent, name: str, **labels: str) -> float:
 def test_agent_repairs_drift_within_one_second(lab: L2Lab) -> None:
     text = networks(lab)
     nets = load_networks(text)
-    apply_all(lab, text)  # the other nodes
+    lab.apply(text)  # the other nodes
     with running_agent(lab, nets, "n1") as agent, IPRoute(netns=lab.ns("n1"), flags=0) as ipr:
         assert pending(lab, nets, "n1") == 0
 
@@ -290,7 +272,7 @@ def test_agent_repairs_drift_within_one_second(lab: L2Lab) -> None:
 
 def test_agent_process_metrics_reload_and_stop(lab: L2Lab, workdir: Path) -> None:
     only_blue = write(workdir, "blue.yaml", networks(lab, red={"name": None}))
-    apply_all(lab, networks(lab))
+    lab.apply(networks(lab))
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -372,7 +354,7 @@ def test_rollback_when_the_probe_fails(lab: L2Lab, workdir: Path) -> None:
     ns = lab.ns("n1")
     good = write(workdir, "good.yaml", networks(lab, red={"name": None}))
     pa: Pod = lab.pods["pa"]
-    apply_all(lab, networks(lab))
+    lab.apply(networks(lab))
     res = cli("apply", "-f", good, "--node", "n1", "--netns", ns, "--probe", f"{pa.netns}/198.19.1.2")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Probes passed: 1" in res.stdout
@@ -441,7 +423,7 @@ def test_known_endpoints_are_answered_on_the_node(lab: L2Lab) -> None:
         {"mac": "02:00:00:00:01:51", "ip": ghost_ip6, "node": "n3"},
         {"mac": lab.pods["pb"].mac, "ip": lab.pods["pb"].address, "node": "n2"},
     ]
-    apply_all(lab, networks(lab, blue={"endpoints": endpoints}))
+    lab.apply(networks(lab, blue={"endpoints": endpoints}))
     n1 = observe(lab, "n1")
     assert n1.links[BLUE_VX].neigh_suppress is True
     assert (ghost_mac, lab.vtep["n3"]) in vxlan_fdb(n1, BLUE_VX)

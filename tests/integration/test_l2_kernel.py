@@ -15,7 +15,6 @@ import yaml
 from pyroute2 import IPRoute
 
 from labs.l2lab import L2Lab
-from netkit.l2.agent import reconcile_once
 from netkit.l2.core.model import load_networks
 from netkit.l2.core.plan import ARP_IGNORE_NEVER, RP_FILTER_STRICT, AddFdb, DelFdb
 from netkit.l2.core.state import (
@@ -41,25 +40,9 @@ def lab() -> Iterator[L2Lab]:
     if os.geteuid() != 0:
         pytest.fail("the L2 kernel tests need root (network namespaces); the suite runs as root")
     with L2Lab(nodes=2) as lab:
-        lab.add_pod("pa", "n1", "02:00:00:00:01:01", "198.19.1.1/24")
-        lab.add_pod("pb", "n2", "02:00:00:00:01:02", "198.19.1.2/24")
-        text = yaml.safe_dump(
-            {
-                "networks": [
-                    {
-                        "name": "blue",
-                        "vni": 100,
-                        "members": dict(lab.vtep),
-                        "ports": {"n1": [lab.pods["pa"].port], "n2": [lab.pods["pb"].port]},
-                        "endpoints": [{"mac": "02:00:00:00:01:02", "ip": "198.19.1.2", "node": "n2"}],
-                    }
-                ]
-            }
-        )
-        nets = load_networks(text)
-        for node in lab.node_ns:
-            with Kernel(lab.ns(node)) as k:
-                reconcile_once(k, nets, node)
+        lab.add_blue_pods()
+        endpoint = {"mac": "02:00:00:00:01:02", "ip": "198.19.1.2", "node": "n2"}
+        lab.apply(yaml.safe_dump({"networks": [lab.blue(endpoints=[endpoint])]}))
         yield lab
     assert lab.leftovers() == []
 
