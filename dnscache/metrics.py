@@ -76,6 +76,17 @@ class DnsCollector(Collector):
                 "cache_misses",
                 "Queries that needed an upstream (stale entries included).",
             ),
+            (
+                "netkit_dns_compiled_misses",
+                "compiled_misses",
+                "Cache misses the compiled miss engine took (of netkit_dns_cache_misses; Python's "
+                "flights resolve the rest and what it hands back).",
+            ),
+            (
+                "netkit_dns_compiled_miss_answers",
+                "compiled_miss_answers",
+                "Answers the compiled miss engine sent from its own upstream exchange.",
+            ),
             ("netkit_dns_served_stale", "served_stale", "Answers served from expired entries (RFC 8767)."),
             ("netkit_dns_prefetches", "prefetches", "Refreshes started before a popular entry expired."),
             ("netkit_dns_coalesced", "coalesced", "Misses that joined an upstream query already in flight."),

@@ -498,6 +498,7 @@ def dashboard(obj: Objectives) -> Json:
     )
 
     lay.row("Cache")
+    compiled = rate("netkit_dns_compiled_misses_total")
     lay.add(
         timeseries(
             "Cache hit ratio",
@@ -513,7 +514,24 @@ def dashboard(obj: Objectives) -> Json:
             minimum=0,
             maximum=1,
         ),
-        12,
+        8,
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Misses by path",
+            "Cache misses per second: taken by the compiled miss engine (the common miss; the few "
+            "it hands back included), and the rest, which Python's flights resolve (stale "
+            "refreshes, stub zones, every miss while the first upstream is down or losing "
+            "queries, and all of them with fast_path: python).",
+            [
+                target(f"sum({compiled})", "compiled"),
+                target(f"sum({rate('netkit_dns_cache_misses_total')}) - sum({compiled})", "python"),
+            ],
+            unit="reqps",
+            minimum=0,
+        ),
+        8,
         8,
     )
     lay.add(
@@ -527,7 +545,7 @@ def dashboard(obj: Objectives) -> Json:
             unit="reqps",
             minimum=0,
         ),
-        12,
+        8,
         8,
     )
 

@@ -122,6 +122,8 @@ class Stats:
             "requests_tcp": self.requests_tcp,
             "cache_hits": self.cache_hits + self.fast_answers,
             "cache_misses": self.misses,
+            "compiled_misses": self.engine[0],
+            "compiled_miss_answers": self.engine[5],
             "served_stale": self.served_stale,
             "prefetches": self.prefetches,
             "coalesced": self.coalesced_queries,

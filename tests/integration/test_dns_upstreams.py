@@ -243,6 +243,9 @@ def test_metrics_health_and_ready(nsd: NsdServer) -> None:
             assert lines['netkit_dns_responses_total{rcode="NXDOMAIN"}'] == 1
             assert lines["netkit_dns_cache_hits_total"] == 2
             assert lines["netkit_dns_cache_misses_total"] == 2
+            compiled = 2 if srv.server.cfg.fast_path == "compiled" else 0  # the miss engine took both
+            assert lines["netkit_dns_compiled_misses_total"] == compiled
+            assert lines["netkit_dns_compiled_miss_answers_total"] == compiled
             assert lines["netkit_dns_served_stale_total"] == 0
             assert lines["netkit_dns_cache_entries"] == 2
             assert lines["netkit_dns_request_duration_seconds_count"] == 4
