@@ -418,9 +418,9 @@ typedef struct {
 /* How many datagrams the next wake-up asks for. recvmmsg(2) for BATCH tries another datagram
  * after each one it got and stops only when one fails (EAGAIN): when every wake-up finds a
  * single datagram (a light load), that failed receive costs 150-200 ns a wake-up (1-2 % of its
- * CPU; benchmarks/recvmmsg_cost.py). So a batch that got one switches to single receives, and a single receive that came
- * soon after the last call (the socket was readable while we were busy: a queue is forming)
- * switches back to batches, as does every SINGLES-th wake-up. */
+ * CPU; benchmarks/recvmmsg_cost.py). So a batch that got one switches to single receives, and
+ * a single receive that came soon after the last call (the socket was readable while we were
+ * busy: a queue is forming) switches back to batches, as does every SINGLES-th wake-up. */
 static void next_vlen(Reader *r, int got, unsigned int vlen, double started) {
     if (vlen == BATCH)
         r->single = got == 1 ? SINGLES : 0;
