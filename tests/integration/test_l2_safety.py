@@ -19,7 +19,6 @@ from labs.runid import free_port
 from tests.integration.test_l2_agent import (
     BLUE_BR,
     RED_BR,
-    apply_all,
     cli,
     lab,
     networks,
@@ -50,7 +49,7 @@ def one_error_line(stderr: str, prog: str) -> str:
 def test_a_node_the_file_does_not_name_is_refused_and_nothing_changes(
     lab: L2Lab, workdir: Path, command: str
 ) -> None:
-    apply_all(lab, networks(lab))
+    lab.apply(networks(lab))
     before = links(lab, "n1")
     assert BLUE_BR in observe(lab, "n1").links and RED_BR in observe(lab, "n1").links
     f = write(workdir, "nets.yaml", networks(lab))
@@ -80,7 +79,7 @@ def test_a_short_hostname_where_the_file_has_the_fqdn_is_refused_with_a_hint(
 
 
 def test_removing_every_network_from_a_node_takes_a_file_that_says_so(lab: L2Lab, workdir: Path) -> None:
-    apply_all(lab, networks(lab))
+    lab.apply(networks(lab))
     # n1 in no network and not listed: refused
     doc = yaml.safe_load(networks(lab))
     for net in doc["networks"]:
